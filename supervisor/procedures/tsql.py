@@ -203,7 +203,10 @@ def body() -> str:
 
 
 def snapshot_batch() -> str:
-    """The body as one ad-hoc batch; its first line is ``ADHOC_BATCH_MARKER``."""
+    """The body as one ad-hoc batch (no ``GO``); its first line is ``ADHOC_BATCH_MARKER``.
+
+    Unlike in the procedure, the batch's SET options stay on the connection after it runs.
+    """
     return f"{ADHOC_BATCH_MARKER}\n{body()}"
 
 
