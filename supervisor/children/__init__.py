@@ -1,0 +1,1 @@
+"""The per-tenant child process: scheduler, collection pool, writer."""

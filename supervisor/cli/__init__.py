@@ -1,0 +1,1 @@
+"""The ``collector-supervisor`` command line (CONTRACT §2)."""

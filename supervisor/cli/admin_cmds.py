@@ -1,0 +1,28 @@
+"""``init-db``: create or upgrade the system DB and every tenant's DB."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from supervisor.cli.context import CliContext
+from supervisor.errors import CollectorError
+from supervisor.storage.engine import masked_url
+from supervisor.storage.migrations import upgrade_tenant
+from supervisor.tenants import list_tenants
+
+
+def init_db(args: argparse.Namespace, ctx: CliContext) -> int:
+    engine = ctx.system_engine  # creates or upgrades the system schema
+    print(f"system DB ready: {masked_url(ctx.settings.system_db)}")
+    failures = []
+    for tenant in list_tenants(engine):
+        try:
+            upgrade_tenant(ctx.tenant_engine(tenant))
+            print(f"tenant {tenant.slug}: DB ready")
+        except CollectorError as exc:
+            failures.append(tenant.slug)
+            print(f"tenant {tenant.slug}: {exc}", file=sys.stderr)
+    if failures:
+        raise CollectorError(f"tenant DB schema not ready for: {', '.join(failures)}")
+    return 0

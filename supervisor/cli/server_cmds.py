@@ -1,0 +1,105 @@
+"""``server add|list|enable|disable|remove``. Passwords come from an env var or stdin, never argv."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from supervisor.cli.context import CliContext
+from supervisor.cli.output import age, print_json, print_table
+from supervisor.clock import utcnow
+from supervisor.errors import UsageError
+from supervisor.servers import (
+    ServerSpec,
+    add_server,
+    list_servers,
+    remove_server,
+    set_enabled,
+    validate_spec,
+)
+
+
+def dispatch(args: argparse.Namespace, ctx: CliContext) -> int:
+    actions = {"add": add, "list": list_, "enable": enable, "disable": disable, "remove": remove}
+    return actions[args.action](args, ctx)
+
+
+def read_password(args: argparse.Namespace) -> str | None:
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if value is None:
+            raise UsageError(f"--password-env: environment variable {args.password_env} is not set")
+        return value
+    if args.password_stdin:
+        value = sys.stdin.readline().rstrip("\r\n")
+        if not value:
+            raise UsageError("--password-stdin: no password on standard input")
+        return value
+    return None
+
+
+def add(args: argparse.Namespace, ctx: CliContext) -> int:
+    password = read_password(args)
+    spec = ServerSpec(
+        name=args.name,
+        host=args.host,
+        port=args.port,
+        username=args.user,
+        password=password,
+        interval_seconds=args.interval,
+        enabled=not args.disabled,
+        encrypt=args.encrypt,
+        trust_server_certificate=args.trust_server_certificate,
+        collection_mode=args.collection_mode,
+    )
+    validate_spec(spec)
+    engine = ctx.tenant_engine(ctx.tenant(args.tenant))
+    encrypted = ctx.secret_box.encrypt(password) if password is not None else None
+    info = add_server(engine, spec, encrypted)
+    state = "enabled" if info.enabled else "disabled"
+    print(f"server {info.name} added to {args.tenant} ({info.host}:{info.port}, collection {state})")
+    return 0
+
+
+def list_(args: argparse.Namespace, ctx: CliContext) -> int:
+    infos = list_servers(ctx.tenant_engine(ctx.tenant(args.tenant)))
+    if args.json:
+        print_json([info.as_json() for info in infos])
+        return 0
+    now = utcnow()
+    print_table(
+        ["name", "address", "enabled", "interval", "status", "last_success", "failures", "last_error"],
+        [
+            [
+                i.name,
+                f"{i.host}:{i.port}",
+                i.enabled,
+                i.interval_seconds or "default",
+                i.status,
+                age(i.last_success_at, now),
+                i.consecutive_failures,
+                (i.last_error or "")[:60] or None,
+            ]
+            for i in infos
+        ],
+    )
+    return 0
+
+
+def enable(args: argparse.Namespace, ctx: CliContext) -> int:
+    info = set_enabled(ctx.tenant_engine(ctx.tenant(args.tenant)), args.name, True)
+    print(f"server {info.name}: collection enabled")
+    return 0
+
+
+def disable(args: argparse.Namespace, ctx: CliContext) -> int:
+    info = set_enabled(ctx.tenant_engine(ctx.tenant(args.tenant)), args.name, False)
+    print(f"server {info.name}: collection disabled")
+    return 0
+
+
+def remove(args: argparse.Namespace, ctx: CliContext) -> int:
+    info = remove_server(ctx.tenant_engine(ctx.tenant(args.tenant)), args.name)
+    print(f"server {info.name} removed from {args.tenant}; its history is kept")
+    return 0

@@ -1,0 +1,245 @@
+"""Typed settings loaded from ``collector.ini`` (CONTRACT §3).
+
+Every key is declared once in ``_COLLECTOR_KEYS`` / ``_LOGGING_KEYS`` with its parser and default;
+unknown sections or keys and invalid values raise ``ConfigError`` naming ``section.key`` and the value.
+Settings are frozen dataclasses of plain values so they can be handed to child processes.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from supervisor.errors import ConfigError
+
+ENCRYPT_MODES = ("yes", "no", "optional", "strict")
+COLLECTION_MODES = ("auto", "procedure", "adhoc")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "text")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "json"
+    file: str = "-"
+
+
+@dataclass(frozen=True)
+class Settings:
+    system_db: str = "sqlite:///var/system.db"
+    tenant_db_url: str = "sqlite:///var/tenants/{slug}.db"
+    poll_interval: float = 10.0
+    concurrency: int = 10
+    collection_interval: float = 30.0
+    collection_timeout: float = 5.0
+    login_timeout: float = 3.0
+    shutdown_timeout: float = 20.0
+    odbc_driver: str = "auto"
+    encrypt: str = "yes"
+    trust_server_certificate: bool = False
+    secret_key_file: str = "var/secret.key"
+    heartbeat_timeout: float = 60.0
+    max_child_rss_mb: int = 512
+    retention_days: int = 30
+    collection_mode: str = "auto"
+    keep_connections: bool = True
+    server_refresh_interval: float = 5.0
+    max_sample_gap: float = 3600.0
+    lease_duration: float = 30.0
+    spool_dir: str = "var/spool"
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    #: The file these settings came from (None: built-in defaults).
+    config_path: str | None = None
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def tenant_url(self, slug: str, db_url: str | None) -> str:
+        """The tenant's own URL, else ``tenant_db_url`` with ``{slug}`` filled in."""
+        if db_url:
+            return db_url
+        return self.tenant_db_url.replace("{slug}", slug)
+
+
+Parser = Callable[[str], Any]
+
+
+def _number(kind: type, minimum: float, maximum: float | None = None) -> Parser:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum:g}" if maximum is not None else ""
+            raise ValueError(f"must be at least {minimum:g}{upper}")
+        return value
+
+    return parse
+
+
+def _positive(kind: type, maximum: float | None = None) -> Parser:
+    parse_min = _number(kind, 0, maximum)
+
+    def parse(text: str) -> Any:
+        value = parse_min(text)
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...], *, upper: bool = False) -> Parser:
+    def parse(text: str) -> str:
+        value = text.strip().upper() if upper else text.strip().lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(o.lower() for o in options)}")
+        return value
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0"):
+        return False
+    raise ValueError("expected yes or no")
+
+
+def _text(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _tenant_template(text: str) -> str:
+    value = _text(text)
+    if "{slug}" not in value:
+        raise ValueError("must contain {slug}")
+    return value
+
+
+_COLLECTOR_KEYS: dict[str, Parser] = {
+    "system_db": _text,
+    "tenant_db_url": _tenant_template,
+    "poll_interval": _positive(float, 3600),
+    "concurrency": _number(int, 1, 1000),
+    "collection_interval": _number(float, 1, 86400),
+    "collection_timeout": _positive(float, 300),
+    "login_timeout": _positive(float, 300),
+    "shutdown_timeout": _positive(float, 3600),
+    "odbc_driver": _text,
+    "encrypt": _choice(ENCRYPT_MODES),
+    "trust_server_certificate": _boolean,
+    "secret_key_file": _text,
+    "heartbeat_timeout": _positive(float, 86400),
+    "max_child_rss_mb": _number(int, 16),
+    "retention_days": _number(int, 0, 36500),
+    "collection_mode": _choice(COLLECTION_MODES),
+    "keep_connections": _boolean,
+    "server_refresh_interval": _positive(float, 3600),
+    "max_sample_gap": _positive(float, 30 * 86400),
+    "lease_duration": _positive(float, 3600),
+    "spool_dir": _text,
+}
+
+_LOGGING_KEYS: dict[str, Parser] = {
+    "level": _choice(LOG_LEVELS, upper=True),
+    "format": _choice(LOG_FORMATS),
+    "file": _text,
+}
+
+_SECTIONS = {"collector": _COLLECTOR_KEYS, "logging": _LOGGING_KEYS}
+
+
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """Read, validate and resolve ``path``. Raises ConfigError with a one-line message."""
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise ConfigError(f"configuration file not found: {config_path}")
+    parser = configparser.ConfigParser(interpolation=None, default_section="__no_default__")
+    try:
+        with config_path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (configparser.Error, UnicodeDecodeError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{config_path}: cannot parse: {first_line}") from None
+
+    values: dict[str, dict[str, Any]] = {"collector": {}, "logging": {}}
+    for section in parser.sections():
+        keys = _SECTIONS.get(section)
+        if keys is None:
+            raise ConfigError(f"{config_path}: unknown section [{section}]")
+        for key, raw in parser.items(section):
+            parse = keys.get(key)
+            if parse is None:
+                raise ConfigError(f"{config_path}: unknown key {section}.{key}")
+            try:
+                values[section][key] = parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{config_path}: invalid {section}.{key} = {raw!r}: {exc}") from None
+
+    settings = Settings(
+        **values["collector"],
+        logging=LoggingSettings(**values["logging"]),
+        config_path=str(config_path.resolve()),
+    )
+    _check_consistency(settings, config_path)
+    return resolve_paths(settings, config_path.resolve().parent)
+
+
+def _check_consistency(settings: Settings, config_path: Path) -> None:
+    if settings.heartbeat_timeout <= settings.collection_timeout:
+        raise ConfigError(
+            f"{config_path}: invalid collector.heartbeat_timeout = {settings.heartbeat_timeout:g}: "
+            f"must be greater than collector.collection_timeout ({settings.collection_timeout:g})"
+        )
+
+
+def resolve_paths(settings: Settings, base: Path) -> Settings:
+    """Make relative file paths and SQLite URLs absolute against ``base`` (the config's folder)."""
+    log_file = settings.logging.file
+    if log_file != "-":
+        log_file = str(_absolute(log_file, base))
+    return replace(
+        settings,
+        system_db=resolve_sqlite_url(settings.system_db, base),
+        tenant_db_url=resolve_sqlite_url(settings.tenant_db_url, base),
+        secret_key_file=str(_absolute(settings.secret_key_file, base)),
+        spool_dir=str(_absolute(settings.spool_dir, base)),
+        logging=replace(settings.logging, file=log_file),
+    )
+
+
+def resolve_sqlite_url(url: str, base: Path) -> str:
+    """``sqlite:///rel/x.db`` → ``sqlite:////base/rel/x.db``; other URLs unchanged."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    path = url[len(prefix) :]
+    if not path or path.startswith("/") or path.startswith(":memory:"):
+        return url
+    return prefix + str(base / path)
+
+
+def _absolute(path: str, base: Path) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def default_settings(base: Path) -> Settings:
+    """Built-in defaults resolved against ``base`` (used when no config file exists)."""
+    return resolve_paths(Settings(), base)
+
+
+def settings_field_names() -> list[str]:
+    return [f.name for f in fields(Settings) if f.name not in ("logging", "config_path")]

@@ -1,0 +1,93 @@
+"""What travels from a tenant child to the parent over its one pipe.
+
+The parent is the only writer of the log stream: a child's log records and heartbeats are sent as
+messages over a ``multiprocessing`` pipe, and the parent's main loop waits on those pipes together
+with the children's sentinels (no listener thread, so the parent can ``fork``).
+
+Messages are ``(kind, payload)`` tuples:
+
+- ``("log", dict)``: a ``LogRecord``'s attributes, ``args`` merged into ``msg`` and the traceback
+  already rendered into ``exc_text`` (so it stays a separate ``exc_info`` field in the JSON line).
+- ``("heartbeat", Heartbeat)``: sent by the child's main loop every few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+LOG = "log"
+HEARTBEAT = "heartbeat"
+
+# Child exit codes the parent tells apart.
+CHILD_EXIT_OK = 0
+CHILD_EXIT_CRASH = 1
+#: The tenant's configuration is unusable (bad DB URL, undecryptable secret): retried slowly.
+CHILD_EXIT_CONFIG = 3
+#: The parent went away; the child stopped on its own.
+CHILD_EXIT_ORPHANED = 4
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    sent_at: float  # time.time() in the child
+    servers_total: int = 0
+    servers_online: int = 0
+    servers_offline: int = 0
+    collections_ok: int = 0
+    collections_failed: int = 0
+    newest_snapshot_at: str | None = None  # ISO 8601 UTC
+    pending_writes: int = 0
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """Everything a tenant child needs, as plain picklable values (never engines or connections)."""
+
+    tenant_id: int
+    slug: str
+    db_url: str
+    instance_id: str
+    settings: Any  # supervisor.config.Settings (frozen dataclass of plain values)
+
+
+def record_to_message(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
+    data = dict(record.__dict__)
+    data["msg"] = record.getMessage()
+    data["args"] = None
+    if record.exc_info:
+        data["exc_text"] = record.exc_text or logging.Formatter().formatException(record.exc_info)
+    data["exc_info"] = None
+    data.pop("message", None)
+    return LOG, data
+
+
+def message_to_record(payload: dict[str, Any]) -> logging.LogRecord:
+    return logging.makeLogRecord(payload)
+
+
+class PipeLogHandler(logging.Handler):
+    """Child side: sends every record to the parent. Sending is serialised by the handler lock."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self._conn = conn
+        self._send_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record_to_message(record)
+            with self._send_lock:
+                self._conn.send(message)
+        except (BrokenPipeError, EOFError, OSError):
+            pass  # the parent is gone; the child notices through its own checks and stops
+        except Exception:
+            self.handleError(record)
+
+    def send(self, message: tuple[str, Any]) -> None:
+        """Send a non-log message (heartbeat) through the same pipe and lock."""
+        with self._send_lock:
+            self._conn.send(message)

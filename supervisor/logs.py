@@ -1,0 +1,113 @@
+"""Log formatting (CONTRACT §5): one JSON object per line, or a text line for humans.
+
+Every line has ``timestamp`` (UTC), ``level``, ``logger``, ``message``, ``event`` and ``pid``;
+``tenant``, ``server``, ``duration_ms``, ``error``, ``error_class`` come from ``extra=``.
+Secrets registered with ``register_secret`` are replaced by ``***`` in every field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import sys
+import threading
+from typing import Any, TextIO
+
+from pythonjsonlogger.json import JsonFormatter
+
+from supervisor.config import LoggingSettings
+
+DEFAULT_EVENT = "log"
+_MASK = "***"
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_CONNECTION_STRING_SECRET = re.compile(r"(?i)\b(PWD|PASSWORD)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)")
+
+
+def register_secret(value: str | None) -> None:
+    """Never print ``value`` in a log line from now on (passwords, keys)."""
+    if value and len(value) >= 3:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    text = _CONNECTION_STRING_SECRET.sub(lambda m: f"{m.group(1)}={_MASK}", text)
+    if _secrets:
+        with _secrets_lock:
+            secrets = sorted(_secrets, key=len, reverse=True)
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, _MASK)
+    return text
+
+
+def utc_timestamp(created: float) -> str:
+    moment = dt.datetime.fromtimestamp(created, tz=dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ContractJsonFormatter(JsonFormatter):
+    def __init__(self) -> None:
+        super().__init__(
+            ["levelname", "name", "message", "process"],
+            rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
+            reserved_attrs=[*_RESERVED_ATTRS, "event"],
+        )
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict) -> None:
+        log_data["timestamp"] = utc_timestamp(record.created)
+        super().add_fields(log_data, record, message_dict)
+        log_data["event"] = getattr(record, "event", None) or DEFAULT_EVENT
+        for key, value in list(log_data.items()):
+            if isinstance(value, str):
+                log_data[key] = redact(value)
+
+
+class TextFormatter(logging.Formatter):
+    _CONTEXT = ("tenant", "server", "duration_ms", "error_class", "error")
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = getattr(record, "event", None) or DEFAULT_EVENT
+        context = " ".join(
+            f"{key}={getattr(record, key)}" for key in self._CONTEXT if getattr(record, key, None) is not None
+        )
+        line = f"{utc_timestamp(record.created)} {record.levelname:<7} {event} {record.getMessage()}"
+        if context:
+            line += f" [{context}]"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        return redact(line)
+
+
+# LogRecord attributes that are not user fields (python-json-logger's default list plus taskName).
+_RESERVED_ATTRS = (
+    "args", "asctime", "created", "exc_info", "exc_text", "filename", "funcName", "levelname",
+    "levelno", "lineno", "module", "msecs", "message", "msg", "name", "pathname", "process",
+    "processName", "relativeCreated", "stack_info", "thread", "threadName", "taskName",
+)  # fmt: skip
+
+
+def make_formatter(settings: LoggingSettings) -> logging.Formatter:
+    return ContractJsonFormatter() if settings.format == "json" else TextFormatter()
+
+
+def open_log_stream(settings: LoggingSettings) -> TextIO:
+    if settings.file == "-":
+        return sys.stderr
+    return open(settings.file, "a", encoding="utf-8", buffering=1)
+
+
+def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> logging.Handler:
+    """Route the root logger to one handler with the contract's format; returns that handler."""
+    handler = logging.StreamHandler(stream or open_log_stream(settings))
+    handler.setFormatter(make_formatter(settings))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.level)
+    return handler

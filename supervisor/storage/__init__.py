@@ -1,0 +1,1 @@
+"""SQLAlchemy Core schemas and engines for the system DB and the tenant DBs."""

@@ -1,0 +1,61 @@
+"""Creates and upgrades the system and tenant schemas: the one place schema changes live.
+
+Each schema has a version in its ``schema_info`` table. ``upgrade`` creates missing tables and
+then runs the numbered steps above the stored version, in one transaction. Idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, MetaData, Table, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from supervisor.errors import CollectorError
+from supervisor.storage import system_schema, tenant_schema
+from supervisor.storage.engine import masked_url
+
+Step = Callable[[Connection], None]
+
+SYSTEM_STEPS: dict[int, Step] = {}
+TENANT_STEPS: dict[int, Step] = {}
+SYSTEM_VERSION = 1
+TENANT_VERSION = 1
+
+
+def upgrade_system(engine: Engine) -> None:
+    _upgrade(engine, system_schema.metadata, system_schema.schema_info, "system", SYSTEM_VERSION, SYSTEM_STEPS)
+
+
+def upgrade_tenant(engine: Engine) -> None:
+    _upgrade(engine, tenant_schema.metadata, tenant_schema.schema_info, "tenant", TENANT_VERSION, TENANT_STEPS)
+
+
+def _upgrade(engine: Engine, metadata: MetaData, info: Table, name: str, version: int, steps: dict[int, Step]) -> None:
+    try:
+        with engine.begin() as conn:
+            metadata.create_all(conn, checkfirst=True)
+            stored = conn.execute(select(info.c.version).where(info.c.name == name)).scalar()
+            if stored is None:
+                conn.execute(info.insert().values(name=name, version=version))
+                return
+            if stored > version:
+                raise CollectorError(
+                    f"{name} DB {masked_url(str(engine.url))} has schema version {stored}, "
+                    f"newer than this collector's {version}: upgrade collector-supervisor"
+                )
+            for step in range(stored + 1, version + 1):
+                steps[step](conn)
+            if stored != version:
+                conn.execute(info.update().where(info.c.name == name).values(version=version))
+    except SQLAlchemyError as exc:
+        raise CollectorError(
+            f"cannot create the {name} schema in {masked_url(str(engine.url))}: {describe_db_error(exc)}"
+        ) from None
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """The first line of a driver error, without SQLAlchemy's background links."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip().splitlines()
+    return text[0] if text else type(original).__name__

@@ -1,0 +1,78 @@
+"""The tenant registry in the system DB."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, RowMapping, select
+
+from supervisor.clock import utcnow
+from supervisor.errors import UsageError
+from supervisor.storage.system_schema import tenants
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+ACTIVE = "active"
+SUSPENDED = "suspended"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: int
+    slug: str
+    name: str
+    status: str
+    db_url: str | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Tenant:
+        return cls(id=row["id"], slug=row["slug"], name=row["name"], status=row["status"], db_url=row["db_url"])
+
+
+def validate_slug(slug: str) -> str:
+    if not SLUG_PATTERN.match(slug):
+        raise UsageError(
+            f"invalid tenant slug {slug!r}: use 1-63 characters a-z, 0-9 and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return slug
+
+
+def find_tenant(engine: Engine, slug: str) -> Tenant | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(tenants).where(tenants.c.slug == slug)).mappings().first()
+    return Tenant.from_row(row) if row else None
+
+
+def get_tenant(engine: Engine, slug: str) -> Tenant:
+    tenant = find_tenant(engine, slug)
+    if tenant is None:
+        raise UsageError(f"unknown tenant {slug!r}")
+    return tenant
+
+
+def list_tenants(engine: Engine, *, status: str | None = None) -> list[Tenant]:
+    query = select(tenants).order_by(tenants.c.slug)
+    if status is not None:
+        query = query.where(tenants.c.status == status)
+    with engine.connect() as conn:
+        return [Tenant.from_row(row) for row in conn.execute(query).mappings()]
+
+
+def insert_tenant(engine: Engine, slug: str, name: str, db_url: str | None, status: str) -> Tenant:
+    now = utcnow()
+    with engine.begin() as conn:
+        if conn.execute(select(tenants.c.id).where(tenants.c.slug == slug)).first():
+            raise UsageError(f"tenant {slug!r} already exists")
+        tenant_id = conn.execute(
+            tenants.insert().values(slug=slug, name=name, status=status, db_url=db_url, created_at=now, updated_at=now)
+        ).inserted_primary_key[0]
+    return Tenant(id=tenant_id, slug=slug, name=name, status=status, db_url=db_url)
+
+
+def set_tenant_status(engine: Engine, slug: str, status: str) -> Tenant:
+    tenant = get_tenant(engine, slug)
+    if tenant.status != status:
+        with engine.begin() as conn:
+            conn.execute(tenants.update().where(tenants.c.id == tenant.id).values(status=status, updated_at=utcnow()))
+    return Tenant(id=tenant.id, slug=tenant.slug, name=tenant.name, status=status, db_url=tenant.db_url)
