@@ -1,0 +1,93 @@
+"""The tenant child process's entry point: process set-up around the tenant runtime.
+
+``child_main(spec, conn)`` is the ``multiprocessing.Process`` target the parent starts (with the
+``fork`` context). It makes the child die with its parent, routes logging to the parent through
+``conn``, turns SIGTERM into a stop request, runs ``TenantRuntime`` and exits with one of the
+``supervisor.ipc.CHILD_EXIT_*`` codes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+from multiprocessing.connection import Connection
+
+from supervisor.errors import ConfigError
+from supervisor.ipc import (
+    CHILD_EXIT_CONFIG,
+    CHILD_EXIT_CRASH,
+    CHILD_EXIT_OK,
+    CHILD_EXIT_ORPHANED,
+    HEARTBEAT,
+    ChildSpec,
+    Heartbeat,
+    PipeLogHandler,
+)
+
+log = logging.getLogger("supervisor.child")
+_PR_SET_PDEATHSIG = 1
+
+
+def child_main(spec: ChildSpec, conn: Connection) -> None:
+    parent_pid = os.getppid()
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    _die_with_parent()
+    if os.getppid() != parent_pid:
+        sys.exit(CHILD_EXIT_ORPHANED)
+    handler = _route_logging_to_parent(conn, spec.settings.logging.level)
+
+    def send_heartbeat(beat: Heartbeat) -> None:
+        handler.send((HEARTBEAT, beat))
+
+    def parent_alive() -> bool:
+        return os.getppid() == parent_pid
+
+    from supervisor.children.runtime import TenantRuntime
+
+    try:
+        code = TenantRuntime(spec, stop, send_heartbeat, parent_alive).run()
+    except ConfigError as exc:
+        log.error("tenant configuration unusable: %s", exc, extra=_context(spec, "child.config_error", "config"))
+        code = CHILD_EXIT_CONFIG
+    except Exception:
+        log.exception("child crashed", extra=_context(spec, "child.crashed", "internal"))
+        code = CHILD_EXIT_CRASH
+    finally:
+        logging.shutdown()
+    sys.exit(code if code is not None else CHILD_EXIT_OK)
+
+
+def _context(spec: ChildSpec, event: str, error_class: str) -> dict[str, str]:
+    return {"event": event, "tenant": spec.slug, "error_class": error_class}
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    signal.set_wakeup_fd(-1)  # inherited from the parent's loop; must not be written by the child
+    signal.signal(signal.SIGTERM, lambda _signo, _frame: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent owns it
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGTERM to this child when the parent dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the runtime's parent_alive() check covers it
+
+
+def _route_logging_to_parent(conn: Connection, level: str) -> PipeLogHandler:
+    handler = PipeLogHandler(conn)
+    root = logging.getLogger()
+    for inherited in list(root.handlers):
+        root.removeHandler(inherited)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
