@@ -1,0 +1,3 @@
+from sqlserver_sim.cli import main
+
+raise SystemExit(main())

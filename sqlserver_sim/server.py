@@ -1,0 +1,301 @@
+"""asyncio listeners (one per simulated server) and the TDS sessions they accept."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import ssl
+from collections.abc import Callable
+
+from sqlserver_sim import login as prelogin_login
+from sqlserver_sim.engine import SimulatedInstance
+from sqlserver_sim.fleet import ServerSpec
+from sqlserver_sim.packets import (
+    ATTENTION,
+    DEFAULT_PACKET_SIZE,
+    LOGIN7,
+    MAX_PACKET_SIZE,
+    MIN_PACKET_SIZE,
+    PRELOGIN,
+    TABULAR_RESULT,
+    Message,
+    ProtocolError,
+    encode_packets,
+    read_message,
+)
+from sqlserver_sim.requests import RequestHandler
+from sqlserver_sim.statements import SessionState
+from sqlserver_sim.tokens import (
+    COLLATION,
+    DONE_ATTN,
+    DONE_ERROR,
+    ENV_COLLATION,
+    ENV_DATABASE,
+    ENV_LANGUAGE,
+    ENV_PACKET_SIZE,
+    done,
+    envchange_bytes,
+    envchange_text,
+    error,
+    info,
+    loginack,
+)
+
+log = logging.getLogger(__name__)
+
+_CLOSED = (ConnectionError, ProtocolError, asyncio.IncompleteReadError, ssl.SSLError, OSError)
+_spids = itertools.count(51)
+
+#: Given the stream pair after PRELOGIN, performs the TLS handshake and returns the wrapped pair.
+TlsUpgrade = Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                      "asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]"]
+
+
+class Session:
+    """One client connection to a simulated server."""
+
+    def __init__(self, server: SimulatedServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.packet_size = DEFAULT_PACKET_SIZE
+        self.spid = next(_spids) % 30000 + 51
+        self._work: asyncio.Task[None] | None = None
+
+    @property
+    def spec(self) -> ServerSpec:
+        return self.server.spec
+
+    async def run(self) -> None:
+        try:
+            if self.spec.faults.blackhole:
+                await self._swallow()
+                return
+            user = await self._login()
+            if user is not None:
+                await self._serve(user)
+        except _CLOSED:
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._work is not None:
+            self._work.cancel()
+        transport = self.writer.transport
+        if not transport.is_closing():
+            transport.abort()
+
+    async def _swallow(self) -> None:
+        while await self.reader.read(65536):
+            pass
+
+    def _send(self, payload: bytes, *, final: bool = True) -> None:
+        self.writer.write(encode_packets(TABULAR_RESULT, payload, self.packet_size, final=final,
+                                         spid=self.spid))
+
+    # Login
+
+    async def _login(self) -> str | None:
+        message = await read_message(self.reader)
+        if message is None:
+            return None
+        if message.type == PRELOGIN:
+            message = await self._prelogin(message)
+            if message is None:
+                return None
+        if message.type != LOGIN7:
+            raise ProtocolError(f"expected LOGIN7, got 0x{message.type:02X}")
+        request = prelogin_login.parse_login7(message.payload)
+        spec = self.spec
+        if spec.faults.slow_login_ms:
+            await asyncio.sleep(spec.faults.slow_login_ms / 1000)
+            spec = self.spec
+        if spec.faults.login_failed or request.user_name != spec.user or request.password != spec.password:
+            text = f"Login failed for user '{request.user_name}'."
+            self._send(error(18456, text, 14, state=1) + done(DONE_ERROR))
+            await self.writer.drain()
+            return None
+        if request.packet_size:
+            self.packet_size = min(MAX_PACKET_SIZE, max(MIN_PACKET_SIZE, request.packet_size))
+        database = request.database or "master"
+        reply = (
+            envchange_text(ENV_DATABASE, database, "master")
+            + info(5701, f"Changed database context to '{database}'.", state=2)
+            + envchange_bytes(ENV_COLLATION, COLLATION)
+            + envchange_text(ENV_LANGUAGE, "us_english")
+            + info(5703, "Changed language setting to us_english.", state=1)
+            + loginack("Microsoft SQL Server", spec.version_tuple)
+            + envchange_text(ENV_PACKET_SIZE, str(self.packet_size), str(self.packet_size))
+            + done()
+        )
+        self._send(reply)
+        await self.writer.drain()
+        self.database = database
+        return request.user_name
+
+    async def _prelogin(self, message: Message) -> Message | None:
+        options = prelogin_login.parse_prelogin(message.payload)
+        client = options.get(prelogin_login.PL_ENCRYPTION, b"\x02")[:1] or b"\x02"
+        upgrade = self.server.tls_upgrade
+        if upgrade is None or not self.spec.tls:
+            answer = prelogin_login.ENCRYPT_NOT_SUP
+        elif client[0] == prelogin_login.ENCRYPT_NOT_SUP:
+            answer = prelogin_login.ENCRYPT_REQ  # the client will give up: TLS is required here
+        else:
+            answer = prelogin_login.ENCRYPT_ON
+        self._send(prelogin_login.build_prelogin_response(self.spec.version_tuple, answer))
+        await self.writer.drain()
+        if answer == prelogin_login.ENCRYPT_ON and upgrade is not None:
+            self.reader, self.writer = await upgrade(self.reader, self.writer)
+        return await read_message(self.reader)
+
+    # Requests
+
+    async def _serve(self, user: str) -> None:
+        state = SessionState(self.spec, user, self.spid, database=getattr(self, "database", "master"))
+        handler = RequestHandler(self.server.instance, state)
+        queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        reading = asyncio.create_task(self._read_requests(queue))
+        try:
+            while True:
+                message = await queue.get()
+                if message is None:
+                    return
+                if message.type == ATTENTION:
+                    self._send(done(DONE_ATTN))
+                    await self.writer.drain()
+                    continue
+                self._work = asyncio.create_task(self._answer(handler, message))
+                await asyncio.wait({self._work})
+                work, self._work = self._work, None
+                if not work.cancelled() and work.exception() is not None:
+                    raise work.exception()  # type: ignore[misc]
+        finally:
+            reading.cancel()
+
+    async def _read_requests(self, queue: asyncio.Queue[Message | None]) -> None:
+        """Keep reading while a request runs, so that an ATTENTION can stop it."""
+        try:
+            while True:
+                message = await read_message(self.reader)
+                if message is None:
+                    break
+                if message.type == ATTENTION and self._work is not None:
+                    self._work.cancel()
+                queue.put_nowait(message)
+        except _CLOSED:
+            pass
+        finally:
+            if self._work is not None:
+                self._work.cancel()
+            queue.put_nowait(None)
+
+    async def _answer(self, handler: RequestHandler, message: Message) -> None:
+        response = handler.handle(message)
+        faults = self.spec.faults
+        if response.collection and faults.slow_query_ms:
+            await asyncio.sleep(faults.slow_query_ms / 1000)
+        if response.collection and faults.disconnect_mid_result:
+            self._send(response.payload[: len(response.payload) // 2], final=False)
+            await self.writer.drain()
+            self.close()
+            return
+        self._send(response.payload)
+        await self.writer.drain()
+
+
+class SimulatedServer:
+    """One simulated SQL Server: its listener, engine state and open sessions."""
+
+    def __init__(self, spec: ServerSpec, tls_upgrade: TlsUpgrade | None = None) -> None:
+        self.spec = spec
+        self.instance = SimulatedInstance(spec)
+        self.tls_upgrade = tls_upgrade
+        self.sessions: set[Session] = set()
+        self.listener: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        if not self.spec.faults.down:
+            await self._listen()
+
+    async def _listen(self) -> None:
+        self.listener = await asyncio.start_server(self._accept, self.spec.host, self.spec.port,
+                                                   reuse_address=True, backlog=512)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = Session(self, reader, writer)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+    def drop_sessions(self) -> None:
+        for session in list(self.sessions):
+            session.close()
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        self.drop_sessions()
+
+    async def apply(self, spec: ServerSpec) -> None:
+        """Take a changed fleet entry into account, touching only what changed."""
+        old, self.spec = self.spec, spec
+        self.instance.spec = spec
+        if spec.procedure_installed != old.procedure_installed:
+            self.instance.procedure_installed = spec.procedure_installed
+        if spec.faults.restart != self.instance.applied_restart:
+            self.instance.applied_restart = spec.faults.restart
+            self.instance.restart()
+            self.drop_sessions()
+        if (spec.host, spec.port) != (old.host, old.port) or spec.faults.down:
+            await self.stop()
+        if self.listener is None and not spec.faults.down:
+            await self._listen()
+
+    @property
+    def listening(self) -> bool:
+        return self.listener is not None
+
+
+class FleetRunner:
+    """The running fleet: starts, updates and stops servers as the fleet file changes."""
+
+    def __init__(self, tls_upgrade_for: Callable[[ServerSpec], TlsUpgrade | None] | None = None) -> None:
+        self.servers: dict[str, SimulatedServer] = {}
+        self._tls_upgrade_for = tls_upgrade_for or (lambda spec: None)
+
+    async def apply(self, specs: tuple[ServerSpec, ...]) -> tuple[int, int, int]:
+        """Bring the running fleet to ``specs``; returns (added, changed, removed)."""
+        wanted = {spec.name: spec for spec in specs}
+        removed = [name for name in self.servers if name not in wanted]
+        for name in removed:
+            await self.servers.pop(name).stop()
+        changed = 0
+        added: list[SimulatedServer] = []
+        for name, spec in wanted.items():
+            server = self.servers.get(name)
+            if server is None:
+                server = SimulatedServer(spec, self._tls_upgrade_for(spec))
+                added.append(server)
+                continue
+            if server.spec != spec:
+                changed += 1
+                server.tls_upgrade = self._tls_upgrade_for(spec)
+                await server.apply(spec)
+        for server in added:
+            await server.start()
+            self.servers[server.spec.name] = server
+        return len(added), changed, len(removed)
+
+    async def stop(self) -> None:
+        for server in self.servers.values():
+            await server.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.sleep(0)
