@@ -1,0 +1,45 @@
+"""The target a forked tenant child runs first: shed the parent's file descriptors, then ``child_main``.
+
+A forked child inherits every descriptor the parent had open at that moment: the read ends of its
+siblings' pipes and the parent's signal wake-up pipe. It closes them so that it holds nothing of the
+parent's but its own pipe's write end. If ``child_main`` itself fails (before its own error handling),
+the traceback still reaches the parent as a log record instead of raw text on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+
+from supervisor.ipc import CHILD_EXIT_CRASH, ChildSpec, record_to_message
+
+
+def run_child(spec: ChildSpec, conn: Connection, parent_conns: Sequence[Connection], parent_fds: Sequence[int]) -> None:
+    signal.set_wakeup_fd(-1)
+    for inherited in parent_conns:
+        inherited.close()
+    for fd in parent_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    from supervisor.children.entry import child_main
+
+    try:
+        child_main(spec, conn)
+    except Exception:
+        _report_crash(spec, conn)
+        sys.stderr.flush()
+        os._exit(CHILD_EXIT_CRASH)
+
+
+def _report_crash(spec: ChildSpec, conn: Connection) -> None:
+    record = logging.LogRecord("supervisor.child", logging.ERROR, __file__, 0, "child crashed", None, sys.exc_info())
+    record.event = "child.crashed"
+    record.tenant = spec.slug
+    record.error_class = "internal"
+    with contextlib.suppress(OSError):
+        conn.send(record_to_message(record))

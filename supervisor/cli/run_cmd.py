@@ -1,0 +1,20 @@
+"""``run`` (the default command): the supervisor in the foreground until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+
+from supervisor.cli.context import CliContext
+from supervisor.logs import configure_logging
+from supervisor.parent import Supervisor
+from supervisor.signals import SignalFlags, block_signals
+
+
+def run(args: argparse.Namespace, ctx: CliContext) -> int:
+    block_signals()  # until the handlers are in place: a TERM now is acted on once the loop can
+    settings = ctx.settings
+    configure_logging(settings.logging)
+    flags = SignalFlags()
+    supervisor = Supervisor(settings, flags)
+    flags.install()
+    return supervisor.run()

@@ -1,0 +1,47 @@
+"""Tracks system DB outages: one log line when it starts, one when it ends, retries with backoff."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from supervisor.backoff import Backoff
+from supervisor.storage.engine import masked_url
+from supervisor.storage.migrations import describe_db_error
+
+log = logging.getLogger("supervisor.system_db")
+
+
+class SystemDbHealth:
+    def __init__(self, url: str, max_retry_delay: float) -> None:
+        self.url = url
+        self.outage_started: float | None = None
+        self._backoff = Backoff(base=1.0, cap=max(1.0, max_retry_delay))
+
+    @property
+    def available(self) -> bool:
+        return self.outage_started is None
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failed use; returns how long to wait before the next attempt."""
+        if self.outage_started is None:
+            self.outage_started = time.monotonic()
+            log.error(
+                "system DB %s unavailable, children keep running: %s",
+                masked_url(self.url),
+                describe_db_error(exc),
+                extra={"event": "system_db.unavailable", "error": describe_db_error(exc), "error_class": "storage"},
+            )
+        return self._backoff.next_delay()
+
+    def succeeded(self) -> None:
+        if self.outage_started is not None:
+            seconds = time.monotonic() - self.outage_started
+            log.info(
+                "system DB %s available again after %.0fs",
+                masked_url(self.url),
+                seconds,
+                extra={"event": "system_db.recovered", "duration_ms": int(seconds * 1000)},
+            )
+            self.outage_started = None
+        self._backoff.reset()
