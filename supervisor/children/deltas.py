@@ -1,0 +1,96 @@
+"""Rates and increments from cumulative counters, against the previous raw sample (the baseline).
+
+Re-baseline (no rate, no wait increments) when there is no baseline, the instance restarted
+(changed ``sqlserver_start_time``), the server clock did not move forward, the gap is longer than
+``max_sample_gap``, or the counter went backwards. A rate is never negative or absurd.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from supervisor.children.sample import Sample, WaitCounts
+
+#: No SQL Server sustains this many batches per second; a larger rate means a bogus counter.
+MAX_PLAUSIBLE_BATCH_RATE = 10_000_000.0
+
+
+@dataclass(frozen=True)
+class Baseline:
+    sqlserver_start_time: dt.datetime
+    sample_time: dt.datetime
+    batch_requests_total: int | None
+    waits: dict[str, WaitCounts] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, sample: Sample) -> Baseline:
+        return cls(sample.sqlserver_start_time, sample.sample_time, sample.batch_requests_total, dict(sample.waits))
+
+    def waits_json(self) -> str:
+        return json.dumps(
+            {name: [w.waiting_tasks_count, w.wait_time_ms, w.signal_wait_time_ms] for name, w in self.waits.items()},
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+
+    @staticmethod
+    def parse_waits(text: str) -> dict[str, WaitCounts]:
+        try:
+            data = json.loads(text or "{}")
+            return {str(name): WaitCounts(int(v[0]), int(v[1]), int(v[2])) for name, v in data.items()}
+        except (ValueError, TypeError, IndexError, AttributeError):
+            return {}
+
+
+@dataclass(frozen=True)
+class Deltas:
+    batch_requests_per_sec: float | None
+    interval_seconds: float | None
+    waits: dict[str, WaitCounts]
+    rebaselined: str | None  # why there is no rate, None when there is one
+
+
+def compute(previous: Baseline | None, sample: Sample, max_gap_seconds: float) -> Deltas:
+    if previous is None:
+        return Deltas(None, None, {}, "first sample")
+    elapsed = (sample.sample_time - previous.sample_time).total_seconds()
+    interval = round(elapsed, 3) if elapsed > 0 else None
+    if sample.sqlserver_start_time != previous.sqlserver_start_time:
+        return Deltas(None, interval, {}, "instance restarted")
+    if elapsed <= 0:
+        return Deltas(None, None, {}, "server clock did not advance")
+    if elapsed > max_gap_seconds:
+        return Deltas(None, interval, {}, "gap longer than max_sample_gap")
+    rate = _rate(previous.batch_requests_total, sample.batch_requests_total, elapsed)
+    reason = None
+    if rate is None and sample.batch_requests_total is not None:
+        reason = "counter reset"
+    return Deltas(rate, interval, wait_increments(previous.waits, sample.waits), reason)
+
+
+def _rate(before: int | None, after: int | None, elapsed: float) -> float | None:
+    if before is None or after is None or after < before:
+        return None
+    rate = (after - before) / elapsed
+    return round(rate, 3) if rate <= MAX_PLAUSIBLE_BATCH_RATE else None
+
+
+def wait_increments(before: dict[str, WaitCounts], after: dict[str, WaitCounts]) -> dict[str, WaitCounts]:
+    """Per wait type, what happened between the samples; new types count from 0; negatives dropped."""
+    increments: dict[str, WaitCounts] = {}
+    zero = WaitCounts(0, 0, 0)
+    for name, now in after.items():
+        then = before.get(name, zero)
+        delta = WaitCounts(
+            now.waiting_tasks_count - then.waiting_tasks_count,
+            now.wait_time_ms - then.wait_time_ms,
+            now.signal_wait_time_ms - then.signal_wait_time_ms,
+        )
+        if min(delta.waiting_tasks_count, delta.wait_time_ms, delta.signal_wait_time_ms) < 0:
+            continue
+        if delta.waiting_tasks_count == 0 and delta.wait_time_ms == 0:
+            continue
+        increments[name] = delta
+    return increments
