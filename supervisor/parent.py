@@ -114,13 +114,14 @@ class Supervisor:
     def _read_messages(self, handle: ChildHandle, limit: int | None) -> None:
         conn = handle.conn
         count = 0
-        while conn is not None and not conn.closed and (limit is None or count < limit):
+        while conn is not None and (limit is None or count < limit):
             try:
                 if not conn.poll():
                     return
                 kind, payload = conn.recv()
             except (EOFError, OSError):
                 conn.close()
+                handle.conn = None  # the child is gone or going: its sentinel reports the exit
                 return
             count += 1
             if kind == LOG:

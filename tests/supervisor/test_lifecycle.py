@@ -1,0 +1,177 @@
+"""Reconciling tenants with children, restarts with backoff, the watchdog, graceful and forced stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+from conftest import Deployment, pids_gone, wait_until
+from sqlalchemy import create_engine, select
+
+from supervisor.ipc import CHILD_EXIT_CONFIG
+from supervisor.storage.system_schema import tenant_children, tenants
+
+
+def test_children_follow_the_active_tenants(deployment: Deployment) -> None:
+    for slug in ("alpha", "beta", "gamma"):
+        deployment.add_tenant(slug)
+    supervisor = deployment.start()
+    supervisor.wait_event("child.started", count=3)
+    first = supervisor.running_children()
+    assert sorted(first) == ["alpha", "beta", "gamma"]
+    assert set(first.values()) <= supervisor.child_pids()
+
+    deployment.add_tenant("delta")
+    supervisor.wait_event("child.started", tenant="delta", timeout=0.5 + 2 + 1)
+
+    deployment.cli("tenant", "suspend", "beta")
+    [exited] = supervisor.wait_event("child.exited", tenant="beta")
+    assert exited["exit_code"] == 0
+    assert exited["child_pid"] == first["beta"]
+    now = supervisor.running_children()
+    assert {slug: now[slug] for slug in ("alpha", "gamma")} == {"alpha": first["alpha"], "gamma": first["gamma"]}
+    assert "beta" not in now
+    assert len(supervisor.events("child.started")) == 4
+
+    deployment.cli("tenant", "activate", "beta")
+    supervisor.wait_event("child.started", tenant="beta", count=2)
+
+    pids = supervisor.child_pids()
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit(timeout=5 + 10) == 0
+    assert pids_gone(pids)
+    events = [r["event"] for r in supervisor.lines()]  # every line parses as JSON
+    assert events[0] == "supervisor.started"
+    assert events[-1] == "supervisor.stopped"
+    assert "supervisor.stopping" in events
+    assert len(supervisor.events("child.exited", exit_code=0)) == 5
+
+    engine = create_engine(deployment.system_db.replace("///", f"///{deployment.root}/"))
+    with engine.connect() as conn:
+        rows = conn.execute(select(tenants.c.slug, tenant_children.c.state, tenant_children.c.last_exit_code).join(
+            tenant_children, tenant_children.c.tenant_id == tenants.c.id)).all()
+    assert sorted(rows) == [(s, "STOPPED", 0) for s in ("alpha", "beta", "delta", "gamma")]
+
+
+def test_killed_child_is_restarted_and_a_crash_loop_backs_off(deployment: Deployment) -> None:
+    deployment.add_tenant("steady")
+    deployment.add_tenant("victim")
+    deployment.add_tenant("crash-loop")
+    deployment.add_tenant("config-bad")
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started", tenant="victim")
+    steady_pid = supervisor.running_children()["steady"]
+    victim_pid = supervisor.running_children()["victim"]
+
+    os.kill(victim_pid, signal.SIGKILL)
+    [exited] = supervisor.wait_event("child.exited", tenant="victim")
+    assert exited["exit_code"] == -signal.SIGKILL
+    supervisor.wait_event("child.restarting", tenant="victim")
+    supervisor.wait_event("child.started", tenant="victim", count=2)
+
+    restarts = supervisor.wait_event("child.restarting", tenant="crash-loop", count=4, timeout=30)
+    delays = [r["delay_s"] for r in restarts]
+    assert delays == sorted(delays) and delays[3] >= 4, delays  # 1, 2, 4, 8 s with up to half of jitter
+    crash_lines = supervisor.events("child.crashed", tenant="crash-loop")
+    assert crash_lines and "simulated crash" in crash_lines[0]["exc_info"]
+    assert "Traceback" not in crash_lines[0]["message"]
+
+    [config_exit] = supervisor.events("child.exited", tenant="config-bad")
+    assert config_exit["exit_code"] == CHILD_EXIT_CONFIG
+    [config_retry] = supervisor.events("child.restarting", tenant="config-bad")
+    assert config_retry["delay_s"] >= 30  # a human has to fix it: retried slowly
+
+    assert supervisor.running_children()["steady"] == steady_pid
+    assert not supervisor.events("child.exited", tenant="steady")
+    supervisor.signal(signal.SIGINT)
+    assert supervisor.wait_exit() == 0
+
+
+def test_watchdog_restarts_a_silent_child_and_recycles_a_fat_one(deployment: Deployment) -> None:
+    deployment.write_config(heartbeat_timeout=2, collection_timeout=1, max_child_rss_mb=64)
+    deployment.add_tenant("hang-silent")
+    deployment.add_tenant("fat-hog")
+    deployment.add_tenant("fine")
+    supervisor = deployment.start()
+    watchdog = supervisor.wait_event("child.watchdog", tenant="hang-silent")[0]
+    assert "no heartbeat" in watchdog["message"]
+    supervisor.wait_event("child.started", tenant="hang-silent", count=2)
+    recycle = supervisor.wait_event("child.watchdog", tenant="fat-hog")[0]
+    assert "max_child_rss_mb" in recycle["message"]
+    restart = supervisor.wait_event("child.restarting", tenant="fat-hog")[0]
+    assert restart["delay_s"] == 0
+    supervisor.wait_event("child.started", tenant="fat-hog", count=2)
+    assert len(supervisor.events("child.started", tenant="fine")) == 1
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+
+
+def test_stop_kills_stragglers_and_a_second_signal_kills_at_once(deployment: Deployment) -> None:
+    deployment.write_config(shutdown_timeout=2)
+    deployment.add_tenant("stubborn-one")
+    deployment.add_tenant("polite")
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started", count=2)
+    pids = supervisor.child_pids()
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit(timeout=2 + 10) == 0
+    [killed] = supervisor.events("child.killed")
+    assert killed["tenant"] == "stubborn-one"
+    assert pids_gone(pids)
+
+    deployment.write_config(shutdown_timeout=600)
+    second = deployment.start("second")
+    second.wait_event("fake.started", count=2)
+    second.signal(signal.SIGTERM)
+    second.wait_event("supervisor.stopping")
+    second.wait_event("child.exited", tenant="polite")
+    second.signal(signal.SIGINT)
+    assert second.wait_exit(timeout=30) == 0  # far below the 600 s shutdown_timeout
+    assert second.events("child.killed", tenant="stubborn-one", reason="second stop signal")
+
+
+def test_children_die_with_a_killed_parent(deployment: Deployment) -> None:
+    for slug in ("one", "two", "three"):
+        deployment.add_tenant(slug)
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started", count=3)
+    pids = supervisor.child_pids()
+    assert len(pids) == 3
+    supervisor.signal(signal.SIGKILL)
+    supervisor.wait_exit()
+    wait_until(lambda: pids_gone(pids), 5, "the children to exit after their parent was killed")
+
+
+def test_log_lines_of_a_stopping_child_are_all_written_whole(deployment: Deployment) -> None:
+    deployment.add_tenant("chatty-a")
+    deployment.add_tenant("chatty-b")
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started", count=2)
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+    lines = supervisor.lines()
+    for slug in ("chatty-a", "chatty-b"):
+        chatty = [r for r in lines if r.get("event") == "fake.chatty" and r["tenant"] == slug]
+        assert [r["message"] for r in chatty] == [f"chatty line {n}" for n in range(300)]
+        assert all(("exc_info" in r) == (n % 50 == 0) for n, r in enumerate(chatty))
+        assert len({r["pid"] for r in chatty}) == 1 and chatty[0]["pid"] != supervisor.pid
+    assert lines[-1]["event"] == "supervisor.stopped"
+    assert all(set(r) >= {"timestamp", "level", "logger", "message", "event", "pid"} for r in lines)
+
+
+def test_sighup_reloads_and_survives_an_invalid_file(deployment: Deployment) -> None:
+    deployment.add_tenant("keep")
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started")
+    deployment.write_config(poll_interval=1)
+    supervisor.signal(signal.SIGHUP)
+    supervisor.wait_event("config.reloaded")
+    deployment.config.write_text(deployment.config.read_text() + "bogus_key = 1\n")
+    supervisor.signal(signal.SIGHUP)
+    [failed] = supervisor.wait_event("config.reload_failed")
+    assert failed["level"] == "ERROR" and "bogus_key" in failed["message"]
+    assert psutil.Process(supervisor.pid).status() != psutil.STATUS_ZOMBIE
+    assert len(supervisor.events("child.started")) == 1
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
