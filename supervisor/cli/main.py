@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, function_name = HANDLERS[command].split(":")
     context = CliContext(config_path=args.config, debug=args.debug)
     try:
-        handler = getattr(importlib.import_module(module_name), function_name)
+        handler = getattr(_import_command(module_name, command), function_name)
         return int(handler(args, context) or 0)
     except CollectorError as exc:
         return _fail(args.debug, str(exc), exc.exit_code)
@@ -126,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         return _fail(False, f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)", EXIT_FAILURE)
+
+
+def _import_command(module_name: str, command: str):  # type: ignore[no-untyped-def]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise CollectorError(f"the {command!r} command is not available yet in this version") from None
 
 
 def _fail(debug: bool, message: str, code: int) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from supervisor.errors import ConfigError
@@ -48,6 +48,26 @@ def make_engine(url: str, *, pooled: bool = True, what: str = "database URL") ->
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
     return engine
+
+
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database named in ``url`` if it does not exist (SQLite creates its file)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or not parsed.database:
+        return
+    maintenance = create_engine(parsed.set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with maintenance.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database})
+            if exists.first() is None:
+                quoted = conn.dialect.identifier_preparer.quote(parsed.database)
+                try:
+                    conn.execute(text(f"CREATE DATABASE {quoted}"))
+                except ProgrammingError as exc:
+                    if "already exists" not in str(exc):  # another process created it meanwhile
+                        raise
+    finally:
+        maintenance.dispose()
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

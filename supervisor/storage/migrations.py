@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.errors import CollectorError
 from supervisor.storage import system_schema, tenant_schema
-from supervisor.storage.engine import masked_url
+from supervisor.storage.engine import ensure_database, masked_url
 
 Step = Callable[[Connection], None]
 
@@ -33,6 +33,7 @@ def upgrade_tenant(engine: Engine) -> None:
 
 def _upgrade(engine: Engine, metadata: MetaData, info: Table, name: str, version: int, steps: dict[int, Step]) -> None:
     try:
+        ensure_database(str(engine.url.render_as_string(hide_password=False)))
         with engine.begin() as conn:
             metadata.create_all(conn, checkfirst=True)
             stored = conn.execute(select(info.c.version).where(info.c.name == name)).scalar()
