@@ -1,0 +1,147 @@
+"""System DB outages (SQLite file gone, PostgreSQL refusing connections) and leases between supervisors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import time
+from pathlib import Path
+
+from conftest import Deployment, SupervisorProcess, pids_gone, wait_until
+from sqlalchemy import create_engine, text
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _assert_outage_rode_out(supervisor: SupervisorProcess, before: dict[str, int]) -> None:
+    assert len(supervisor.events("system_db.unavailable")) == 1
+    assert supervisor.running_children() == before
+    assert not supervisor.events("child.exited")
+    heartbeats_flow = supervisor.events("fake.started")  # the children were never restarted
+    assert len(heartbeats_flow) == len(before)
+
+
+def test_sqlite_system_db_disappearing_for_a_while(deployment: Deployment) -> None:
+    deployment.write_config(lease_duration=60)
+    for slug in ("one", "two"):
+        deployment.add_tenant(slug)
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started", count=2)
+    before = supervisor.running_children()
+    db = deployment.root / "var" / "system.db"
+    aside = db.with_suffix(".away")
+    db.rename(aside)
+    [error] = supervisor.wait_event("system_db.unavailable")
+    assert error["level"] == "ERROR"
+    time.sleep(8)  # many polls fail meanwhile; none may log again
+    _assert_outage_rode_out(supervisor, before)
+    aside.rename(db)
+    supervisor.wait_event("system_db.recovered")
+    _assert_outage_rode_out(supervisor, before)
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+
+
+def _set_connections_allowed(database_url: str, allowed: bool) -> None:
+    name = database_url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allowed else "false"}'))
+        if not allowed:
+            conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+    admin.dispose()
+
+
+def test_postgresql_system_db_refusing_connections(pg_deployment: Deployment) -> None:
+    pg_deployment.write_config(lease_duration=60)
+    for slug in ("one", "two"):
+        pg_deployment.add_tenant(slug)
+    supervisor = pg_deployment.start()
+    supervisor.wait_event("fake.started", count=2)
+    before = supervisor.running_children()
+    _set_connections_allowed(pg_deployment.system_db, False)
+    try:
+        supervisor.wait_event("system_db.unavailable")
+        time.sleep(20)
+        _assert_outage_rode_out(supervisor, before)
+    finally:
+        _set_connections_allowed(pg_deployment.system_db, True)
+    supervisor.wait_event("system_db.recovered")
+    _assert_outage_rode_out(supervisor, before)
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+
+
+def _intervals(
+    supervisor: SupervisorProcess, died_at: dt.datetime | None = None
+) -> dict[str, list[tuple[dt.datetime, dt.datetime]]]:
+    """tenant → [(child started, child exited)] from one supervisor's log; still open: ``died_at`` or never."""
+    far = died_at or dt.datetime.max.replace(tzinfo=dt.UTC)
+    open_: dict[str, dt.datetime] = {}
+    spans: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
+    for record in supervisor.lines():
+        at = dt.datetime.fromisoformat(record["timestamp"])
+        if record["event"] == "child.started":
+            open_[record["tenant"]] = at
+        elif record["event"] == "child.exited":
+            spans.setdefault(record["tenant"], []).append((open_.pop(record["tenant"]), at))
+    for tenant, start in open_.items():
+        spans.setdefault(tenant, []).append((start, far))
+    return spans
+
+
+def _assert_never_both(a: SupervisorProcess, b: SupervisorProcess, a_died_at: dt.datetime | None = None) -> None:
+    spans_a, spans_b = _intervals(a, a_died_at), _intervals(b)
+    for tenant in set(spans_a) & set(spans_b):
+        for start_a, end_a in spans_a[tenant]:
+            for start_b, end_b in spans_b[tenant]:
+                assert end_a <= start_b or end_b <= start_a, f"{tenant} ran under both supervisors"
+
+
+def test_two_supervisors_share_the_tenants_and_take_over(pg_deployment: Deployment) -> None:
+    lease = 4
+    pg_deployment.write_config(lease_duration=lease)
+    slugs = [f"t{n}" for n in range(6)]
+    for slug in slugs:
+        pg_deployment.add_tenant(slug)
+    first = pg_deployment.start("first")
+    second = pg_deployment.start("second")
+
+    def split() -> bool:
+        a, b = first.running_children(), second.running_children()
+        return len(a) + len(b) == 6 and set(a).isdisjoint(b) and abs(len(a) - len(b)) <= 2
+
+    wait_until(split, 30, "the two supervisors to split the six tenants")
+    time.sleep(2)  # a few more polls: the split must hold still
+    assert split()
+    _assert_never_both(first, second)
+
+    orphans = first.child_pids()
+    first.signal(signal.SIGKILL)
+    first.wait_exit()
+    wait_until(lambda: pids_gone(orphans), 5, "the children of the killed supervisor to exit", interval=0.02)
+    orphans_gone_at = dt.datetime.now(dt.UTC)
+    wait_until(lambda: sorted(second.running_children()) == slugs, lease + 0.5 + 6, "the survivor to run all six")
+    _assert_never_both(first, second, orphans_gone_at)
+    second.signal(signal.SIGTERM)
+    assert second.wait_exit() == 0
+
+
+def test_status_json_after_stop_records_the_instance(deployment: Deployment) -> None:
+    import json
+
+    deployment.add_tenant("solo")
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started")
+    running = json.loads(deployment.cli("status", "--json").stdout)
+    [instance] = running["instances"]
+    assert instance["pid"] == supervisor.pid and instance["alive"]
+    [tenant] = running["tenants"]
+    assert tenant["slug"] == "solo" and tenant["state"] in ("STARTING", "RUNNING")
+    assert tenant["owner"] == instance["id"] and tenant["pid"] in supervisor.child_pids()
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+    stopped = json.loads(deployment.cli("status", "--json").stdout)
+    assert stopped["instances"][0]["status"] == "stopped" and not stopped["instances"][0]["alive"]
+    assert stopped["tenants"][0]["state"] == "STOPPED" and stopped["tenants"][0]["owner"] is None
+    assert Path(deployment.config).exists()
