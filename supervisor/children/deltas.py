@@ -78,7 +78,8 @@ def _rate(before: int | None, after: int | None, elapsed: float) -> float | None
 
 
 def wait_increments(before: dict[str, WaitCounts], after: dict[str, WaitCounts]) -> dict[str, WaitCounts]:
-    """Per wait type, what happened between the samples; new types count from 0; negatives dropped."""
+    """Per wait type, what happened between the samples; new types count from 0; negative and zero-count
+    increments dropped."""
     increments: dict[str, WaitCounts] = {}
     zero = WaitCounts(0, 0, 0)
     for name, now in after.items():
@@ -90,7 +91,7 @@ def wait_increments(before: dict[str, WaitCounts], after: dict[str, WaitCounts])
         )
         if min(delta.waiting_tasks_count, delta.wait_time_ms, delta.signal_wait_time_ms) < 0:
             continue
-        if delta.waiting_tasks_count == 0 and delta.wait_time_ms == 0:
+        if delta.waiting_tasks_count == 0:  # SQL Server adds wait time when a wait ends, with its count
             continue
         increments[name] = delta
     return increments

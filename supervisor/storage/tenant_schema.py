@@ -77,6 +77,8 @@ metric_snapshots = Table(
     Column("interval_seconds", Float, nullable=True),
     Column("duration_ms", Integer, nullable=True),
     UniqueConstraint("server_id", "collected_at", name="ix_metric_snapshots_server_time"),
+    # Retention deletes by age across all servers.
+    Index("ix_metric_snapshots_collected_at", "collected_at"),
 )
 
 wait_stats = Table(

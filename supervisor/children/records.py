@@ -1,0 +1,84 @@
+"""What the writer stores for one finished collection, and its JSON form for the spool file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from supervisor.children.deltas import Baseline
+from supervisor.children.sample import WaitCounts
+from supervisor.children.status import StatusUpdate
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    """A ``metric_snapshots`` row without its id; ``waits`` become ``wait_stats`` rows."""
+
+    server_id: int
+    collected_at: dt.datetime
+    cpu_percent: int | None
+    system_cpu_percent: int | None
+    memory_percent: float | None
+    sql_memory_mb: int | None
+    sql_target_memory_mb: int | None
+    connection_count: int | None
+    batch_requests_per_sec: float | None
+    interval_seconds: float | None
+    duration_ms: int
+    waits: dict[str, WaitCounts] = field(default_factory=dict)
+
+    def columns(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.pop("waits")
+        return values
+
+
+@dataclass(frozen=True)
+class WriteItem:
+    server_id: int
+    status: StatusUpdate
+    snapshot: SnapshotRow | None = None
+    baseline: Baseline | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "server_id": self.server_id,
+            "status": _encode(asdict(self.status)),
+            "snapshot": None if self.snapshot is None else _encode(asdict(self.snapshot)),
+            "baseline": None if self.baseline is None else _encode(asdict(self.baseline)),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WriteItem:
+        status = _decode(data["status"])
+        snapshot = _decode(data["snapshot"]) if data.get("snapshot") else None
+        baseline = _decode(data["baseline"]) if data.get("baseline") else None
+        if snapshot is not None:
+            snapshot["waits"] = _waits(snapshot.get("waits", {}))
+        if baseline is not None:
+            baseline["waits"] = _waits(baseline.get("waits", {}))
+        return cls(
+            server_id=int(data["server_id"]),
+            status=StatusUpdate(**status),
+            snapshot=SnapshotRow(**snapshot) if snapshot is not None else None,
+            baseline=Baseline(**baseline) if baseline is not None else None,
+        )
+
+
+_TIME_KEYS = frozenset({"collected_at", "checked_at", "sqlserver_start_time", "sample_time"})
+
+
+def _encode(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value.isoformat() if isinstance(value, dt.datetime) else value for key, value in values.items()}
+
+
+def _decode(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: dt.datetime.fromisoformat(value) if key in _TIME_KEYS and isinstance(value, str) else value
+        for key, value in values.items()
+    }
+
+
+def _waits(data: dict[str, Any]) -> dict[str, WaitCounts]:
+    return {name: WaitCounts(**counts) for name, counts in data.items()}

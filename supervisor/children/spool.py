@@ -1,0 +1,82 @@
+"""Unwritten results on local disk: ``<spool_dir>/<tenant>/*.jsonl``, replayed by the next writer.
+
+Files are written to a temporary name, fsynced and renamed, so a file either exists whole or not
+at all. Replay is idempotent (the writer skips snapshots it already stored), so a file is deleted
+only after its items are committed, and a crash in between only costs a harmless second replay.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from supervisor.children.deltas import Baseline
+from supervisor.children.records import WriteItem
+
+log = logging.getLogger("supervisor.child.spool")
+_sequence = itertools.count()
+
+
+class Spool:
+    def __init__(self, spool_dir: str, tenant: str) -> None:
+        self.folder = Path(spool_dir) / tenant
+        self.tenant = tenant
+
+    def write(self, items: Iterable[WriteItem]) -> Path | None:
+        lines = [json.dumps(item.to_json(), separators=(",", ":")) for item in items]
+        if not lines:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(_sequence):06d}.jsonl"
+        final = self.folder / name
+        temporary = self.folder / f".{name}.tmp"
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+        return final
+
+    def files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(self.folder.glob("*.jsonl"))
+
+    def read(self, path: Path) -> list[WriteItem]:
+        items = []
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    items.append(WriteItem.from_json(json.loads(line)))
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error(
+                        "skipping unreadable spool line %s:%d: %s",
+                        path.name,
+                        number,
+                        exc,
+                        extra={"event": "spool.corrupt", "tenant": self.tenant, "error_class": "storage"},
+                    )
+        return items
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def newest_baselines(self) -> dict[int, Baseline]:
+        """Per server, the newest baseline waiting in the spool (newer than the DB's, if any)."""
+        newest: dict[int, Baseline] = {}
+        for path in self.files():
+            for item in self.read(path):
+                baseline = item.baseline
+                if baseline is None:
+                    continue
+                current = newest.get(item.server_id)
+                if current is None or baseline.sample_time > current.sample_time:
+                    newest[item.server_id] = baseline
+        return newest

@@ -1,0 +1,250 @@
+"""The child's only tenant-DB writer: a thread that stores finished collections in batches.
+
+Collection results arrive through ``put()`` (main thread). The writer takes up to ``BATCH_SIZE``
+items and stores them in one transaction. While the tenant DB is unavailable it keeps them and
+retries with backoff; a buffer over ``max_buffer`` items spills its oldest half to the spool, and
+``stop()`` spills whatever could not be written in time. Spool files (from this or an earlier run)
+are replayed whenever the DB accepts writes again. Retention runs here too, between batches.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, SQLAlchemyError
+
+from supervisor.children.persist import write_items
+from supervisor.children.records import WriteItem
+from supervisor.children.retention import purge_batch
+from supervisor.children.spool import Spool
+from supervisor.storage.migrations import describe_db_error
+
+log = logging.getLogger("supervisor.child.writer")
+
+BATCH_SIZE = 200
+MAX_BUFFER = 10_000
+BACKOFF_START = 0.5
+BACKOFF_MAX = 10.0
+RETENTION_EVERY = 3600.0
+RETENTION_FIRST_AFTER = 30.0
+
+
+class Writer:
+    def __init__(
+        self,
+        engine: Engine,
+        spool: Spool,
+        tenant: str,
+        *,
+        retention_days: int = 0,
+        max_buffer: int = MAX_BUFFER,
+    ) -> None:
+        self._engine = engine
+        self._spool = spool
+        self._tenant = tenant
+        self._retention_days = retention_days
+        self._max_buffer = max_buffer
+        self._buffer: collections.deque[WriteItem] = collections.deque()
+        self._in_hand: list[WriteItem] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._flush_deadline = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"writer-{tenant}", daemon=True)
+        self._healthy = True
+        self._failing_since: float | None = None
+        self._next_retention = time.monotonic() + RETENTION_FIRST_AFTER
+        self.written = 0
+
+    # --- main thread ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, item: WriteItem) -> None:
+        with self._cond:
+            self._buffer.append(item)
+            if len(self._buffer) > self._max_buffer:
+                self._spill_oldest_locked(len(self._buffer) // 2)
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._buffer) + len(self._in_hand)
+
+    def stop(self, timeout: float) -> None:
+        """Write what can be written within ``timeout`` seconds, spool the rest, end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._flush_deadline = time.monotonic() + timeout
+            self._cond.notify_all()
+        self._thread.join(timeout + 5.0)
+        with self._cond:
+            leftover = [*self._in_hand, *self._buffer]
+            self._in_hand = []
+            self._buffer.clear()
+        if leftover:
+            path = self._spool.write(leftover)
+            log.warning(
+                "spooled %d unwritten results to %s",
+                len(leftover),
+                path,
+                extra={"event": "writer.spooled", "tenant": self._tenant},
+            )
+
+    # --- writer thread ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = BACKOFF_START
+        while True:
+            with self._cond:
+                if not self._in_hand:
+                    if not self._buffer and not self._stopping:
+                        self._cond.wait(timeout=1.0)
+                    for _ in range(min(BATCH_SIZE, len(self._buffer))):
+                        self._in_hand.append(self._buffer.popleft())
+                batch = list(self._in_hand)
+                stopping = self._stopping
+            if stopping and (not batch or time.monotonic() >= self._flush_deadline):
+                return
+            if batch:
+                if self._store(batch):
+                    with self._cond:
+                        self._in_hand = []
+                    backoff = BACKOFF_START
+                else:
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            if stopping:
+                return
+            if self._healthy:
+                self._replay_spool()
+                self._maybe_purge()
+
+    def _store(self, batch: list[WriteItem]) -> bool:
+        try:
+            try:
+                with self._engine.begin() as conn:
+                    self.written += write_items(conn, batch)
+            except SQLAlchemyError as exc:
+                if _is_outage(exc):
+                    raise
+                self._store_one_by_one(batch)
+        except SQLAlchemyError as exc:
+            self._note_failure(exc)
+            return False
+        except Exception:
+            log.exception(
+                "writer failed unexpectedly; retrying",
+                extra={"event": "writer.failed", "tenant": self._tenant, "error_class": "internal"},
+            )
+            return False
+        self._note_success()
+        return True
+
+    def _store_one_by_one(self, batch: list[WriteItem]) -> None:
+        """A batch the DB rejects as data (not an outage): keep every item it accepts, drop the rest."""
+        for item in batch:
+            try:
+                with self._engine.begin() as conn:
+                    self.written += write_items(conn, [item])
+            except SQLAlchemyError as exc:
+                if _is_outage(exc):
+                    raise
+                log.error(
+                    "dropping a result the tenant DB rejects: %s",
+                    describe_db_error(exc),
+                    extra={"event": "writer.rejected", "tenant": self._tenant, "error_class": "storage"},
+                )
+
+    def _replay_spool(self) -> None:
+        for path in self._spool.files():
+            if self._stopping_now():
+                return
+            items = self._spool.read(path)
+            for start in range(0, len(items), BATCH_SIZE):
+                if not self._store(items[start : start + BATCH_SIZE]):
+                    return
+            self._spool.remove(path)
+            log.info(
+                "replayed %d spooled results from %s",
+                len(items),
+                path.name,
+                extra={"event": "writer.replayed", "tenant": self._tenant},
+            )
+
+    def _maybe_purge(self) -> None:
+        if self._retention_days <= 0 or time.monotonic() < self._next_retention:
+            return
+        try:
+            while not self._stopping_now() and self._buffer_empty():
+                if purge_batch(self._engine, self._retention_days) == 0:
+                    self._next_retention = time.monotonic() + RETENTION_EVERY
+                    return
+        except SQLAlchemyError as exc:
+            self._next_retention = time.monotonic() + 60.0
+            log.warning(
+                "retention failed: %s",
+                describe_db_error(exc),
+                extra={"event": "retention.failed", "tenant": self._tenant, "error_class": "storage"},
+            )
+
+    def _spill_oldest_locked(self, count: int) -> None:
+        spilled = [self._buffer.popleft() for _ in range(count)]
+        path = self._spool.write(spilled)
+        log.warning(
+            "write buffer full: spooled %d results to %s",
+            count,
+            path,
+            extra={"event": "writer.spooled", "tenant": self._tenant, "error_class": "storage"},
+        )
+
+    def _note_failure(self, exc: SQLAlchemyError) -> None:
+        if self._healthy:
+            self._failing_since = time.monotonic()
+            log.warning(
+                "tenant DB unavailable, keeping results and retrying: %s",
+                describe_db_error(exc),
+                extra={
+                    "event": "writer.db_unavailable",
+                    "tenant": self._tenant,
+                    "error_class": "storage",
+                    "error": describe_db_error(exc),
+                },
+            )
+        self._healthy = False
+
+    def _note_success(self) -> None:
+        if not self._healthy:
+            outage = time.monotonic() - (self._failing_since or time.monotonic())
+            log.info(
+                "tenant DB available again after %.0f s",
+                outage,
+                extra={"event": "writer.db_available", "tenant": self._tenant},
+            )
+        self._healthy = True
+
+    def _sleep(self, seconds: float) -> None:
+        with self._cond:
+            if self._stopping:
+                seconds = max(0.0, min(seconds, self._flush_deadline - time.monotonic()))
+            self._cond.wait(timeout=seconds)
+
+    def _stopping_now(self) -> bool:
+        with self._cond:
+            return self._stopping
+
+    def _buffer_empty(self) -> bool:
+        with self._cond:
+            return not self._buffer
+
+
+def _is_outage(exc: SQLAlchemyError) -> bool:
+    """Connection trouble, locks, missing tables: worth retrying. Integrity/data errors are not."""
+    if isinstance(exc, IntegrityError | DataError):
+        return False
+    if isinstance(exc, ProgrammingError):
+        return "does not exist" in str(exc) or "no such table" in str(exc)
+    return True
