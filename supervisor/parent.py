@@ -64,6 +64,7 @@ class Supervisor:
         self.next_memory_check = 0.0
         self.lease_renewed_at: float | None = None
         self.lease_fenced = False
+        self.children_changed = False
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -84,6 +85,8 @@ class Supervisor:
             if now >= self.next_poll:
                 self._poll()
             self._tend_children(time.monotonic())
+            if self.children_changed and self.db_health.available and self.schema_ready:
+                self._record_children()
         self._shutdown()
         return 0
 
@@ -158,6 +161,15 @@ class Supervisor:
         self.next_poll = started + self.settings.poll_interval
         self._reconcile()
 
+    def _record_children(self) -> None:
+        """Write starts and exits as they happen (polls write everything anyway)."""
+        self.children_changed = False
+        try:
+            with self.engine.begin() as conn:
+                record_children(conn, self.identity.id, self.handles.values(), utcnow())
+        except (SQLAlchemyError, CollectorError) as exc:
+            self.next_poll = time.monotonic() + self.db_health.failed(exc)
+
     def _lease_fence_at(self) -> float | None:
         """When to stop children whose lease could not be renewed, so they are gone before it expires."""
         if self.lease_renewed_at is None:
@@ -209,6 +221,7 @@ class Supervisor:
             delay = handle.crash_backoff.next_delay()
             handle.state, handle.retry_at = ChildState.BACKOFF, time.monotonic() + delay
             return
+        self.children_changed = True
         log.info(
             "child of tenant %s started (pid %s)",
             tenant.slug,
@@ -274,6 +287,7 @@ class Supervisor:
                 handle.cancel_backoff()
 
     def _on_exit(self, handle: ChildHandle, exit_info: ChildExit) -> None:
+        self.children_changed = True
         expected = exit_info.requested is not None and exit_info.code == CHILD_EXIT_OK
         if not expected and exit_info.requested is None:
             handle.last_error = exit_info.description

@@ -1,0 +1,175 @@
+"""``status [--json]``: supervisor instances, each tenant's child and lease, server counts per tenant.
+
+Reads only: the system DB's tables, then each tenant DB's ``servers`` and ``metric_snapshots``
+(an unreachable tenant DB is reported with a note, never fails the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from supervisor import databases
+from supervisor.cli.context import CliContext
+from supervisor.cli.output import age, print_json, print_table
+from supervisor.clock import utcnow
+from supervisor.config import Settings
+from supervisor.errors import CollectorError
+from supervisor.instances import RUNNING
+from supervisor.storage.migrations import describe_db_error
+from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases, tenants
+from supervisor.storage.tenant_schema import metric_snapshots, servers
+from supervisor.tenants import Tenant
+
+
+def status(args: argparse.Namespace, ctx: CliContext) -> int:
+    now = utcnow()
+    report = collect_status(ctx, now)
+    if args.json:
+        print_json(report)
+    else:
+        _print_report(report, now)
+    return 0
+
+
+def collect_status(ctx: CliContext, now: dt.datetime) -> dict[str, list[dict[str, Any]]]:
+    settings = ctx.settings
+    engine = ctx.system_engine
+    return {"instances": _instances(engine, settings, now), "tenants": _tenants(ctx, engine, now)}
+
+
+def _seconds(moment: dt.datetime | None, now: dt.datetime) -> float | None:
+    return None if moment is None else round(max(0.0, (now - moment).total_seconds()), 1)
+
+
+def _instances(engine: Engine, settings: Settings, now: dt.datetime) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(supervisor_instances).order_by(supervisor_instances.c.started_at)).mappings().all()
+    result = []
+    for row in rows:
+        heartbeat_age = _seconds(row["heartbeat_at"], now)
+        alive = row["status"] == RUNNING and heartbeat_age is not None and heartbeat_age <= settings.lease_duration
+        result.append(
+            {
+                "id": row["id"],
+                "host": row["host"],
+                "pid": row["pid"],
+                "status": row["status"],
+                "started_at": row["started_at"],
+                "heartbeat_age_s": heartbeat_age,
+                "alive": alive,
+                "stopped_at": row["stopped_at"],
+            }
+        )
+    return result
+
+
+def _tenants(ctx: CliContext, engine: Engine, now: dt.datetime) -> list[dict[str, Any]]:
+    query = (
+        select(
+            tenants,
+            tenant_leases.c.owner,
+            tenant_leases.c.expires_at,
+            tenant_children.c.pid.label("child_pid"),
+            tenant_children.c.state,
+            tenant_children.c.restarts,
+            tenant_children.c.last_exit_code,
+            tenant_children.c.heartbeat_at,
+            tenant_children.c.instance_id,
+        )
+        .outerjoin(tenant_leases, tenant_leases.c.tenant_id == tenants.c.id)
+        .outerjoin(tenant_children, tenant_children.c.tenant_id == tenants.c.id)
+        .order_by(tenants.c.slug)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    result = []
+    for row in rows:
+        tenant = Tenant.from_row(row)
+        leased = row["owner"] is not None and row["expires_at"] is not None and row["expires_at"] >= now
+        entry: dict[str, Any] = {
+            "slug": tenant.slug,
+            "status": tenant.status,
+            "owner": row["owner"] if leased else None,
+            "state": row["state"],
+            "pid": row["child_pid"],
+            "restarts": row["restarts"],
+            "last_exit_code": row["last_exit_code"],
+            "child_heartbeat_age_s": _seconds(row["heartbeat_at"], now),
+        }
+        entry.update(_server_summary(ctx, tenant, now))
+        result.append(entry)
+    return result
+
+
+def _server_summary(ctx: CliContext, tenant: Tenant, now: dt.datetime) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "servers_online": None,
+        "servers_offline": None,
+        "servers_total": None,
+        "newest_snapshot_age_s": None,
+        "note": None,
+    }
+    url = databases.tenant_url(ctx.settings, tenant)
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
+            summary["note"] = "tenant DB file does not exist"
+            return summary
+        engine = ctx.tenant_engine(tenant)
+        with engine.connect() as conn:
+            by_status = select(servers.c.status, func.count()).where(servers.c.removed_at.is_(None))
+            counts = dict(conn.execute(by_status.group_by(servers.c.status)).all())
+            newest = conn.execute(select(func.max(metric_snapshots.c.collected_at))).scalar()
+        engine.dispose()
+    except (SQLAlchemyError, CollectorError) as exc:
+        summary["note"] = f"tenant DB unreachable: {describe_db_error(exc)}"
+        return summary
+    summary["servers_online"] = counts.get("online", 0)
+    summary["servers_offline"] = counts.get("offline", 0)
+    summary["servers_total"] = sum(counts.values())
+    summary["newest_snapshot_age_s"] = _seconds(newest, now)
+    return summary
+
+
+def _print_report(report: dict[str, list[dict[str, Any]]], now: dt.datetime) -> None:
+    print_table(
+        ["instance", "host", "pid", "status", "heartbeat", "alive"],
+        [
+            [i["id"], i["host"], i["pid"], i["status"], _age_text(i["heartbeat_age_s"]), i["alive"]]
+            for i in report["instances"]
+        ],
+    )
+    print()
+    print_table(
+        ["tenant", "status", "child", "pid", "restarts", "owner", "online", "offline", "servers", "newest", "note"],
+        [
+            [
+                t["slug"],
+                t["status"],
+                t["state"],
+                t["pid"],
+                t["restarts"],
+                t["owner"],
+                t["servers_online"],
+                t["servers_offline"],
+                t["servers_total"],
+                _age_text(t["newest_snapshot_age_s"]),
+                t["note"],
+            ]
+            for t in report["tenants"]
+        ],
+    )
+
+
+def _age_text(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    now = utcnow()
+    return age(now - dt.timedelta(seconds=seconds), now)
