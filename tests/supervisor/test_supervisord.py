@@ -47,7 +47,8 @@ def test_supervisorctl_stop_is_graceful(deployment: Deployment, tmp_path: Path) 
         f"[unix_http_server]\nfile={socket}\n\n"
         f"[supervisord]\nlogfile={tmp_path / 'supervisord.log'}\npidfile={tmp_path / 'supervisord.pid'}\n"
         f"childlogdir={tmp_path}\nnodaemon=false\n\n"
-        "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
         f"[supervisorctl]\nserverurl=unix://{socket}\n\n" + _program_section(deployment, log_file)
     )
     ctl = [SUPERVISORCTL, "-c", str(conf)]
@@ -63,7 +64,10 @@ def test_supervisorctl_stop_is_graceful(deployment: Deployment, tmp_path: Path) 
         wait_until(lambda: len(started_children()) == 3, 30, "three children under supervisord")
         pid = int(subprocess.run([*ctl, "pid", "collector-supervisor"], capture_output=True, text=True).stdout)
         children = {r["pid"] for r in started_children()}
-        stop = subprocess.run([*ctl, "stop", "collector-supervisor"], capture_output=True, text=True, timeout=3 + 15 + 10)
+        stopwaitsecs = 3 + 15
+        stop = subprocess.run(
+            [*ctl, "stop", "collector-supervisor"], capture_output=True, text=True, timeout=stopwaitsecs + 10
+        )
         assert "stopped" in stop.stdout, stop.stdout + stop.stderr
         assert pids_gone(children | {pid})
         records = [json.loads(line) for line in log_file.read_text().splitlines()]  # all JSON
