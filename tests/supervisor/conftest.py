@@ -115,9 +115,7 @@ class SupervisorProcess:
         return records
 
     def events(self, event: str, **fields: Any) -> list[dict[str, Any]]:
-        return [
-            r for r in self.lines() if r.get("event") == event and all(r.get(k) == v for k, v in fields.items())
-        ]
+        return [r for r in self.lines() if r.get("event") == event and all(r.get(k) == v for k, v in fields.items())]
 
     def wait_event(self, event: str, count: int = 1, timeout: float = 20, **fields: Any) -> list[dict[str, Any]]:
         return wait_until(

@@ -49,8 +49,11 @@ def test_children_follow_the_active_tenants(deployment: Deployment) -> None:
 
     engine = create_engine(deployment.system_db.replace("///", f"///{deployment.root}/"))
     with engine.connect() as conn:
-        rows = conn.execute(select(tenants.c.slug, tenant_children.c.state, tenant_children.c.last_exit_code).join(
-            tenant_children, tenant_children.c.tenant_id == tenants.c.id)).all()
+        rows = conn.execute(
+            select(tenants.c.slug, tenant_children.c.state, tenant_children.c.last_exit_code).join(
+                tenant_children, tenant_children.c.tenant_id == tenants.c.id
+            )
+        ).all()
     assert sorted(rows) == [(s, "STOPPED", 0) for s in ("alpha", "beta", "delta", "gamma")]
 
 
