@@ -30,6 +30,9 @@ MAX_BUFFER = 10_000
 BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0
 RETENTION_EVERY = 3600.0
+UNHEALTHY_FLUSH_TIMEOUT = 0.5
+#: How often the writer looks for spool files to replay and for expired rows.
+HOUSEKEEPING_EVERY = 2.0
 RETENTION_FIRST_AFTER = 30.0
 
 
@@ -75,12 +78,16 @@ class Writer:
             return len(self._buffer) + len(self._in_hand)
 
     def stop(self, timeout: float) -> None:
-        """Write what can be written within ``timeout`` seconds, spool the rest, end the thread."""
+        """Write what can be written within ``timeout`` seconds, spool the rest, end the thread.
+
+        With the DB already failing there is no point in waiting: spool at once."""
+        if not self._healthy:
+            timeout = min(timeout, UNHEALTHY_FLUSH_TIMEOUT)
         with self._cond:
             self._stopping = True
             self._flush_deadline = time.monotonic() + timeout
             self._cond.notify_all()
-        self._thread.join(timeout + 5.0)
+        self._thread.join(timeout + 0.5)
         with self._cond:
             leftover = [*self._in_hand, *self._buffer]
             self._in_hand = []
@@ -97,7 +104,12 @@ class Writer:
     # --- writer thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
         backoff = BACKOFF_START
+        next_housekeeping = time.monotonic()
         while True:
+            if self._healthy and not self._stopping_now() and time.monotonic() >= next_housekeeping:
+                self._replay_spool()
+                self._maybe_purge()
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY
             with self._cond:
                 if not self._in_hand:
                     if not self._buffer and not self._stopping:
@@ -119,9 +131,6 @@ class Writer:
                 continue
             if stopping:
                 return
-            if self._healthy:
-                self._replay_spool()
-                self._maybe_purge()
 
     def _store(self, batch: list[WriteItem]) -> bool:
         try:
