@@ -21,12 +21,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.children.collect import CollectionOutcome, ServerSession
-from supervisor.children.deltas import Baseline, compute
+from supervisor.children.deltas import Baseline
 from supervisor.children.odbc_driver import OdbcDriver, resolve_driver
-from supervisor.children.records import SnapshotRow, WriteItem
+from supervisor.children.outcome import process_outcome
 from supervisor.children.scheduler import Scheduler
 from supervisor.children.spool import Spool
-from supervisor.children.status import OFFLINE, ONLINE, ServerState, apply_outcome
+from supervisor.children.status import OFFLINE, ONLINE, ServerState
 from supervisor.children.targets import Target, load_baselines, load_states, load_targets
 from supervisor.children.writer import Writer
 from supervisor.config import Settings
@@ -345,41 +345,27 @@ class TenantRuntime:
         assert self.writer is not None
         target = outcome.target
         sid = target.server_id
-        checked_at = dt.datetime.fromtimestamp(outcome.started_at, dt.UTC).replace(tzinfo=None)
         context = {"tenant": self.tenant, "server": target.name, "duration_ms": outcome.duration_ms}
-        snapshot = None
-        baseline = None
-        if outcome.sample is not None:
-            sample = outcome.sample
-            previous = self._baselines.get(sid)
-            deltas = compute(previous, sample, self.settings.max_sample_gap)
-            if previous is not None and deltas.rebaselined:
-                log.info(
-                    "server %s: no rate for this sample (%s)",
-                    target.name,
-                    deltas.rebaselined,
-                    extra={"event": "collection.rebaselined", **context},
-                )
-            snapshot = SnapshotRow(
-                server_id=sid,
-                collected_at=sample.sample_time,
-                cpu_percent=sample.cpu_percent,
-                system_cpu_percent=sample.system_cpu_percent,
-                memory_percent=sample.memory_percent,
-                sql_memory_mb=sample.sql_memory_mb,
-                sql_target_memory_mb=sample.sql_target_memory_mb,
-                connection_count=sample.connection_count,
-                batch_requests_per_sec=deltas.batch_requests_per_sec,
-                interval_seconds=deltas.interval_seconds,
-                duration_ms=outcome.duration_ms,
-                waits=deltas.waits,
-            )
-            baseline = Baseline.of(sample)
-            self._baselines[sid] = baseline
-            self._newest_snapshot = max(self._newest_snapshot or sample.sample_time, sample.sample_time)
+        previous = self._baselines.get(sid)
+        processed = process_outcome(
+            outcome, previous, self._states.get(sid, ServerState()), self.settings.max_sample_gap
+        )
+        self._states[sid] = processed.state
+        update = processed.item.status
+        if outcome.sample is not None and processed.baseline is not None:
+            self._baselines[sid] = processed.baseline
+            sample_time = outcome.sample.sample_time
+            self._newest_snapshot = max(self._newest_snapshot or sample_time, sample_time)
             self._collections_ok += 1
             self._window.collected += 1
             log.debug("collected %s", target.name, extra={"event": "collection.succeeded", **context})
+            if previous is not None and processed.deltas is not None and processed.deltas.rebaselined:
+                log.info(
+                    "server %s: no rate for this sample (%s)",
+                    target.name,
+                    processed.deltas.rebaselined,
+                    extra={"event": "collection.rebaselined", **context},
+                )
             if outcome.fell_back_to_adhoc:
                 log.warning(
                     "server %s has no collection procedure (error 2812): collecting with the ad-hoc batch; "
@@ -404,8 +390,6 @@ class TenantRuntime:
                 },
             )
         self._window.durations.append(outcome.duration_ms)
-        state, update = apply_outcome(sid, self._states.get(sid, ServerState()), outcome.failure, checked_at)
-        self._states[sid] = state
         if update.status_changed:
             log.info(
                 "server %s is %s",
@@ -419,7 +403,7 @@ class TenantRuntime:
                     **context,
                 },
             )
-        self.writer.put(WriteItem(sid, update, snapshot, baseline))
+        self.writer.put(processed.item)
 
     # --- reporting --------------------------------------------------------------------------------------
     def _heartbeat(self) -> None:

@@ -28,13 +28,18 @@ class Target:
     collection_mode: str  # auto / procedure / adhoc, the global setting filled in
 
 
-def load_targets(conn: Connection, settings: Settings, box: SecretBox, tenant: str) -> list[Target]:
+def load_targets(
+    conn: Connection, settings: Settings, box: SecretBox, tenant: str, *, name: str | None = None
+) -> list[Target]:
+    """Enabled, non-removed servers; with ``name``, that server whether enabled or not."""
     query = (
         select(servers, collection_configs.c.interval_seconds)
         .join(collection_configs, collection_configs.c.server_id == servers.c.id)
-        .where(servers.c.removed_at.is_(None), collection_configs.c.enabled.is_(True))
+        .where(servers.c.removed_at.is_(None))
         .order_by(servers.c.id)
     )
+    only = collection_configs.c.enabled.is_(True) if name is None else servers.c.name == name
+    query = query.where(only)
     targets = []
     for row in conn.execute(query).mappings():
         try:

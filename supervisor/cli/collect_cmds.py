@@ -1,0 +1,117 @@
+"""``collect-once`` (one collection now, printed and stored) and ``procedures`` (print or deploy the T-SQL)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import Any
+
+import pyodbc
+
+from supervisor.children.collect import ServerSession
+from supervisor.children.connection_string import UnsafeValue, build
+from supervisor.children.errors import classify
+from supervisor.children.odbc_driver import resolve_driver
+from supervisor.children.outcome import process_outcome
+from supervisor.children.persist import write_items
+from supervisor.children.status import ServerState
+from supervisor.children.targets import Target, load_baselines, load_states, load_targets
+from supervisor.cli.context import CliContext
+from supervisor.cli.output import print_json, print_table
+from supervisor.errors import CollectorError, UsageError
+from supervisor.procedures.resultsets import PROCEDURE_QUALIFIED_NAME
+from supervisor.procedures.tsql import install_batches, install_script
+
+
+def _target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target]:
+    tenant = ctx.tenant(tenant_slug)
+    engine = ctx.tenant_engine(tenant)
+    with engine.connect() as conn:
+        targets = load_targets(conn, ctx.settings, ctx.secret_box, tenant.slug, name=name)
+    if not targets:
+        raise UsageError(f"unknown server {name!r} in tenant {tenant.slug!r}")
+    return engine, targets[0]
+
+
+def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
+    driver = resolve_driver(ctx.settings.odbc_driver)
+    engine, target = _target(ctx, args.tenant, args.name)
+    with engine.connect() as conn:
+        previous = load_baselines(conn).get(target.server_id)
+        state = load_states(conn).get(target.server_id, ServerState())
+    session = ServerSession(target, driver, ctx.settings.login_timeout, keep_connection=False)
+    outcome = session.collect(time.monotonic() + ctx.settings.collection_timeout)
+    processed = process_outcome(outcome, previous, state, ctx.settings.max_sample_gap)
+    with engine.begin() as conn:
+        write_items(conn, [processed.item])
+    if outcome.failure is not None:
+        raise CollectorError(
+            f"collection from {target.name} failed after {outcome.duration_ms} ms: "
+            f"[{outcome.failure.error_class}] {outcome.failure.message}"
+        )
+    snapshot = processed.item.snapshot
+    assert snapshot is not None and outcome.sample is not None
+    values = {
+        "server": target.name,
+        "collected_at": snapshot.collected_at,
+        "cpu_percent": snapshot.cpu_percent,
+        "system_cpu_percent": snapshot.system_cpu_percent,
+        "memory_percent": snapshot.memory_percent,
+        "sql_memory_mb": snapshot.sql_memory_mb,
+        "sql_target_memory_mb": snapshot.sql_target_memory_mb,
+        "connection_count": snapshot.connection_count,
+        "batch_requests_per_sec": snapshot.batch_requests_per_sec,
+        "interval_seconds": snapshot.interval_seconds,
+        "duration_ms": snapshot.duration_ms,
+        "product_version": outcome.sample.product_version,
+        "host_platform": outcome.sample.host_platform,
+    }
+    waits = {
+        name: {"waiting_tasks_count": w.waiting_tasks_count, "wait_time_ms": w.wait_time_ms}
+        for name, w in sorted(snapshot.waits.items())
+    }
+    if args.json:
+        print_json({**values, "waits": waits})
+    else:
+        print_table(["metric", "value"], list(values.items()))
+        if waits:
+            print()
+            print_table(
+                ["wait type", "tasks", "wait ms"],
+                [(n, w["waiting_tasks_count"], w["wait_time_ms"]) for n, w in waits.items()],
+            )
+    return 0
+
+
+def procedures(args: argparse.Namespace, ctx: CliContext) -> int:
+    if getattr(args, "action", None) != "deploy":
+        print(install_script(), end="")
+        return 0
+    driver = resolve_driver(ctx.settings.odbc_driver)
+    _engine, target = _target(ctx, args.tenant, args.name)
+    try:
+        connection_string = build(driver, target.endpoint)
+    except UnsafeValue as exc:
+        raise CollectorError(f"cannot connect to {target.name}: {exc}") from None
+    deadline = time.monotonic() + max(ctx.settings.collection_timeout, 30.0)
+    phase = "connect"
+    try:
+        conn = pyodbc.connect(
+            connection_string, timeout=max(1, math.floor(ctx.settings.login_timeout)), autocommit=True
+        )
+        phase = "query"
+        try:
+            conn.timeout = max(1, math.floor(deadline - time.monotonic()))
+            cursor = conn.cursor()
+            for batch in install_batches():
+                cursor.execute(batch)
+                while cursor.nextset():
+                    pass
+        finally:
+            conn.close()
+    except pyodbc.Error as exc:
+        failure = classify(exc, phase=phase)
+        raise CollectorError(f"deploying to {target.name} failed: [{failure.error_class}] {failure.message}") from None
+    print(f"installed {PROCEDURE_QUALIFIED_NAME} on {target.name}")
+    return 0

@@ -1,0 +1,59 @@
+"""``collect-once`` and ``procedures`` through the real command line, against the simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from supervisor.storage.tenant_schema import metric_snapshots
+from tests.collector.conftest import Deployment
+from tests.conftest import run_cli
+
+
+def test_collect_once_and_deploy(tmp_path: Path, driver: str, sqlite_url: str, simulator) -> None:
+    fleet = [
+        {"name": "good", "procedure_installed": False},
+        {"name": "down", "faults": {"down": True}},
+    ]
+    sim = simulator(fleet)
+    deployment = Deployment(tmp_path, driver, sqlite_url)
+    for entry in fleet:
+        deployment.add(entry["name"], sim.ports[entry["name"]])
+    config = str(deployment.config_path)
+
+    first = run_cli("-c", config, "collect-once", "acme", "good", "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    sample = json.loads(first.stdout)
+    assert sample["server"] == "good" and 0 <= sample["cpu_percent"] <= 100
+    assert sample["batch_requests_per_sec"] is None
+
+    second = run_cli("-c", config, "collect-once", "acme", "good", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "batch_requests_per_sec" in second.stdout and "CPU_PERCENT" not in second.stdout
+    with deployment.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(metric_snapshots)).scalar() == 2
+        rate = conn.execute(select(func.max(metric_snapshots.c.batch_requests_per_sec))).scalar()
+    assert rate is not None and rate > 0
+
+    failed = run_cli("-c", config, "collect-once", "acme", "down", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.count("\n") == 1 and "down" in failed.stderr and "[connect]" in failed.stderr
+    assert "S3cret" not in failed.stderr
+
+    unknown = run_cli("-c", config, "collect-once", "acme", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "nope" in unknown.stderr
+
+    printed = run_cli("-c", config, "procedures", "--print", cwd=tmp_path)
+    assert printed.returncode == 0 and "CREATE OR ALTER PROCEDURE" in printed.stdout and "GO" in printed.stdout
+
+    deployed = run_cli("-c", config, "procedures", "deploy", "acme", "good", cwd=tmp_path)
+    if deployed.returncode == 0:
+        assert deployed.stdout.strip() == "installed collector.usp_collect_snapshot on good"
+    else:  # the simulator does not implement CREATE SCHEMA / CREATE PROCEDURE (error 102)
+        assert deployed.returncode == 1 and deployed.stderr.count("\n") == 1
+        assert "deploying to good failed: [protocol]" in deployed.stderr
+
+    not_deployed = run_cli("-c", config, "procedures", "deploy", "acme", "down", cwd=tmp_path)
+    assert not_deployed.returncode == 1 and "[connect]" in not_deployed.stderr
