@@ -1,0 +1,218 @@
+"""Pure logic: connection strings, error classes, samples, deltas, scheduler, status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pyodbc
+import pytest
+
+from supervisor.children.connection_string import Endpoint, UnsafeValue, brace, brace_freetds, build
+from supervisor.children.deltas import Baseline, compute, wait_increments
+from supervisor.children.errors import CollectionFailure, classify
+from supervisor.children.odbc_driver import FREETDS, MSODBC, OdbcDriver, kind_of
+from supervisor.children.sample import Sample, WaitCounts, clamp_percent, parse_sample
+from supervisor.children.scheduler import Scheduler
+from supervisor.children.status import OFFLINE, ONLINE, ServerState, apply_outcome
+
+MS = OdbcDriver("ODBC Driver 18 for SQL Server", MSODBC)
+TDS = OdbcDriver("FreeTDS", FREETDS)
+HOSTILE = ["x;Trusted_Connection=yes", "pw};UID=sa;PWD={x", "}", "{", "a}}b", "p;w", "név ü"]
+
+
+def parse_odbc(text: str) -> dict[str, str]:
+    """The ODBC rules (MS-ODBCSTR): ``{...}`` values with ``}}`` for ``}``."""
+    pairs: dict[str, str] = {}
+    i = 0
+    while i < len(text):
+        key_end = text.index("=", i)
+        key = text[i:key_end]
+        i = key_end + 1
+        if text[i] == "{":
+            value, i = "", i + 1
+            while True:
+                if text[i] == "}":
+                    if i + 1 < len(text) and text[i + 1] == "}":
+                        value, i = value + "}", i + 2
+                        continue
+                    i += 1
+                    break
+                value, i = value + text[i], i + 1
+        else:
+            end = text.find(";", i)
+            end = len(text) if end < 0 else end
+            value, i = text[i:end], end
+        assert key not in pairs
+        pairs[key] = value
+        assert i == len(text) or text[i] == ";"
+        i += 1
+    return pairs
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_msodbc_values_cannot_inject(value: str) -> None:
+    text = build(MS, Endpoint(value, 1433, value, value, "no", False))
+    pairs = parse_odbc(text)
+    assert set(pairs) == {"DRIVER", "SERVER", "Encrypt", "TrustServerCertificate", "APP", "UID", "PWD"}
+    assert pairs["PWD"] == value and pairs["UID"] == value and pairs["SERVER"] == f"{value},1433"
+    assert pairs["APP"] == "collector-supervisor"
+
+
+def test_freetds_braces_literally_and_refuses_what_it_cannot_carry() -> None:
+    assert brace_freetds("p}w;d") == "{p}w;d}"
+    assert brace("p}w") == "{p}}w}"
+    with pytest.raises(UnsafeValue):
+        brace_freetds("pw};UID=sa")
+    with pytest.raises(UnsafeValue):
+        build(TDS, Endpoint("h", 1, "u", "x};Trusted_Connection=yes", "yes", False))
+    text = build(TDS, Endpoint("h;x=1", 1433, "u", "p;w}", "optional", False))
+    assert "Encryption={request}" in text and "SERVER={h;x=1}" in text and "PORT={1433}" in text
+    with pytest.raises(UnsafeValue):
+        brace("a\x00b")
+
+
+def test_encrypt_mapping() -> None:
+    assert "Encrypt={strict}" in build(MS, Endpoint("h", 1, None, None, "strict", True))
+    assert "TrustServerCertificate={yes}" in build(MS, Endpoint("h", 1, None, None, "yes", True))
+    assert "Encryption={require}" in build(TDS, Endpoint("h", 1, None, None, "yes", False))
+    assert "Encryption={off}" in build(TDS, Endpoint("h", 1, None, None, "no", False))
+    assert "UID" not in build(MS, Endpoint("h", 1, None, None, "no", False))
+
+
+def test_driver_kind() -> None:
+    assert kind_of("FreeTDS") == FREETDS and kind_of("/usr/lib/x86_64-linux-gnu/odbc/libtdsodbc.so") == FREETDS
+    assert kind_of("ODBC Driver 18 for SQL Server") == MSODBC and kind_of("/x/libmsodbcsql-18.6.so.2.1") == MSODBC
+
+
+@pytest.mark.parametrize(
+    ("state", "message", "phase", "expected"),
+    [
+        ("28000", "[28000] Login failed for user 'u'. (18456) (SQLDriverConnect)", "connect", "login"),
+        ("42000", "[42000] [FreeTDS]Login failed for user 'u'. (18456) (SQLDriverConnect)", "connect", "login"),
+        ("08S01", "[08S01] Unable to connect (20009) (SQLDriverConnect)", "connect", "connect"),
+        ("HYT00", "[HYT00] Login timeout expired (0) (SQLDriverConnect)", "connect", "connect"),
+        ("HYT00", "[HYT00] Query timeout expired (0) (SQLExecDirectW)", "query", "timeout"),
+        ("HY008", "[HY008] Operation was cancelled (0) (SQLExecDirectW)", "query", "timeout"),
+        ("42000", "[42000] VIEW SERVER STATE permission was denied (300) (SQLExecDirectW)", "query", "permission"),
+        ("42000", "[42000] The user does not have permission (297) (SQLExecDirectW)", "query", "permission"),
+        ("08S01", "[08S01] TCP Provider: Error code 0x2746 (10054) (SQLMoreResults)", "query", "connect"),
+        ("42000", "[42000] Incorrect syntax near 'x'. (102) (SQLExecDirectW)", "query", "protocol"),
+    ],
+)
+def test_classification(state: str, message: str, phase: str, expected: str) -> None:
+    assert classify(pyodbc.Error(state, message), phase=phase).error_class == expected
+
+
+def test_driver_text_is_redacted() -> None:
+    from supervisor.logs import register_secret
+
+    register_secret("Hunter2-secret")
+    failure = classify(pyodbc.Error("28000", "Login failed; PWD=Hunter2-secret (18456)"), phase="connect")
+    assert "Hunter2" not in failure.message
+    assert classify(ValueError("boom"), phase="query").error_class == "internal"
+
+
+T0 = dt.datetime(2024, 1, 1, 12, 0, 0)
+START = dt.datetime(2023, 12, 1)
+
+
+def sample(seconds: float, batches: int | None, *, start: dt.datetime = START, waits: dict | None = None) -> Sample:
+    return Sample(
+        "s",
+        "16.0",
+        "Windows",
+        start,
+        T0 + dt.timedelta(seconds=seconds),
+        10,
+        20,
+        50.0,
+        100,
+        100,
+        5,
+        batches,
+        waits or {},
+    )
+
+
+def test_rates_and_rebaselines() -> None:
+    first = compute(None, sample(0, 1000), 3600)
+    assert first.batch_requests_per_sec is None and first.interval_seconds is None and first.waits == {}
+    base = Baseline.of(sample(0, 1000))
+    assert compute(base, sample(10, 6000), 3600).batch_requests_per_sec == 500.0
+    restarted = compute(base, sample(10, 50, start=START + dt.timedelta(days=1)), 3600)
+    assert restarted.batch_requests_per_sec is None and restarted.rebaselined == "instance restarted"
+    assert compute(base, sample(10, 10), 3600).batch_requests_per_sec is None  # counter went backwards
+    assert compute(base, sample(7200, 9000), 3600).batch_requests_per_sec is None  # gap
+    assert compute(base, sample(0, 2000), 3600).batch_requests_per_sec is None  # no time passed
+    assert compute(base, sample(-5, 2000), 3600).batch_requests_per_sec is None
+    assert compute(base, sample(1, 10**12), 3600).batch_requests_per_sec is None  # absurd
+
+
+def test_wait_increments() -> None:
+    before = {"A": WaitCounts(10, 100, 5), "B": WaitCounts(5, 50, 1), "C": WaitCounts(3, 3, 0)}
+    after = {"A": WaitCounts(12, 130, 6), "B": WaitCounts(5, 50, 1), "C": WaitCounts(1, 1, 0), "D": WaitCounts(2, 9, 1)}
+    assert wait_increments(before, after) == {"A": WaitCounts(2, 30, 1), "D": WaitCounts(2, 9, 1)}
+    base = Baseline.of(sample(0, 1, waits=before))
+    assert Baseline.parse_waits(base.waits_json()) == before
+
+
+def raw_sets(cpu: list, waits: list, platform: str = "Windows") -> list:
+    instance = (["contract_version", "server_name", "product_version", "edition", "engine_edition", "host_platform",
+                 "cpu_count", "sqlserver_start_time", "sample_time_utc"],
+                [(1, "s", "16", "Dev", 3, platform, 8, START, T0)])  # fmt: skip
+    cpu_set = (["record_id", "record_time_utc", "sql_cpu_percent", "system_idle_percent"], cpu)
+    counters = (["total_physical_memory_kb", "available_physical_memory_kb", "total_server_memory_kb",
+                 "target_server_memory_kb", "user_connections", "batch_requests_total"],
+                [(1000, 250, 2048, 4096, 7, 99)])  # fmt: skip
+    wait_set = (["wait_type", "waiting_tasks_count", "wait_time_ms", "signal_wait_time_ms"], waits)
+    return [instance, cpu_set, counters, wait_set]
+
+
+def test_parse_sample_clamps_filters_and_knows_linux() -> None:
+    parsed = parse_sample(
+        raw_sets([(1, T0, 130, 10)], [("WRITELOG", 5, 9, 1), ("SLEEP_TASK", 9, 9, 9), ("LCK_M_X", 0, 0, 0)])
+    )
+    assert parsed.cpu_percent == 100 and parsed.system_cpu_percent == 100
+    assert parsed.memory_percent == 75.0 and parsed.sql_memory_mb == 2 and parsed.sql_target_memory_mb == 4
+    assert set(parsed.waits) == {"WRITELOG"}
+    linux = parse_sample(raw_sets([(1, T0, 20, 0)], [], platform="Linux"))
+    assert linux.cpu_percent == 20 and linux.system_cpu_percent is None
+    assert parse_sample(raw_sets([], [])).cpu_percent is None
+    assert clamp_percent(-3) == 0
+    with pytest.raises(CollectionFailure):
+        parse_sample(raw_sets([], [])[:3])
+
+
+def test_scheduler_never_two_in_flight_and_skips_late_slots() -> None:
+    scheduler = Scheduler(random.Random(1))
+    scheduler.set_servers({1: 10.0, 2: 10.0}, now=0.0)
+    started = scheduler.due(10.0)
+    assert sorted(started) == [1, 2]
+    assert scheduler.due(25.0) == []  # both still in flight: skipped, not queued
+    assert scheduler.skipped(1) == 1
+    scheduler.finished(1)
+    assert scheduler.due(26.0) == []  # the missed slot is not made up
+    assert scheduler.due(41.0) == [1]  # phase < 10 s: its next slot is at most 40 s
+    scheduler.set_servers({2: 10.0, 3: 1.0}, now=41.0)
+    assert len(scheduler) == 2 and not scheduler.in_flight(1)
+    assert 3 in scheduler.due(42.1)
+
+
+def test_scheduler_spreads_first_collections() -> None:
+    scheduler = Scheduler(random.Random(7))
+    scheduler.set_servers({i: 30.0 for i in range(100)}, now=0.0)
+    first_second = scheduler.due(1.0)
+    assert 0 < len(first_second) < 30
+
+
+def test_status_transitions() -> None:
+    now = dt.datetime(2024, 1, 1)
+    state, update = apply_outcome(1, ServerState(), CollectionFailure("connect", "refused"), now)
+    assert state == ServerState(OFFLINE, 1) and update.status_changed and update.error_class == "connect"
+    state, update = apply_outcome(1, state, CollectionFailure("login", "bad password"), now)
+    assert state == ServerState(OFFLINE, 2) and not update.status_changed
+    state, update = apply_outcome(1, state, CollectionFailure("permission", "300"), now)
+    assert state.status == ONLINE and update.status_changed and update.error == "300"
+    state, update = apply_outcome(1, state, None, now)
+    assert state == ServerState(ONLINE, 0) and update.success and update.error is None and not update.status_changed
