@@ -1,0 +1,152 @@
+"""Storing results on SQLite and PostgreSQL: idempotent batches, baselines, status, retention, writer outages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from supervisor.children.deltas import Baseline
+from supervisor.children.persist import write_items
+from supervisor.children.records import SnapshotRow, WriteItem
+from supervisor.children.retention import purge_batch
+from supervisor.children.sample import WaitCounts
+from supervisor.children.spool import Spool
+from supervisor.children.status import StatusUpdate
+from supervisor.children.targets import load_baselines
+from supervisor.children.writer import Writer
+from supervisor.servers import ServerSpec, add_server
+from supervisor.storage.engine import make_engine
+from supervisor.storage.migrations import upgrade_tenant
+from supervisor.storage.tenant_schema import (
+    counter_baselines,
+    metric_snapshots,
+    server_status_events,
+    servers,
+    wait_stats,
+)
+from tests.collector.conftest import wait_until
+from tests.conftest import POSTGRES_ADMIN_URL
+
+T0 = dt.datetime(2024, 5, 1, 10, 0, 0, 123456)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def tenant_url(request: pytest.FixtureRequest, tmp_path: Path, pg_database: Callable[[], str]) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/tenant.db"
+    return pg_database()
+
+
+def make_tenant(url: str) -> tuple[Engine, int]:
+    engine = make_engine(url, pooled=False)
+    upgrade_tenant(engine)
+    server_id = add_server(engine, ServerSpec(name="s1", host="h"), None).id
+    return engine, server_id
+
+
+def item(server_id: int, seconds: float, *, ok: bool = True, changed: bool = False) -> WriteItem:
+    at = T0 + dt.timedelta(seconds=seconds)
+    status = StatusUpdate(
+        server_id, at, "online" if ok else "offline", changed, ok, 0 if ok else 1, None if ok else "x", None
+    )
+    if not ok:
+        return WriteItem(server_id, status)
+    waits = {"WRITELOG": WaitCounts(3, 30, 1), "PAGEIOLATCH_SH": WaitCounts(1, 5, 0)}
+    snapshot = SnapshotRow(server_id, at, 10, 20, 55.5, 1024, 2048, 7, 12.5, 2.0, 15, waits)
+    return WriteItem(server_id, status, snapshot, Baseline(T0 - dt.timedelta(days=1), at, int(1000 + seconds), waits))
+
+
+def counts(engine: Engine) -> tuple[int, int, int]:
+    with engine.connect() as conn:
+        return (
+            conn.execute(select(func.count()).select_from(metric_snapshots)).scalar_one(),
+            conn.execute(select(func.count()).select_from(wait_stats)).scalar_one(),
+            conn.execute(select(func.count()).select_from(server_status_events)).scalar_one(),
+        )
+
+
+def test_batches_are_idempotent(tenant_url: str) -> None:
+    engine, sid = make_tenant(tenant_url)
+    batch = [item(sid, 0, changed=True), item(sid, 2), item(sid, 4, ok=False, changed=True), item(sid, 6, changed=True)]
+    for _ in range(2):  # a replay of the same batch changes nothing
+        with engine.begin() as conn:
+            write_items(conn, batch)
+        assert counts(engine) == (3, 6, 3)
+    with engine.connect() as conn:
+        row = conn.execute(select(servers).where(servers.c.id == sid)).one()
+        stored = conn.execute(select(metric_snapshots.c.collected_at).order_by(metric_snapshots.c.id)).scalars().all()
+        baseline = load_baselines(conn)[sid]
+    assert row.status == "online" and row.last_checked_at == T0 + dt.timedelta(seconds=6)
+    assert row.last_success_at == T0 + dt.timedelta(seconds=6) and row.consecutive_failures == 0
+    assert stored[0] == T0  # microseconds survive
+    assert baseline.batch_requests_total == 1006 and baseline.waits["WRITELOG"] == WaitCounts(3, 30, 1)
+    with engine.begin() as conn:  # an older result never moves status or baseline back
+        write_items(conn, [item(sid, 1, ok=False, changed=True)])
+    with engine.connect() as conn:
+        assert conn.execute(select(servers.c.status).where(servers.c.id == sid)).scalar() == "online"
+        assert conn.execute(select(counter_baselines.c.batch_requests_total)).scalar() == 1006
+    engine.dispose()
+
+
+def test_retention_deletes_old_snapshots_in_batches(tenant_url: str) -> None:
+    engine, sid = make_tenant(tenant_url)
+    with engine.begin() as conn:
+        write_items(conn, [item(sid, s) for s in range(0, 20, 2)])
+    now = T0 + dt.timedelta(days=30, seconds=9)
+    assert purge_batch(engine, 30, now) == 5
+    assert purge_batch(engine, 30, now) == 0
+    assert purge_batch(engine, 0, now + dt.timedelta(days=365)) == 0
+    assert counts(engine)[:2] == (5, 10)
+    engine.dispose()
+
+
+def test_writer_spools_on_stop_and_replays(tmp_path: Path, tenant_url: str) -> None:
+    engine, sid = make_tenant(tenant_url)
+    spool = Spool(str(tmp_path / "spool"), "acme")
+    spool.write([item(sid, 0), item(sid, 2)])
+    assert spool.newest_baselines()[sid].batch_requests_total == 1002
+    writer = Writer(make_engine(tenant_url), spool, "acme")
+    writer.start()
+    writer.put(item(sid, 2))  # also in the spool: stored once
+    writer.put(item(sid, 4))
+    assert wait_until(lambda: counts(engine)[0] == 3 and not spool.files(), timeout=20)
+    writer.stop(5.0)
+    assert counts(engine)[0] == 3 and not spool.files()
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_writer_survives_a_postgresql_outage(tmp_path: Path, pg_database: Callable[[], str]) -> None:
+    url = pg_database()
+    engine, sid = make_tenant(url)
+    name = make_url(url).database
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    spool = Spool(str(tmp_path / "spool"), "acme")
+    writer = Writer(make_engine(url), spool, "acme")
+    writer.start()
+    try:
+        writer.put(item(sid, 0))
+        assert wait_until(lambda: counts(engine)[0] == 1, timeout=10)
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+        for seconds in range(2, 12, 2):
+            writer.put(item(sid, seconds))
+        time.sleep(3.0)
+        assert writer.pending() == 5
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        assert wait_until(lambda: writer.pending() == 0, timeout=30)
+        assert counts(engine)[0] == 6
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        writer.stop(5.0)
+        admin.dispose()
+        engine.dispose()
