@@ -1,0 +1,254 @@
+"""``demo``: a simulated fleet, registered and supervised in a fresh folder, with a live status table.
+
+Starts ``python -m sqlserver_sim --fleet`` (one server of each tenant is down), writes a collector.ini,
+registers tenants and servers through the CLI's own code, runs ``collector-supervisor run`` as a
+subprocess and redraws a table per server (status, CPU sparkline, batch requests/s, last error).
+Ctrl-C or ``--seconds`` stops the supervisor (SIGTERM, graceful) and then the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy import select as sql_select
+from sqlalchemy.exc import SQLAlchemyError
+
+from supervisor.cli.context import CliContext
+from supervisor.errors import CollectorError, UsageError
+from supervisor.storage.tenant_schema import metric_snapshots, servers
+
+MARKER = ".collector-demo"
+PASSWORD_ENV = "COLLECTOR_DEMO_SQL_PASSWORD"
+SIM_USER = "sa"
+SIM_PASSWORD = "Simulat0r!"
+TENANT_NAMES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka"]
+SPARK = "▁▂▃▄▅▆▇█"
+SAMPLES = 12
+
+
+def demo(args: argparse.Namespace, ctx: CliContext) -> int:
+    if not 1 <= args.tenants <= 50 or not 1 <= args.servers <= 50:
+        raise UsageError("--tenants and --servers must be between 1 and 50")
+    folder = _fresh_folder(Path(args.dir or "demo"))
+    fleet = _fleet(args.tenants, args.servers)
+    (folder / "fleet.json").write_text(json.dumps({"servers": fleet}, indent=2))
+    config = _write_config(folder)
+    simulator = _start_simulator(folder)
+    supervisor: subprocess.Popen[bytes] | None = None
+    try:
+        _register(config, fleet)
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "-c", str(config), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "supervisor.stderr").open("w"),
+            start_new_session=True,  # Ctrl-C reaches only this process; it stops the others in order
+        )
+        _watch(folder, fleet, args.seconds, supervisor)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        print("\nstopping: supervisor (SIGTERM) …", flush=True)
+        code = _stop(supervisor, 60)
+        print("stopping: simulator …", flush=True)
+        _stop(simulator, 15)
+    print(f"demo stopped (supervisor exit code {code}); logs in {folder / 'supervisor.log'}")
+    return 0 if code in (0, None) else 1
+
+
+def _fresh_folder(folder: Path) -> Path:
+    folder = folder.resolve()
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / MARKER).exists():
+            raise UsageError(f"--dir {folder} is not empty and not a demo folder: choose another")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("created by collector-supervisor demo; deleted by the next demo run\n")
+    return folder
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _fleet(tenant_count: int, per_tenant: int) -> list[dict[str, Any]]:
+    names = [TENANT_NAMES[i] if i < len(TENANT_NAMES) else f"tenant-{i + 1}" for i in range(tenant_count)]
+    ports = iter(_free_ports(tenant_count * per_tenant))
+    fleet = []
+    for tenant in names:
+        for number in range(1, per_tenant + 1):
+            entry: dict[str, Any] = {
+                "name": f"{tenant}-sql{number}",
+                "port": next(ports),
+                "user": SIM_USER,
+                "password": SIM_PASSWORD,
+                "profile": {"batch_requests_per_sec": 100 * number + 50, "cpu_percent": [5, 30 + 15 * number]},
+                "tenant": tenant,
+            }
+            if number == per_tenant:
+                entry["faults"] = {"down": True}  # the faulty one of this tenant
+            fleet.append(entry)
+    return fleet
+
+
+def _write_config(folder: Path) -> Path:
+    config = folder / "collector.ini"
+    config.write_text(
+        "[collector]\n"
+        "system_db = sqlite:///var/system.db\n"
+        "tenant_db_url = sqlite:///var/tenants/{slug}.db\n"
+        "poll_interval = 2\n"
+        "collection_interval = 5\n"
+        "collection_timeout = 3\n"
+        "shutdown_timeout = 10\n"
+        "encrypt = no\n"
+        "odbc_driver = auto\n"
+        "[logging]\n"
+        "file = supervisor.log\n"
+    )
+    return config
+
+
+def _start_simulator(folder: Path) -> subprocess.Popen[bytes]:
+    fleet_file = folder / "fleet.json"
+    sim_fleet = json.loads(fleet_file.read_text())
+    for entry in sim_fleet["servers"]:
+        entry.pop("tenant")
+    fleet_file.write_text(json.dumps(sim_fleet, indent=2))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sqlserver_sim", "--fleet", str(fleet_file)],
+        stdout=subprocess.PIPE,
+        stderr=(folder / "simulator.log").open("w"),
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    line = process.stdout.readline() if ready else b""
+    if not line or json.loads(line).get("event") != "ready":
+        _stop(process, 5)
+        raise CollectorError(f"the simulator did not start; see {folder / 'simulator.log'}")
+    print(f"simulator ready: {len(sim_fleet['servers'])} SQL Servers on 127.0.0.1", flush=True)
+    return process
+
+
+def _register(config: Path, fleet: list[dict[str, Any]]) -> None:
+    from supervisor.cli.main import main
+
+    os.environ[PASSWORD_ENV] = SIM_PASSWORD
+    tenants = sorted({entry["tenant"] for entry in fleet}, key=[e["tenant"] for e in fleet].index)
+    commands = [["tenant", "add", tenant] for tenant in tenants]
+    commands += [
+        ["server", "add", e["tenant"], e["name"], "--host", "127.0.0.1", "--port", str(e["port"]),
+         "--user", SIM_USER, "--password-env", PASSWORD_ENV, "--encrypt", "no"]
+        for e in fleet
+    ]  # fmt: skip
+    for command in commands:
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            code = main(["-c", str(config), *command])
+        if code != 0:
+            raise CollectorError(f"demo registration failed: {' '.join(command[:3])}")
+    print(f"registered {len(tenants)} tenants and {len(fleet)} servers", flush=True)
+
+
+def _watch(
+    folder: Path, fleet: list[dict[str, Any]], seconds: float | None, supervisor: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + seconds if seconds else None
+    tenants = list(dict.fromkeys(entry["tenant"] for entry in fleet))
+    engines = {t: create_engine(f"sqlite:///{folder}/var/tenants/{t}.db") for t in tenants}
+    interactive = sys.stdout.isatty()
+    started = time.monotonic()
+    last_print = 0.0
+    while deadline is None or time.monotonic() < deadline:
+        if supervisor.poll() is not None:
+            print(f"the supervisor exited ({supervisor.returncode}); see {folder / 'supervisor.log'}")
+            return
+        now = time.monotonic()
+        if interactive or now - last_print >= 5:
+            table = _render(engines, now - started)
+            print(("\x1b[H\x1b[2J" if interactive else "\n") + table, flush=True)
+            last_print = now
+        time.sleep(1)
+
+
+def _render(engines: dict[str, Any], elapsed: float) -> str:
+    lines = [
+        f"collector-supervisor demo — {elapsed:.0f}s — Ctrl-C stops everything gracefully",
+        "",
+        f"{'TENANT':<9} {'SERVER':<16} {'STATUS':<8} {'CPU':>4} {'CPU HISTORY':<{SAMPLES}} {'BATCH/S':>8}  LAST ERROR",
+    ]
+    for tenant, engine in engines.items():
+        for server in _tenant_rows(engine):
+            cpu = server["cpu"]
+            rate = server["rate"]
+            lines.append(
+                f"{tenant:<9} {server['name']:<16} {server['status']:<8} "
+                f"{'-' if not cpu else f'{cpu[-1]:.0f}%':>4} {_sparkline(cpu):<{SAMPLES}} "
+                f"{'-' if rate is None else f'{rate:.0f}':>8}  {(server['error'] or '')[:60]}"
+            )
+    return "\n".join(lines)
+
+
+def _tenant_rows(engine: Any) -> list[dict[str, Any]]:
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sql_select(servers).order_by(servers.c.name)).mappings().all()
+            result = []
+            for row in rows:
+                recent = conn.execute(
+                    sql_select(metric_snapshots.c.cpu_percent, metric_snapshots.c.batch_requests_per_sec)
+                    .where(metric_snapshots.c.server_id == row["id"])
+                    .order_by(metric_snapshots.c.collected_at.desc())
+                    .limit(SAMPLES)
+                ).all()[::-1]
+                rates = [r.batch_requests_per_sec for r in recent if r.batch_requests_per_sec is not None]
+                result.append(
+                    {
+                        "name": row["name"],
+                        "status": row["status"],
+                        "cpu": [float(r.cpu_percent) for r in recent if r.cpu_percent is not None],
+                        "rate": rates[-1] if rates else None,
+                        "error": row["last_error"],
+                    }
+                )
+            return result
+    except SQLAlchemyError:
+        return []
+
+
+def _sparkline(values: list[float]) -> str:
+    return "".join(SPARK[min(len(SPARK) - 1, int(v / 100 * len(SPARK)))] for v in values[-SAMPLES:])
+
+
+def _stop(process: subprocess.Popen[bytes] | None, timeout: float) -> int | None:
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
