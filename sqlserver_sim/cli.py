@@ -66,21 +66,21 @@ async def run(args: argparse.Namespace, fleet: Fleet) -> int:
     cert_dir = args.cert_dir or fleet.cert_dir or Path.cwd()
     certificates = CertificateStore(cert_dir)
     runner = FleetRunner(certificates.upgrade_for)
-    try:
-        await runner.apply(fleet.servers)
-    except OSError as exc:
-        say(f"cannot listen: {exc}")
-        await runner.stop()
-        return EXIT_CANNOT_LISTEN
-    ready = {"event": "ready", "servers": [_entry(server.spec, certificates) for server in runner.servers.values()]}
-    print(json.dumps(ready), flush=True)
-
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     reloads: asyncio.Queue[None] = asyncio.Queue()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+    report = await runner.apply(fleet.servers)
+    if report.errors:
+        for problem in report.errors:
+            say(problem)
+        await runner.stop()
+        return EXIT_CANNOT_LISTEN
+    ready = {"event": "ready", "servers": [_entry(server.spec, certificates) for server in runner.servers.values()]}
+    print(json.dumps(ready), flush=True)
+
     reloader = asyncio.create_task(_reload_forever(args, runner, reloads))
     await stopping.wait()
     reloader.cancel()
@@ -99,12 +99,10 @@ async def _reload_forever(args: argparse.Namespace, runner: FleetRunner, reloads
         except FleetError as exc:
             say(f"invalid fleet file, keeping the old fleet: {exc}")
             continue
-        try:
-            added, changed, removed = await runner.apply(fleet.servers)
-        except OSError as exc:
-            say(f"reload: cannot listen: {exc}")
-            continue
-        say(f"reloaded {args.fleet}: {added} added, {changed} changed, {removed} removed")
+        report = await runner.apply(fleet.servers)
+        for problem in report.errors:
+            say(f"reload: {problem}")
+        say(f"reloaded {args.fleet}: {report}")
 
 
 def _entry(spec: object, certificates: object) -> dict[str, object]:

@@ -8,6 +8,7 @@ import itertools
 import logging
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sqlserver_sim import login as prelogin_login
 from sqlserver_sim.engine import SimulatedInstance
@@ -264,6 +265,17 @@ class SimulatedServer:
         return self.listener is not None
 
 
+@dataclass
+class ApplyReport:
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.added} added, {self.changed} changed, {self.removed} removed"
+
+
 class FleetRunner:
     """The running fleet: starts, updates and stops servers as the fleet file changes."""
 
@@ -271,28 +283,28 @@ class FleetRunner:
         self.servers: dict[str, SimulatedServer] = {}
         self._tls_upgrade_for = tls_upgrade_for or (lambda spec: None)
 
-    async def apply(self, specs: tuple[ServerSpec, ...]) -> tuple[int, int, int]:
-        """Bring the running fleet to ``specs``; returns (added, changed, removed)."""
+    async def apply(self, specs: tuple[ServerSpec, ...]) -> ApplyReport:
+        """Bring the running fleet to ``specs``; listen failures are reported, not raised."""
+        report = ApplyReport()
         wanted = {spec.name: spec for spec in specs}
-        removed = [name for name in self.servers if name not in wanted]
-        for name in removed:
+        for name in [name for name in self.servers if name not in wanted]:
             await self.servers.pop(name).stop()
-        changed = 0
-        added: list[SimulatedServer] = []
+            report.removed += 1
         for name, spec in wanted.items():
             server = self.servers.get(name)
-            if server is None:
-                server = SimulatedServer(spec, self._tls_upgrade_for(spec))
-                added.append(server)
-                continue
-            if server.spec != spec:
-                changed += 1
-                server.tls_upgrade = self._tls_upgrade_for(spec)
-                await server.apply(spec)
-        for server in added:
-            await server.start()
-            self.servers[server.spec.name] = server
-        return len(added), changed, len(removed)
+            try:
+                if server is None:
+                    server = SimulatedServer(spec, self._tls_upgrade_for(spec))
+                    self.servers[name] = server
+                    report.added += 1
+                    await server.start()
+                elif server.spec != spec:
+                    report.changed += 1
+                    server.tls_upgrade = self._tls_upgrade_for(spec)
+                    await server.apply(spec)
+            except OSError as exc:
+                report.errors.append(f"{name}: cannot listen on {spec.host}:{spec.port}: {exc.strerror or exc}")
+        return report
 
     async def stop(self) -> None:
         for server in self.servers.values():
