@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -118,6 +119,7 @@ def _entry(spec: object, certificates: object) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="sqlserver-sim: %(message)s")
     try:
         fleet = read_fleet(args)
     except FleetError as exc:

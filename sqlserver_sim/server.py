@@ -26,7 +26,7 @@ from sqlserver_sim.packets import (
     encode_packets,
     read_message,
 )
-from sqlserver_sim.requests import RequestHandler
+from sqlserver_sim.requests import RequestHandler, Response
 from sqlserver_sim.statements import SessionState
 from sqlserver_sim.tokens import (
     COLLATION,
@@ -196,7 +196,12 @@ class Session:
             queue.put_nowait(None)
 
     async def _answer(self, handler: RequestHandler, message: Message) -> None:
-        response = handler.handle(message)
+        try:
+            response = handler.handle(message)
+        except Exception as exc:  # a request the simulator cannot parse must not kill the session
+            log.warning("%s: cannot answer a 0x%02X request: %r", self.spec.name, message.type, exc)
+            response = Response(error(50000, f"sqlserver-sim cannot answer this request: {exc!r}", 16)
+                                + done(DONE_ERROR))
         faults = self.spec.faults
         if response.collection and faults.slow_query_ms:
             await asyncio.sleep(faults.slow_query_ms / 1000)

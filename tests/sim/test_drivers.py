@@ -24,6 +24,7 @@ SERVERS = [
     {"name": "refusing", "faults": {"login_failed": True}},
     {"name": "blackhole", "faults": {"blackhole": True}},
     {"name": "cut", "faults": {"disconnect_mid_result": True}},
+    {"name": "slow-login", "faults": {"slow_login_ms": 5000}},
 ]
 PROCEDURE_CALL = f"{{CALL {PROCEDURE_QUALIFIED_NAME}}}"
 
@@ -224,3 +225,24 @@ def test_deploy_script_installs_the_procedure(make_simulator: object, driver: st
                        "EXEC(N'CREATE OR ALTER PROCEDURE collector.usp_collect_snapshot AS SELECT 1')")
         cursor.execute("CREATE OR ALTER PROCEDURE [collector].[usp_collect_snapshot]\nAS\nBEGIN\nSELECT 1;\nEND")
         assert snapshot(cursor)["instance"][0]["server_name"] == "bare"
+
+
+def test_slow_login_gives_login_timeout(sim: Simulator, driver: str) -> None:
+    with pytest.raises(pyodbc.Error):
+        pyodbc.connect(connection_string(driver, sim.port("slow-login")), timeout=1)
+
+
+def test_attention_on_idle_connection_is_acknowledged(sim: Simulator, driver: str) -> None:
+    with connect(sim, driver, "plain") as conn:
+        cursor = conn.cursor()
+        cursor.execute("SELECT 1").fetchall()
+        cursor.cancel()
+        assert cursor.execute("SELECT 2").fetchone()[0] == 2
+
+
+def test_unparseable_request_keeps_the_session(sim: Simulator, driver: str) -> None:
+    with connect(sim, driver, "plain") as conn:
+        cursor = conn.cursor()
+        with pytest.raises(pyodbc.Error, match="102"):
+            cursor.execute("MERGE nonsense")
+        assert cursor.execute("SELECT 3").fetchone()[0] == 3
