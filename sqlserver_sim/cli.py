@@ -23,10 +23,12 @@ from sqlserver_sim.fleet import (
     DEFAULT_USER,
     Fleet,
     FleetError,
+    ServerSpec,
     generated_fleet,
     load_fleet,
 )
 from sqlserver_sim.server import FleetRunner
+from sqlserver_sim.tls import CertificateStore
 
 EXIT_INVALID_FLEET = 2
 EXIT_CANNOT_LISTEN = 3
@@ -62,11 +64,9 @@ def read_fleet(args: argparse.Namespace) -> Fleet:
 
 
 async def run(args: argparse.Namespace, fleet: Fleet) -> int:
-    from sqlserver_sim.tls import CertificateStore
-
     cert_dir = args.cert_dir or fleet.cert_dir or Path.cwd()
     certificates = CertificateStore(cert_dir)
-    runner = FleetRunner(certificates.upgrade_for)
+    runner = FleetRunner(certificates)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     reloads: asyncio.Queue[None] = asyncio.Queue()
@@ -106,13 +106,10 @@ async def _reload_forever(args: argparse.Namespace, runner: FleetRunner, reloads
         say(f"reloaded {args.fleet}: {report}")
 
 
-def _entry(spec: object, certificates: object) -> dict[str, object]:
-    from sqlserver_sim.fleet import ServerSpec
-    from sqlserver_sim.tls import CertificateStore
-
-    assert isinstance(spec, ServerSpec) and isinstance(certificates, CertificateStore)
+def _entry(spec: ServerSpec, certificates: CertificateStore) -> dict[str, object]:
     entry: dict[str, object] = {"name": spec.name, "host": spec.host, "port": spec.port}
     if spec.tls:
+        certificates.contexts()
         entry["certificate"] = str(certificates.certificate_path)
     return entry
 

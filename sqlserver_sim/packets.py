@@ -67,14 +67,18 @@ def decode_header(header: bytes) -> tuple[int, int, int]:
     return packet_type, status, length
 
 
-async def read_message(reader: asyncio.StreamReader) -> Message | None:
-    """Read packets up to the one with EOM; None on a clean end of stream before a message."""
+async def read_message(reader: asyncio.StreamReader, prefix: bytes = b"") -> Message | None:
+    """Read packets up to the one with EOM; None on a clean end of stream before a message.
+
+    ``prefix``: bytes of the first header already taken off the stream.
+    """
     parts: list[bytes] = []
     size = 0
     first_type: int | None = None
     while True:
         try:
-            header = await reader.readexactly(HEADER_SIZE)
+            header = prefix + await reader.readexactly(HEADER_SIZE - len(prefix))
+            prefix = b""
         except asyncio.IncompleteReadError as exc:
             if not exc.partial and first_type is None:
                 return None

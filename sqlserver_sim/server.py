@@ -7,8 +7,8 @@ import contextlib
 import itertools
 import logging
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlserver_sim import login as prelogin_login
 from sqlserver_sim.engine import SimulatedInstance
@@ -28,6 +28,7 @@ from sqlserver_sim.packets import (
 )
 from sqlserver_sim.requests import RequestHandler, Response
 from sqlserver_sim.statements import SessionState
+from sqlserver_sim.tls import CertificateStore, TlsChannel
 from sqlserver_sim.tokens import (
     COLLATION,
     DONE_ATTN,
@@ -49,9 +50,18 @@ log = logging.getLogger(__name__)
 _CLOSED = (ConnectionError, ProtocolError, asyncio.IncompleteReadError, ssl.SSLError, OSError)
 _spids = itertools.count(51)
 
-#: Given the stream pair after PRELOGIN, performs the TLS handshake and returns the wrapped pair.
-TlsUpgrade = Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                      "asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]"]
+_TLS_RECORD_HANDSHAKE = b"\x16"
+
+
+class ByteWriter(Protocol):
+    """What a session writes to: an asyncio.StreamWriter or a TlsChannel."""
+
+    @property
+    def transport(self) -> asyncio.BaseTransport: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
 
 
 class Session:
@@ -61,10 +71,11 @@ class Session:
                  writer: asyncio.StreamWriter) -> None:
         self.server = server
         self.reader = reader
-        self.writer = writer
+        self.writer: ByteWriter = writer
         self.packet_size = DEFAULT_PACKET_SIZE
         self.spid = next(_spids) % 30000 + 51
         self._work: asyncio.Task[None] | None = None
+        self.encrypted = False
 
     @property
     def spec(self) -> ServerSpec:
@@ -75,7 +86,11 @@ class Session:
             if self.spec.faults.blackhole:
                 await self._swallow()
                 return
-            user = await self._login()
+            first = await self.reader.readexactly(1)
+            if first == _TLS_RECORD_HANDSHAKE and self._tls_contexts() is not None:
+                await self._start_tls(strict=True, first_bytes=first)
+                first = b""
+            user = await self._login(first)
             if user is not None:
                 await self._serve(user)
         except _CLOSED:
@@ -100,8 +115,23 @@ class Session:
 
     # Login
 
-    async def _login(self) -> str | None:
-        message = await read_message(self.reader)
+    def _tls_contexts(self) -> tuple[ssl.SSLContext, ssl.SSLContext] | None:
+        store = self.server.certificates
+        return store.contexts() if store is not None and self.spec.tls else None
+
+    async def _start_tls(self, *, strict: bool, first_bytes: bytes = b"") -> None:
+        contexts = self._tls_contexts()
+        assert contexts is not None and isinstance(self.writer, asyncio.StreamWriter)
+        channel = TlsChannel(contexts[1] if strict else contexts[0], self.reader, self.writer)
+        if strict:
+            await channel.handshake_raw(first_bytes)
+        else:
+            await channel.handshake_in_prelogin_packets()
+        self.reader, self.writer = channel.reader, channel
+        self.encrypted = True
+
+    async def _login(self, prefix: bytes) -> str | None:
+        message = await read_message(self.reader, prefix)
         if message is None:
             return None
         if message.type == PRELOGIN:
@@ -140,18 +170,17 @@ class Session:
 
     async def _prelogin(self, message: Message) -> Message | None:
         options = prelogin_login.parse_prelogin(message.payload)
-        client = options.get(prelogin_login.PL_ENCRYPTION, b"\x02")[:1] or b"\x02"
-        upgrade = self.server.tls_upgrade
-        if upgrade is None or not self.spec.tls:
+        client = (options.get(prelogin_login.PL_ENCRYPTION) or b"\x02")[0]
+        if self.encrypted or self._tls_contexts() is None:
             answer = prelogin_login.ENCRYPT_NOT_SUP
-        elif client[0] == prelogin_login.ENCRYPT_NOT_SUP:
-            answer = prelogin_login.ENCRYPT_REQ  # the client will give up: TLS is required here
-        else:
+        elif client in (prelogin_login.ENCRYPT_ON, prelogin_login.ENCRYPT_REQ):
             answer = prelogin_login.ENCRYPT_ON
+        else:
+            answer = prelogin_login.ENCRYPT_REQ  # "Force Encryption": clients that can, encrypt everything
         self._send(prelogin_login.build_prelogin_response(self.spec.version_tuple, answer))
         await self.writer.drain()
-        if answer == prelogin_login.ENCRYPT_ON and upgrade is not None:
-            self.reader, self.writer = await upgrade(self.reader, self.writer)
+        if answer != prelogin_login.ENCRYPT_NOT_SUP:
+            await self._start_tls(strict=False)
         return await read_message(self.reader)
 
     # Requests
@@ -217,10 +246,10 @@ class Session:
 class SimulatedServer:
     """One simulated SQL Server: its listener, engine state and open sessions."""
 
-    def __init__(self, spec: ServerSpec, tls_upgrade: TlsUpgrade | None = None) -> None:
+    def __init__(self, spec: ServerSpec, certificates: CertificateStore | None = None) -> None:
         self.spec = spec
         self.instance = SimulatedInstance(spec)
-        self.tls_upgrade = tls_upgrade
+        self.certificates = certificates
         self.sessions: set[Session] = set()
         self.listener: asyncio.Server | None = None
 
@@ -284,9 +313,9 @@ class ApplyReport:
 class FleetRunner:
     """The running fleet: starts, updates and stops servers as the fleet file changes."""
 
-    def __init__(self, tls_upgrade_for: Callable[[ServerSpec], TlsUpgrade | None] | None = None) -> None:
+    def __init__(self, certificates: CertificateStore | None = None) -> None:
         self.servers: dict[str, SimulatedServer] = {}
-        self._tls_upgrade_for = tls_upgrade_for or (lambda spec: None)
+        self.certificates = certificates
 
     async def apply(self, specs: tuple[ServerSpec, ...]) -> ApplyReport:
         """Bring the running fleet to ``specs``; listen failures are reported, not raised."""
@@ -299,13 +328,12 @@ class FleetRunner:
             server = self.servers.get(name)
             try:
                 if server is None:
-                    server = SimulatedServer(spec, self._tls_upgrade_for(spec))
+                    server = SimulatedServer(spec, self.certificates)
                     self.servers[name] = server
                     report.added += 1
                     await server.start()
                 elif server.spec != spec:
                     report.changed += 1
-                    server.tls_upgrade = self._tls_upgrade_for(spec)
                     await server.apply(spec)
             except OSError as exc:
                 report.errors.append(f"{name}: cannot listen on {spec.host}:{spec.port}: {exc.strerror or exc}")
