@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -57,3 +58,20 @@ def _create_key_file(path: Path) -> bytes:
     with os.fdopen(fd, "wb") as handle:
         handle.write(key + b"\n")
     return key
+
+
+class PasswordDecryptor(Protocol):
+    def decrypt(self, token: str) -> str: ...
+
+
+class DeferredSecretBox:
+    """Loads the key on first use: a tenant whose servers have no password needs no key file."""
+
+    def __init__(self, key_file: str) -> None:
+        self._key_file = key_file
+        self._box: SecretBox | None = None
+
+    def decrypt(self, token: str) -> str:
+        if self._box is None:
+            self._box = SecretBox.load(self._key_file, create=False)
+        return self._box.decrypt(token)

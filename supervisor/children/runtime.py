@@ -32,7 +32,7 @@ from supervisor.children.writer import Writer
 from supervisor.config import Settings
 from supervisor.errors import CollectorError, ConfigError
 from supervisor.ipc import CHILD_EXIT_OK, CHILD_EXIT_ORPHANED, ChildSpec, Heartbeat
-from supervisor.secret_box import SecretBox
+from supervisor.secret_box import DeferredSecretBox, PasswordDecryptor
 from supervisor.storage.engine import make_engine
 from supervisor.storage.migrations import describe_db_error, upgrade_tenant
 
@@ -101,10 +101,7 @@ class TenantRuntime:
     # --- lifecycle --------------------------------------------------------------------------------------
     def run(self) -> int:
         self.driver = resolve_driver(self.settings.odbc_driver)
-        try:
-            box = SecretBox.load(self.settings.secret_key_file, create=False)
-        except CollectorError as exc:
-            raise ConfigError(str(exc)) from None
+        box = DeferredSecretBox(self.settings.secret_key_file)
         self.engine = make_engine(self.spec.db_url, pooled=True, what="tenant db_url")
         spool = Spool(self.settings.spool_dir, self.tenant)
         self.writer = Writer(self.engine, spool, self.tenant, retention_days=self.settings.retention_days)
@@ -135,7 +132,7 @@ class TenantRuntime:
             return True
         return False
 
-    def _first_load(self, box: SecretBox, spool: Spool) -> bool:
+    def _first_load(self, box: PasswordDecryptor, spool: Spool) -> bool:
         """Schema check, states, baselines, server list; retried while the tenant DB is down."""
         assert self.engine is not None
         last_beat = 0.0
@@ -169,7 +166,7 @@ class TenantRuntime:
             if current is None or baseline.sample_time > current.sample_time:
                 self._baselines[server_id] = baseline
 
-    def _loop(self, box: SecretBox) -> None:
+    def _loop(self, box: PasswordDecryptor) -> None:
         now = time.monotonic()
         next_refresh = now + self.settings.server_refresh_interval
         next_beat = now
@@ -235,7 +232,7 @@ class TenantRuntime:
         )
 
     # --- server list ------------------------------------------------------------------------------------
-    def _refresh(self, box: SecretBox, now: float) -> bool:
+    def _refresh(self, box: PasswordDecryptor, now: float) -> bool:
         assert self.engine is not None and self.driver is not None
         try:
             with self.engine.connect() as conn:

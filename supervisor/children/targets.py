@@ -13,7 +13,7 @@ from supervisor.children.status import ServerState
 from supervisor.config import Settings
 from supervisor.errors import CollectorError
 from supervisor.logs import register_secret
-from supervisor.secret_box import SecretBox
+from supervisor.secret_box import PasswordDecryptor
 from supervisor.storage.tenant_schema import collection_configs, counter_baselines, servers
 
 log = logging.getLogger("supervisor.child.targets")
@@ -29,7 +29,7 @@ class Target:
 
 
 def load_targets(
-    conn: Connection, settings: Settings, box: SecretBox, tenant: str, *, name: str | None = None
+    conn: Connection, settings: Settings, box: PasswordDecryptor, tenant: str, *, name: str | None = None
 ) -> list[Target]:
     """Enabled, non-removed servers; with ``name``, that server whether enabled or not."""
     query = (
