@@ -126,7 +126,7 @@ def split_statements(text: str) -> list[str]:
         if lines and all(line.lower().startswith("set ") for line in lines):
             statements.extend(lines)
         elif lines:
-            statements.append(piece.strip())
+            statements.append("\n".join(lines))
     return statements
 
 
@@ -142,6 +142,8 @@ def answer_statement(text: str, session: SessionState, variables: dict[str, obje
         old, session.database = session.database, database
         return Step(envchange_text(ENV_DATABASE, database, old)
                     + info(5701, f"Changed database context to '{database}'.", state=2))
+    if first == "if" and "create schema" in text.lower():  # the deploy script's first batch
+        return Step()
     if first == "select":
         try:
             return answer_select(text, session, variables or {})

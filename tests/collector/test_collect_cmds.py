@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from supervisor.storage.tenant_schema import metric_snapshots
+from supervisor.storage.tenant_schema import metric_snapshots, servers
 from tests.collector.conftest import Deployment
 from tests.conftest import run_cli
 
@@ -48,12 +48,16 @@ def test_collect_once_and_deploy(tmp_path: Path, driver: str, sqlite_url: str, s
     printed = run_cli("-c", config, "procedures", "--print", cwd=tmp_path)
     assert printed.returncode == 0 and "CREATE OR ALTER PROCEDURE" in printed.stdout and "GO" in printed.stdout
 
+    with deployment.engine.begin() as conn:
+        conn.execute(update(servers).where(servers.c.name == "good").values(collection_mode="procedure"))
+    missing = run_cli("-c", config, "collect-once", "acme", "good", cwd=tmp_path)
+    assert missing.returncode == 1 and "good" in missing.stderr and missing.stderr.count("\n") == 1
+
     deployed = run_cli("-c", config, "procedures", "deploy", "acme", "good", cwd=tmp_path)
-    if deployed.returncode == 0:
-        assert deployed.stdout.strip() == "installed collector.usp_collect_snapshot on good"
-    else:  # the simulator does not implement CREATE SCHEMA / CREATE PROCEDURE (error 102)
-        assert deployed.returncode == 1 and deployed.stderr.count("\n") == 1
-        assert "deploying to good failed: [protocol]" in deployed.stderr
+    assert deployed.returncode == 0, deployed.stderr
+    assert deployed.stdout.strip() == "installed collector.usp_collect_snapshot on good"
+    by_procedure = run_cli("-c", config, "collect-once", "acme", "good", cwd=tmp_path)
+    assert by_procedure.returncode == 0, by_procedure.stderr
 
     not_deployed = run_cli("-c", config, "procedures", "deploy", "acme", "down", cwd=tmp_path)
     assert not_deployed.returncode == 1 and "[connect]" in not_deployed.stderr
