@@ -82,6 +82,7 @@ SLOWLOGIN = "slowlogin"
 @dataclass
 class Timeline:
     start_wall: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    start_mono: float = field(default_factory=time.monotonic)
     events: list[tuple[float, str]] = field(default_factory=list)
     restarts: int = 0
     flap_down: tuple[float, float] | None = None
@@ -364,7 +365,7 @@ def run(args: argparse.Namespace, directory: Path) -> Audit:
         timeline.note(f"SIGTERM: stopped in {seconds:.1f} s, exit code {code}")
         tenants = {slug: load_tenant(slug, f"sqlite:///{deployment.directory}/var/tenants/{slug}.db")
                    for slug in groups}
-        child_start, windows = child_times(deployment, timeline)
+        child_start, windows = child_times(deployment, timeline, args.interval)
         result = audit(args, tenants, roles, timeline, child_start, stop_wall, sampler.samples, windows)
         if code != 0:
             result.fail(f"supervisor exit code {code} after SIGTERM")
@@ -380,9 +381,11 @@ def run(args: argparse.Namespace, directory: Path) -> Audit:
         fleet.stop()
 
 
-def child_times(deployment: Deployment, timeline: Timeline) -> tuple[dict[str, dt.datetime], dict[str, float]]:
+def child_times(
+    deployment: Deployment, timeline: Timeline, interval: float
+) -> tuple[dict[str, dt.datetime], dict[str, float]]:
     """First start per tenant (from its first log line) and, for the killed tenant, the restart window
-    in seconds: kill → the new child's first log line + one interval spread."""
+    in seconds: kill → the new child's first server list + its initial spread (min(interval, 10 s))."""
     first: dict[str, dt.datetime] = {}
     starts: dict[str, list[tuple[dt.datetime, int]]] = {}
     for event in deployment.log_events():
@@ -397,11 +400,11 @@ def child_times(deployment: Deployment, timeline: Timeline) -> tuple[dict[str, d
     windows: dict[str, float] = {}
     if timeline.kill is not None:
         _, slug, pid = timeline.kill
-        kill_wall = timeline.start_wall + dt.timedelta(seconds=timeline.kill[0] - timeline.events[0][0]) \
-            if timeline.events else None
+        kill_wall = timeline.start_wall + dt.timedelta(seconds=timeline.kill[0] - timeline.start_mono)
         later = [at for at, p in starts.get(slug, []) if p != pid]
-        if later and kill_wall is not None:
-            windows[slug] = max(0.0, (later[0] - kill_wall).total_seconds()) + 10.0
+        if later:
+            # until the new child has read its servers, plus its initial spread of first collections
+            windows[slug] = round(max(0.0, (later[0] - kill_wall).total_seconds()) + min(interval, 10.0), 1)
         else:
             windows[slug] = math.inf
     return first, windows
