@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import select
 import shutil
 import signal
@@ -38,6 +39,8 @@ SIM_PASSWORD = "Simulat0r!"
 TENANT_NAMES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka"]
 SPARK = "▁▂▃▄▅▆▇█"
 SAMPLES = 12
+OUTAGE_START = 20
+OUTAGE_END = 40
 
 
 def demo(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -57,7 +60,7 @@ def demo(args: argparse.Namespace, ctx: CliContext) -> int:
             stderr=(folder / "supervisor.stderr").open("w"),
             start_new_session=True,  # Ctrl-C reaches only this process; it stops the others in order
         )
-        _watch(folder, fleet, args.seconds, supervisor)
+        _watch(folder, fleet, args.seconds, supervisor, simulator)
     except KeyboardInterrupt:
         pass
     finally:
@@ -82,14 +85,20 @@ def _fresh_folder(folder: Path) -> Path:
 
 
 def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """Free ports below the ephemeral range (32768+), so no outgoing connection can hold one."""
+    ports: list[int] = []
+    candidate = random.randrange(20000, 30000 - count)
+    while len(ports) < count and candidate < 32000:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+                ports.append(candidate)
+            except OSError:
+                pass
+        candidate += 1
+    if len(ports) < count:
+        raise CollectorError("no free local ports for the simulated fleet")
+    return ports
 
 
 def _fleet(tenant_count: int, per_tenant: int) -> list[dict[str, Any]]:
@@ -173,11 +182,16 @@ def _register(config: Path, fleet: list[dict[str, Any]]) -> None:
 
 
 def _watch(
-    folder: Path, fleet: list[dict[str, Any]], seconds: float | None, supervisor: subprocess.Popen[bytes]
+    folder: Path,
+    fleet: list[dict[str, Any]],
+    seconds: float | None,
+    supervisor: subprocess.Popen[bytes],
+    simulator: subprocess.Popen[bytes],
 ) -> None:
     deadline = time.monotonic() + seconds if seconds else None
     tenants = list(dict.fromkeys(entry["tenant"] for entry in fleet))
     engines = {t: create_engine(f"sqlite:///{folder}/var/tenants/{t}.db") for t in tenants}
+    outage = ScriptedOutage(folder / "fleet.json", fleet[0]["name"], simulator)
     interactive = sys.stdout.isatty()
     started = time.monotonic()
     last_print = 0.0
@@ -186,16 +200,52 @@ def _watch(
             print(f"the supervisor exited ({supervisor.returncode}); see {folder / 'supervisor.log'}")
             return
         now = time.monotonic()
-        if interactive or now - last_print >= 5:
-            table = _render(engines, now - started)
+        news = outage.advance(now - started)
+        if news:
+            print(news, flush=True)
+        if interactive or now - last_print >= 5 or news:
+            table = _render(engines, now - started, outage.note)
             print(("\x1b[H\x1b[2J" if interactive else "\n") + table, flush=True)
             last_print = now
         time.sleep(1)
 
 
-def _render(engines: dict[str, Any], elapsed: float) -> str:
+class ScriptedOutage:
+    """Takes one healthy server down after OUTAGE_START seconds and brings it back after OUTAGE_END,
+    by rewriting the fleet file and sending SIGHUP to the simulator: the newcomer sees it go offline."""
+
+    def __init__(self, fleet_file: Path, server: str, simulator: subprocess.Popen[bytes]) -> None:
+        self.fleet_file = fleet_file
+        self.server = server
+        self.simulator = simulator
+        self.phase = "before"
+        self.note = f"{server} will lose its network at {OUTAGE_START}s and get it back at {OUTAGE_END}s"
+
+    def advance(self, elapsed: float) -> str | None:
+        if self.phase == "before" and elapsed >= OUTAGE_START:
+            self._set_down(True)
+            self.phase, self.note = "down", f"{self.server} is unreachable since {OUTAGE_START}s (simulated outage)"
+            return f"demo: {self.server} made unreachable — watch it go offline"
+        if self.phase == "down" and elapsed >= OUTAGE_END:
+            self._set_down(False)
+            self.phase, self.note = "after", f"{self.server} was unreachable from {OUTAGE_START}s to {OUTAGE_END}s"
+            return f"demo: {self.server} reachable again — watch it come back online"
+        return None
+
+    def _set_down(self, down: bool) -> None:
+        fleet = json.loads(self.fleet_file.read_text())
+        for entry in fleet["servers"]:
+            if entry["name"] == self.server:
+                entry.setdefault("faults", {})["down"] = down
+        self.fleet_file.write_text(json.dumps(fleet, indent=2))
+        if self.simulator.poll() is None:
+            self.simulator.send_signal(signal.SIGHUP)
+
+
+def _render(engines: dict[str, Any], elapsed: float, note: str) -> str:
     lines = [
         f"collector-supervisor demo — {elapsed:.0f}s — Ctrl-C stops everything gracefully",
+        f"{note}",
         "",
         f"{'TENANT':<9} {'SERVER':<16} {'STATUS':<8} {'CPU':>4} {'CPU HISTORY':<{SAMPLES}} {'BATCH/S':>8}  LAST ERROR",
     ]

@@ -96,7 +96,9 @@ def test_fleet_with_faults_restart_and_list_changes(
     set_enabled(deployment.engine, "sql-01", False)
     remove_server(deployment.engine, "sql-02")
     pickup = deployment.settings.server_refresh_interval + INTERVAL + TIMEOUT + 1.5
-    assert wait_until(lambda: len(snapshots_by_server(deployment).get(late_id, [])) >= 2, timeout=pickup + 10)
+    assert wait_until(lambda: len(snapshots_by_server(deployment).get(late_id, [])) >= 2, timeout=pickup + 10), [
+        e for e in deployment.log_events() if e.get("server") == "late" or e.get("event") == "servers.refreshed"
+    ]
     time.sleep(INTERVAL)
 
     snaps = snapshots_by_server(deployment)
