@@ -33,6 +33,9 @@ from supervisor.children.sample import RawSets, Sample, parse_sample
 from supervisor.children.targets import Target
 from supervisor.procedures.tsql import exec_statement, snapshot_batch
 
+# Connections are kept or closed by us (keep_connections), never parked by the driver manager's pool.
+pyodbc.pooling = False
+
 log = logging.getLogger("supervisor.child.collect")
 
 AUTO = "auto"

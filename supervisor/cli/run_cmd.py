@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from supervisor.child_process import preload_child_modules
 from supervisor.cli.context import CliContext
 from supervisor.logs import configure_logging
 from supervisor.parent import Supervisor
@@ -14,6 +15,7 @@ def run(args: argparse.Namespace, ctx: CliContext) -> int:
     block_signals()  # until the handlers are in place: a TERM now is acted on once the loop can
     settings = ctx.settings
     configure_logging(settings.logging)
+    preload_child_modules()
     flags = SignalFlags()
     supervisor = Supervisor(settings, flags)
     flags.install()
