@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -122,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args.debug, f"database error: {describe_db_error(exc)}", EXIT_FAILURE)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `status --json | head`: the reader has gone, which is not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
     except Exception as exc:
         if args.debug:
             raise
