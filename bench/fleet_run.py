@@ -210,6 +210,7 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
         "storage_rows_per_server_day": rows / snapshots_total * per_day if snapshots_total else math.nan,
         "storage_bytes_per_server_day": bytes_total / snapshots_total * per_day if snapshots_total else math.nan,
         "storage_rows_per_snapshot": rows / snapshots_total if snapshots_total else math.nan,
+        "storage_bytes_per_snapshot": bytes_total / snapshots_total if snapshots_total else math.nan,
         "stop_exit_code": exit_code,
         "stop_seconds": stop_seconds,
         "stop_target_s": plan.collection_timeout + 2,
@@ -241,7 +242,8 @@ def report(result: dict[str, Any]) -> None:
           f"(min/max {[round(v, 1) for v in result['tree_rss_mib_min_max'] or []]})")
     print(f"  storage per server per day   {fmt(result['storage_rows_per_server_day'], 0)} rows, "
           f"{fmt(result['storage_bytes_per_server_day'] / MIB, 2)} MiB ({fmt(result['storage_rows_per_snapshot'], 1)} "
-          f"rows per snapshot, {plan['db']})")
+          f"rows and {fmt(result['storage_bytes_per_snapshot'], 0)} bytes per snapshot, {plan['db']}, "
+          f"tables + indexes)")
     print(f"  SIGTERM to full stop         {fmt(result['stop_seconds'])} s, exit {result['stop_exit_code']} "
           f"(target <= {fmt(result['stop_target_s'], 0)} s)")
 
