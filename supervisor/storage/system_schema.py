@@ -20,6 +20,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from supervisor.storage.schema_info import schema_info_table
+
 metadata = MetaData()
 
 tenants = Table(
@@ -73,9 +75,4 @@ tenant_children = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
-schema_info = Table(
-    "schema_info",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("version", Integer, nullable=False),
-)
+schema_info = schema_info_table(metadata)

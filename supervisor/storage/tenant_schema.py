@@ -24,6 +24,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from supervisor.storage.schema_info import schema_info_table
+
 metadata = MetaData()
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; BigInteger elsewhere.
@@ -114,9 +116,4 @@ counter_baselines = Table(
     Column("waits_json", Text, nullable=False),
 )
 
-schema_info = Table(
-    "schema_info",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("version", Integer, nullable=False),
-)
+schema_info = schema_info_table(metadata)
