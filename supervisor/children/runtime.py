@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.children.collect import CollectionOutcome, ServerSession
 from supervisor.children.deltas import Baseline
+from supervisor.children.failure_log import FailureLogPolicy
 from supervisor.children.odbc_driver import OdbcDriver, resolve_driver
 from supervisor.children.outcome import process_outcome
 from supervisor.children.scheduler import Scheduler
@@ -88,6 +89,7 @@ class TenantRuntime:
         self._states: dict[int, ServerState] = {}
         self._baselines: dict[int, Baseline] = {}
         self._window = _Window()
+        self._failure_log = FailureLogPolicy()
         self._collections_ok = 0
         self._collections_failed = 0
         self._newest_snapshot: dt.datetime | None = None
@@ -355,6 +357,7 @@ class TenantRuntime:
             self._newest_snapshot = max(self._newest_snapshot or sample_time, sample_time)
             self._collections_ok += 1
             self._window.collected += 1
+            self._failure_log.succeeded(sid)
             log.debug("collected %s", target.name, extra={"event": "collection.succeeded", **context})
             if previous is not None and processed.deltas is not None and processed.deltas.rebaselined:
                 log.info(
@@ -375,7 +378,9 @@ class TenantRuntime:
             assert failure is not None
             self._collections_failed += 1
             self._window.failed += 1
-            log.warning(
+            level, repeats = self._failure_log.failed(sid, failure.error_class, time.monotonic())
+            log.log(
+                level,
                 "collection from %s failed: %s",
                 target.name,
                 failure.message,
@@ -383,6 +388,7 @@ class TenantRuntime:
                     "event": "collection.failed",
                     "error_class": failure.error_class,
                     "error": failure.message,
+                    "repeats": repeats,
                     **context,
                 },
             )

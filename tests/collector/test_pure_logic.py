@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 
 import pyodbc
@@ -11,6 +12,7 @@ import pytest
 from supervisor.children.connection_string import Endpoint, UnsafeValue, brace, brace_freetds, build
 from supervisor.children.deltas import Baseline, compute, wait_increments
 from supervisor.children.errors import CollectionFailure, classify
+from supervisor.children.failure_log import FailureLogPolicy
 from supervisor.children.odbc_driver import FREETDS, MSODBC, OdbcDriver, kind_of
 from supervisor.children.sample import Sample, WaitCounts, clamp_percent, parse_sample
 from supervisor.children.scheduler import Scheduler
@@ -216,3 +218,15 @@ def test_status_transitions() -> None:
     assert state.status == ONLINE and update.status_changed and update.error == "300"
     state, update = apply_outcome(1, state, None, now)
     assert state == ServerState(ONLINE, 0) and update.success and update.error is None and not update.status_changed
+
+
+def test_a_failing_server_is_logged_loudly_once_per_streak_then_reminded() -> None:
+    policy = FailureLogPolicy(remind_every=600)
+    assert policy.failed(1, "connect", now=0) == (logging.WARNING, 0)
+    assert policy.failed(1, "connect", now=30) == (logging.DEBUG, 1)
+    assert policy.failed(2, "connect", now=30) == (logging.WARNING, 0)  # another server: its own streak
+    assert policy.failed(1, "connect", now=60) == (logging.DEBUG, 2)
+    assert policy.failed(1, "connect", now=600) == (logging.WARNING, 2)  # the reminder says how many were quiet
+    assert policy.failed(1, "login", now=610) == (logging.WARNING, 0)  # a different error: loud again
+    policy.succeeded(1)
+    assert policy.failed(1, "login", now=620) == (logging.WARNING, 0)
