@@ -347,7 +347,6 @@ class Deployment:
             "system_db": "sqlite:///var/system.db",
             "tenant_db_url": "sqlite:///var/tenants/{slug}.db",
             "encrypt": "no",
-            "poll_interval": 2,
             "secret_key_file": "var/secret.key",
             "spool_dir": "var/spool",
             **settings,

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
 def _idle_child_pid(deployment: Deployment) -> int | None:
     """The child of the tenant without servers: the one whose log says it serves 0 servers."""
     for event in deployment.log_events():
-        if event.get("event") == "servers.refreshed" and event.get("tenant") == IDLE_TENANT:
+        if event.get("event") in ("tenant.started", "servers.refreshed") and event.get("tenant") == IDLE_TENANT:
             return int(event["pid"])
     for event in deployment.log_events():
         if event.get("tenant") == IDLE_TENANT and event.get("event") == "child.started":
@@ -170,7 +170,18 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
             snapshots_total += len(snaps)
             inside = in_window(snaps, window_start, window_end)
             collections += len(inside)
-            punctual.add(punctuality([s.collected_at for s in inside], plan.interval))
+            one = punctuality([s.collected_at for s in inside], plan.interval)
+            # Slots at the window's edges are not between the first and last snapshot: a server must
+            # have at least floor(window / interval) collections in the window.
+            edge = max(0, math.floor(window_s / plan.interval) - (one.collections + one.missed))
+            one.missed += edge
+            one.slots += edge
+            punctual.add(one)
+    for tenant in tenants.values():  # servers without a single snapshot in the window
+        for sid in tenant.servers:
+            if sid not in tenant.snapshots:
+                punctual.missed += math.floor(window_s / plan.interval)
+                punctual.slots += math.floor(window_s / plan.interval)
     failures = sum(1 for e in deployment.log_events() if e.get("event") == "collection.failed")
     cpu_s = end.cpu_seconds - start.cpu_seconds
     durations = duration_percentiles(tenants.values(), window_start, window_end)
