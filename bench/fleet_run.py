@@ -215,6 +215,9 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
         "fds_start": start.fds,
         "fds_end": end.fds,
         "fds_min_max": [min(fd_series), max(fd_series)] if fd_series else None,
+        "child_fds_min_max": [min(c.fds for c in end.children), max(c.fds for c in end.children)]
+        if end.children else None,
+        "parent_fds": end.root.fds if end.root else None,
         "tree_rss_mib_start": (start.root.rss + sum(c.rss for c in start.children)) / MIB if start.root else None,
         "tree_rss_mib_end": (end.root.rss + sum(c.rss for c in end.children)) / MIB if end.root else None,
         "tree_rss_mib_min_max": [min(rss_series) / MIB, max(rss_series) / MIB] if rss_series else None,
@@ -247,7 +250,8 @@ def report(result: dict[str, Any]) -> None:
           f"{fmt(result['uss_busy_child_mib_median'], 1)} MiB, max {fmt(result['uss_busy_child_mib_max'], 1)} MiB")
     print(f"  parent RSS                   {fmt(result['parent_rss_mib'], 1)} MiB")
     print(f"  open fds start / end         {result['fds_start']} / {result['fds_end']} "
-          f"(min/max {result['fds_min_max']})")
+          f"(min/max {result['fds_min_max']}; parent {result['parent_fds']}, per child min/max "
+          f"{result['child_fds_min_max']})")
     print(f"  tree RSS MiB start / end     {fmt(result['tree_rss_mib_start'], 1)} / "
           f"{fmt(result['tree_rss_mib_end'], 1)} "
           f"(min/max {[round(v, 1) for v in result['tree_rss_mib_min_max'] or []]})")
