@@ -50,7 +50,7 @@ class Settings:
     keep_connections: bool = True
     server_refresh_interval: float = 5.0
     max_sample_gap: float = 3600.0
-    lease_duration: float = 30.0
+    lease_duration: float = 90.0
     spool_dir: str = "var/spool"
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     #: The file these settings came from (None: built-in defaults).

@@ -15,8 +15,9 @@ from tests.collector.conftest import Deployment, wait_until
 
 INTERVAL = 2.0
 TIMEOUT = 2.0
-#: The issue asks for a minute; 15 s (several intervals and retries) keeps the suite short.
-OUTAGE_SECONDS = 15.0
+#: The issue's minute, with one driver; the writer's outage handling does not depend on the driver, so the
+#: other one gets 15 s (many intervals and retries) to keep the suite short.
+OUTAGE_SECONDS = {"freetds": 60.0, "msodbc18": 15.0}
 
 
 def snapshot_times(deployment: Deployment) -> dict[int, list[Any]]:
@@ -64,7 +65,7 @@ def test_tenant_db_outage_spool_and_replay(tmp_path: Path, driver: str, simulato
         timeout=30,
     )
     with ExclusiveLock(db_path):
-        time.sleep(OUTAGE_SECONDS)
+        time.sleep(OUTAGE_SECONDS[driver])
         during = sum(len(v) for v in snapshot_times(deployment).values())
     assert wait_until(lambda: sum(len(v) for v in snapshot_times(deployment).values()) > during + 8, timeout=30)
 

@@ -62,7 +62,7 @@ def test_postgresql_system_db_refusing_connections(pg_deployment: Deployment) ->
     _set_connections_allowed(pg_deployment.system_db, False)
     try:
         supervisor.wait_event("system_db.unavailable")
-        time.sleep(20)
+        time.sleep(30)  # the 30 s outage
         _assert_outage_rode_out(supervisor, before)
     finally:
         _set_connections_allowed(pg_deployment.system_db, True)

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +106,40 @@ def test_sigterm_while_collections_are_in_flight(tmp_path: Path, fleet: dict[str
             assert orphan_waits == 0
             status = dict(conn.execute(select(servers.c.name, servers.c.status)).all())
         assert status[f"{tenant}-down"] == "offline" and status[f"{tenant}-fast"] == "online", status
+
+
+def test_collection_goes_on_while_the_system_db_is_gone(tmp_path: Path, fleet: dict[str, int]) -> None:
+    """The issue's 30 s outage of a SQLite system DB (file moved away) with the real runtime collecting."""
+    deployment = Deployment(tmp_path, fake_runtime=False)
+    deployment.write_config(
+        odbc_driver="FreeTDS", encrypt="no", collection_interval=1, collection_timeout=3, lease_duration=90
+    )
+    os.environ["SIM_PASSWORD"] = PASSWORD
+    deployment.add_tenant("a")
+    deployment.cli(
+        "server", "add", "a", "a-fast", "--host", "127.0.0.1", "--port", str(fleet["a-fast"]),
+        "--user", "sa", "--password-env", "SIM_PASSWORD", "--interval", "1", "--encrypt", "no",
+    )  # fmt: skip
+    supervisor = deployment.start()
+    engine = create_engine(f"sqlite:///{tmp_path}/var/tenants/a.db")
+
+    def snapshots() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(metric_snapshots)).scalar() or 0)
+
+    wait_until(lambda: snapshots() >= 2, 60, "first snapshots")
+    pids = supervisor.child_pids()
+    db = tmp_path / "var" / "system.db"
+    aside = db.with_suffix(".away")
+    db.rename(aside)
+    supervisor.wait_event("system_db.unavailable")
+    during_start = snapshots()
+    time.sleep(30)
+    assert snapshots() >= during_start + 15  # one server, 1 s interval: collection went on
+    aside.rename(db)
+    supervisor.wait_event("system_db.recovered")
+    assert len(supervisor.events("system_db.unavailable")) == 1
+    assert supervisor.child_pids() == pids
+    assert not supervisor.events("child.exited")
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
