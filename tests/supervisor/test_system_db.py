@@ -145,3 +145,32 @@ def test_status_json_after_stop_records_the_instance(deployment: Deployment) -> 
     assert stopped["instances"][0]["status"] == "stopped" and not stopped["instances"][0]["alive"]
     assert stopped["tenants"][0]["state"] == "STOPPED" and stopped["tenants"][0]["owner"] is None
     assert Path(deployment.config).exists()
+
+
+def _moment(record: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(record["timestamp"].removesuffix("Z"))
+
+
+def test_children_stop_before_an_unrenewable_lease_expires_and_come_back(deployment: Deployment) -> None:
+    """Another supervisor may take a tenant once our lease expires: stop its child before that moment."""
+    deployment.write_config(lease_duration=6, shutdown_timeout=2)
+    deployment.add_tenant("one")
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started")
+    pids = supervisor.child_pids()
+    db = deployment.root / "var" / "system.db"
+    aside = db.with_suffix(".away")
+    db.rename(aside)
+    [outage] = supervisor.wait_event("system_db.unavailable")
+    supervisor.wait_event("lease.expiring", timeout=15)
+    [exited] = supervisor.wait_event("child.exited", timeout=10)
+    assert exited["exit_code"] == 0
+    assert pids_gone(pids)
+    # The last renewal came at most one poll (0.5 s) before the first failed poll; the lease ran 6 s from it.
+    expiry_at_the_earliest = _moment(outage) + dt.timedelta(seconds=6 - 0.5)
+    assert _moment(exited) < expiry_at_the_earliest
+    aside.rename(db)
+    supervisor.wait_event("system_db.recovered")
+    supervisor.wait_event("fake.started", count=2, timeout=20)  # the tenant runs again once the lease is ours
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
