@@ -208,6 +208,8 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
         "cpu_s_per_1000": 1000 * cpu_s / collections if collections else math.nan,
         "cpu_cores_collector": cpu_s / window_s if window_s else math.nan,
         "cpu_cores_simulator": sim_cpu / window_s if window_s else math.nan,
+        "cpu_cores_parent": (end.root.cpu_seconds - start.root.cpu_seconds) / window_s
+        if window_s and end.root and start.root else math.nan,
         "uss_idle_child_mib": idle.uss / MIB if idle else math.nan,
         "uss_busy_child_mib_median": statistics.median(busy_uss) / MIB if busy_uss else math.nan,
         "uss_busy_child_mib_max": max(busy_uss) / MIB if busy_uss else math.nan,
@@ -245,7 +247,8 @@ def report(result: dict[str, Any]) -> None:
           f"{result['missed_slots']} missed of {result['slots']} slots; from collected_at, see bench/analysis.py)")
     print(f"  duration_ms p50/p95/p99      {fmt(d['p50'], 0)} / {fmt(d['p95'], 0)} / {fmt(d['p99'], 0)}")
     print(f"  CPU s per 1,000 collections  {fmt(result['cpu_s_per_1000'])} (collector tree; "
-          f"{fmt(result['cpu_cores_collector'])} cores busy; simulator {fmt(result['cpu_cores_simulator'])} cores)")
+          f"{fmt(result['cpu_cores_collector'])} cores busy, parent {fmt(result['cpu_cores_parent'], 3)}; "
+          f"simulator {fmt(result['cpu_cores_simulator'])} cores)")
     print(f"  USS idle child               {fmt(result['uss_idle_child_mib'], 1)} MiB; busy child median "
           f"{fmt(result['uss_busy_child_mib_median'], 1)} MiB, max {fmt(result['uss_busy_child_mib_max'], 1)} MiB")
     print(f"  parent RSS                   {fmt(result['parent_rss_mib'], 1)} MiB")
