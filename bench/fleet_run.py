@@ -74,6 +74,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--big", action="store_true", help=f"allow {BIG:,} servers or more")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary folder)")
+    parser.add_argument("--experiment-initial-spread", type=float, default=None, metavar="SECONDS",
+                        help="experiment: set supervisor.children.scheduler.MAX_INITIAL_SPREAD in the supervisor")
     args = parser.parse_args(argv)
     if args.quick:
         args.servers, args.tenants, args.interval, args.minutes = 40, 4, 5, 1.5
@@ -113,12 +115,16 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         registration_s = time.monotonic() - started
         urls = {slug: db_urls.get(slug) or f"sqlite:///{deployment.directory}/var/tenants/{slug}.db"
                 for slug in groups}
-        process = deployment.start()
+        patches = {}
+        if args.experiment_initial_spread is not None:
+            patches["supervisor.children.scheduler.MAX_INITIAL_SPREAD"] = args.experiment_initial_spread
+        process = deployment.start(patches)
         if not deployment.wait_children(len(groups), 60):
             raise RuntimeError(f"children did not start: {(deployment.directory / 'stderr.txt').read_text()[-2000:]}")
         sampler = TreeSampler(process.pid, every=5.0).start()
         # Warm-up: initial spread (<= 10 s) plus one interval, so every server has connected once.
-        warmup = min(10.0, plan.interval) + plan.interval + 5.0
+        spread = args.experiment_initial_spread if args.experiment_initial_spread is not None else 10.0
+        warmup = min(spread, plan.interval) + plan.interval + 5.0
         time.sleep(warmup)
         window_start = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         start_tree = sample_tree(process.pid)
@@ -135,8 +141,10 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         sampler.stop()
         exit_code, stop_seconds = deployment.terminate(plan.collection_timeout + 30)
         tenants = {slug: load_tenant(slug, url, with_bytes=True) for slug, url in urls.items()}
-        return figures(plan, tenants, start_tree, end_tree, sampler.samples, window_start, window_end, sim_cpu,
-                       idle_pid, exit_code, stop_seconds, registration_s, deployment)
+        result = figures(plan, tenants, start_tree, end_tree, sampler.samples, window_start, window_end, sim_cpu,
+                         idle_pid, exit_code, stop_seconds, registration_s, deployment)
+        result["experiment"] = patches or None
+        return result
     finally:
         if sampler is not None:
             sampler.stop()
@@ -236,6 +244,8 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
 def report(result: dict[str, Any]) -> None:
     plan = result["plan"]
     d = result["duration_ms"]
+    if result.get("experiment"):
+        print(f"EXPERIMENT (not the collector as shipped): {result['experiment']}")
     print(f"fleet run: {plan['servers']} servers in {plan['tenants']} tenants (+1 idle), "
           f"interval {plan['interval']} s, {plan['minutes']} min, driver {plan['driver']}, "
           f"tenant DBs {plan['db']}, concurrency {plan['concurrency']}")
