@@ -413,20 +413,8 @@ class Deployment:
                 self.add_servers_api(slug, servers, interval)
 
     # --- the supervisor ------------------------------------------------------------------------------
-    def start(self, patches: dict[str, float] | None = None) -> subprocess.Popen[bytes]:
-        """``patches``: experiments only, ``{"module.CONSTANT": value}`` set at interpreter start through a
-        ``sitecustomize`` in the run folder (to show what a change in the collector would do, without
-        editing it)."""
+    def start(self) -> subprocess.Popen[bytes]:
         env = bench_env()
-        if patches:
-            folder = self.directory / "experiment"
-            folder.mkdir(exist_ok=True)
-            lines = ["import importlib"]
-            for target, value in patches.items():
-                module, name = target.rsplit(".", 1)
-                lines.append(f"setattr(importlib.import_module({module!r}), {name!r}, {value!r})")
-            (folder / "sitecustomize.py").write_text("\n".join(lines) + "\n", encoding="utf-8")
-            env["PYTHONPATH"] = f"{folder}{os.pathsep}{env['PYTHONPATH']}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "-c", str(self.config_path), "run"],
             cwd=self.directory, env=env, stdin=subprocess.DEVNULL,

@@ -74,8 +74,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--big", action="store_true", help=f"allow {BIG:,} servers or more")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary folder)")
-    parser.add_argument("--experiment-initial-spread", type=float, default=None, metavar="SECONDS",
-                        help="experiment: set supervisor.children.scheduler.MAX_INITIAL_SPREAD in the supervisor")
     args = parser.parse_args(argv)
     if args.quick:
         args.servers, args.tenants, args.interval, args.minutes = 40, 4, 5, 1.5
@@ -115,16 +113,12 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         registration_s = time.monotonic() - started
         urls = {slug: db_urls.get(slug) or f"sqlite:///{deployment.directory}/var/tenants/{slug}.db"
                 for slug in groups}
-        patches = {}
-        if args.experiment_initial_spread is not None:
-            patches["supervisor.children.scheduler.MAX_INITIAL_SPREAD"] = args.experiment_initial_spread
-        process = deployment.start(patches)
+        process = deployment.start()
         if not deployment.wait_children(len(groups), 60):
             raise RuntimeError(f"children did not start: {(deployment.directory / 'stderr.txt').read_text()[-2000:]}")
         sampler = TreeSampler(process.pid, every=5.0).start()
-        # Warm-up: initial spread (<= 10 s) plus one interval, so every server has connected once.
-        spread = args.experiment_initial_spread if args.experiment_initial_spread is not None else 10.0
-        warmup = min(spread, plan.interval) + plan.interval + 5.0
+        # Warm-up: first collections are spread over one interval; one more, so every server has connected once.
+        warmup = 2 * plan.interval + 5.0
         time.sleep(warmup)
         window_start = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         start_tree = sample_tree(process.pid)
@@ -143,7 +137,6 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         tenants = {slug: load_tenant(slug, url, with_bytes=True) for slug, url in urls.items()}
         result = figures(plan, tenants, start_tree, end_tree, sampler.samples, window_start, window_end, sim_cpu,
                          idle_pid, exit_code, stop_seconds, registration_s, deployment)
-        result["experiment"] = patches or None
         return result
     finally:
         if sampler is not None:
@@ -244,8 +237,6 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
 def report(result: dict[str, Any]) -> None:
     plan = result["plan"]
     d = result["duration_ms"]
-    if result.get("experiment"):
-        print(f"EXPERIMENT (not the collector as shipped): {result['experiment']}")
     print(f"fleet run: {plan['servers']} servers in {plan['tenants']} tenants (+1 idle), "
           f"interval {plan['interval']} s, {plan['minutes']} min, driver {plan['driver']}, "
           f"tenant DBs {plan['db']}, concurrency {plan['concurrency']}")

@@ -389,7 +389,7 @@ def child_times(
     deployment: Deployment, timeline: Timeline, interval: float
 ) -> tuple[dict[str, dt.datetime], dict[str, float]]:
     """First start per tenant (from its first log line) and, for the killed tenant, the restart window
-    in seconds: kill → the new child's first server list + its initial spread (min(interval, 10 s))."""
+    in seconds: kill → the new child's first server list + one interval (each server's next slot on its grid)."""
     first: dict[str, dt.datetime] = {}
     starts: dict[str, list[tuple[dt.datetime, int]]] = {}
     for event in deployment.log_events():
@@ -407,8 +407,8 @@ def child_times(
         kill_wall = timeline.start_wall + dt.timedelta(seconds=timeline.kill[0] - timeline.start_mono)
         later = [at for at, p in starts.get(slug, []) if p != pid]
         if later:
-            # until the new child has read its servers, plus its initial spread of first collections
-            windows[slug] = round(max(0.0, (later[0] - kill_wall).total_seconds()) + min(interval, 10.0), 1)
+            # until the new child has read its servers, plus the wait for each server's next slot
+            windows[slug] = round(max(0.0, (later[0] - kill_wall).total_seconds()) + interval, 1)
         else:
             windows[slug] = math.inf
     return first, windows

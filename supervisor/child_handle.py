@@ -109,9 +109,13 @@ class ChildHandle:
         inherited_fds: Sequence[int],
     ) -> None:
         reader, writer = context.Pipe(duplex=False)
+        # Everything open now but the child's own pipe end and stdio is the parent's: siblings' pipes and
+        # sentinels, the parent-liveness pipes multiprocessing keeps per child, log files. The fork's own
+        # sentinel pipes are created after this snapshot, so the child keeps them.
+        parent_fds = sorted(set(inherited_fds) | (open_fds() - {0, 1, 2, writer.fileno()}))
         process = context.Process(
             target=target,
-            args=(spec, writer, [*sibling_conns, reader], list(inherited_fds)),
+            args=(spec, writer, [*sibling_conns, reader], parent_fds),
             name=f"tenant-{spec.slug}",
         )
         process.start()
@@ -199,3 +203,14 @@ class ChildHandle:
             return
         with contextlib.suppress(ProcessLookupError):  # already exited: the sentinel reports it
             os.kill(self.process.pid, signo)
+
+
+def open_fds() -> set[int]:
+    """This process's open file descriptors (Linux), without the one the listing itself used."""
+    listed = {int(name) for name in os.listdir("/proc/self/fd")}
+    still_open = set()
+    for fd in listed:
+        with contextlib.suppress(OSError):
+            os.fstat(fd)
+            still_open.add(fd)
+    return still_open

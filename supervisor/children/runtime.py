@@ -81,7 +81,7 @@ class TenantRuntime:
         self._send_heartbeat = send_heartbeat
         self._parent_alive = parent_alive
         self._wake = threading.Event()
-        self._scheduler = Scheduler()
+        self._scheduler = Scheduler(salt=spec.slug)
         self._targets: dict[int, Target] = {}
         self._sessions: dict[int, ServerSession] = {}
         self._retired: list[ServerSession] = []  # replaced/removed sessions to close when idle

@@ -1,18 +1,21 @@
-"""Per-server due times: each server on its own grid, a random phase, never two in flight.
+"""Per-server due times: each server on its own grid, never two in flight.
 
 Pure bookkeeping on monotonic seconds; the runtime asks ``due(now)`` and reports ``started`` /
 ``finished``. A slot that comes while the previous collection is still running is skipped, and
 slots missed while the process was busy are skipped too: a late collection is never queued.
+
+Each server's phase on its grid comes from a hash of (tenant, server id) and the wall clock, so a
+tenant's servers are spread evenly over the whole interval (a burst of first collections would stay
+a burst forever on a fixed grid) and a restarted child keeps the same slots.
 """
 
 from __future__ import annotations
 
 import math
-import random
+import time
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-
-#: The first collection of a server comes within this many seconds (or one interval, if shorter).
-MAX_INITIAL_SPREAD = 10.0
 
 
 @dataclass
@@ -24,9 +27,10 @@ class _Slot:
 
 
 class Scheduler:
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(self, salt: str = "", wall_clock: Callable[[], float] = time.time) -> None:
         self._slots: dict[int, _Slot] = {}
-        self._rng = rng or random.Random()
+        self._salt = salt
+        self._wall_clock = wall_clock
 
     def set_servers(self, intervals: dict[int, float], now: float) -> None:
         """The current server list (id → interval seconds): additions, removals, interval changes."""
@@ -36,11 +40,15 @@ class Scheduler:
         for server_id, interval in intervals.items():
             slot = self._slots.get(server_id)
             if slot is None:
-                spread = min(interval, MAX_INITIAL_SPREAD)
-                self._slots[server_id] = _Slot(interval, now + self._rng.uniform(0, spread))
+                self._slots[server_id] = _Slot(interval, now + self.first_delay(server_id, interval))
             elif slot.interval != interval:
                 slot.next_due = min(slot.next_due, now + interval)
                 slot.interval = interval
+
+    def first_delay(self, server_id: int, interval: float) -> float:
+        """Seconds until the server's next slot: its phase, a stable fraction of the interval, on the wall clock."""
+        phase = zlib.crc32(f"{self._salt}/{server_id}".encode()) / 2**32 * interval
+        return (phase - self._wall_clock()) % interval
 
     def due(self, now: float) -> list[int]:
         """Servers to start now; their next slot is already booked."""

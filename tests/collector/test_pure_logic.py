@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
+import math
 
 import pyodbc
 import pytest
@@ -187,7 +187,7 @@ def test_parse_sample_clamps_filters_and_knows_linux() -> None:
 
 
 def test_scheduler_never_two_in_flight_and_skips_late_slots() -> None:
-    scheduler = Scheduler(random.Random(1))
+    scheduler = Scheduler(wall_clock=lambda: 0.0)
     scheduler.set_servers({1: 10.0, 2: 10.0}, now=0.0)
     started = scheduler.due(10.0)
     assert sorted(started) == [1, 2]
@@ -201,11 +201,24 @@ def test_scheduler_never_two_in_flight_and_skips_late_slots() -> None:
     assert 3 in scheduler.due(42.1)
 
 
-def test_scheduler_spreads_first_collections() -> None:
-    scheduler = Scheduler(random.Random(7))
-    scheduler.set_servers({i: 30.0 for i in range(100)}, now=0.0)
-    first_second = scheduler.due(1.0)
-    assert 0 < len(first_second) < 30
+def test_scheduler_spreads_servers_over_the_whole_interval_and_keeps_their_slots() -> None:
+    scheduler = Scheduler(salt="acme", wall_clock=lambda: 1000.0)
+    scheduler.set_servers({i: 30.0 for i in range(300)}, now=0.0)
+    started_at = {}
+    for tenth in range(1, 301):
+        for server_id in scheduler.due(tenth / 10):
+            started_at[server_id] = tenth / 10
+    assert len(started_at) == 300
+    per_10s = [sum(1 for t in started_at.values() if k * 10 < t <= (k + 1) * 10) for k in range(3)]
+    assert all(70 <= count <= 130 for count in per_10s), per_10s  # even thirds, not a burst
+
+    # A restarted child (another monotonic origin, the wall clock 7 s on) keeps each server's wall-clock slot.
+    restarted = Scheduler(salt="acme", wall_clock=lambda: 1007.0)
+    for server_id in (0, 17, 299):
+        wall_slot = (1000.0 + started_at[server_id]) % 30
+        assert math.isclose((1007.0 + restarted.first_delay(server_id, 30.0)) % 30, wall_slot, abs_tol=0.11)
+    other_tenant = Scheduler(salt="globex", wall_clock=lambda: 1000.0)
+    assert [other_tenant.first_delay(i, 30.0) for i in range(5)] != [scheduler.first_delay(i, 30.0) for i in range(5)]
 
 
 def test_status_transitions() -> None:
