@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
+from sqlalchemy.engine import make_url
+
 from supervisor.ipc import CHILD_EXIT_CRASH, ChildSpec, record_to_message
 
 #: What every child runs: imported by the parent before the first fork (the SQLite dialect: the default tenant DB).
@@ -28,6 +30,13 @@ def preload_child_modules() -> None:
     Importing pyodbc allocates no ODBC handle: pyodbc creates its environment on the first connect."""
     for name in CHILD_MODULES:
         importlib.import_module(name)
+
+
+def preload_database_driver(url: str) -> None:
+    """Import the SQLAlchemy dialect and DB-API module of ``url`` (e.g. psycopg) before forking a child
+    that will use it, for the same reason; a URL that cannot load is left for the child to report."""
+    with contextlib.suppress(Exception):
+        make_url(url).get_dialect().import_dbapi()
 
 
 def run_child(spec: ChildSpec, conn: Connection, parent_conns: Sequence[Connection], parent_fds: Sequence[int]) -> None:

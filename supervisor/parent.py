@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor import databases, instances, leases
 from supervisor.child_handle import ChildExit, ChildHandle, ChildState, ChildTarget, StopReason
-from supervisor.child_process import run_child
+from supervisor.child_process import preload_database_driver, run_child
 from supervisor.children_table import record_children
 from supervisor.clock import utcnow
 from supervisor.config import Settings, load_settings
@@ -208,6 +208,7 @@ class Supervisor:
             settings=self.settings,
         )
         siblings = [h.conn for h in self.handles.values() if h.conn is not None and h is not handle]
+        preload_database_driver(spec.db_url)
         gc.freeze()  # the child's collector then never touches (copies) the parent's objects
         try:
             handle.start(self.context, spec, self.target, siblings, self.flags.fds)

@@ -21,6 +21,7 @@ import pyodbc
 from supervisor.children.connection_string import UnsafeValue, build
 from supervisor.children.errors import (
     CONFIG,
+    CONNECT,
     MISSING_PROCEDURE_NUMBER,
     PROTOCOL,
     TIMEOUT,
@@ -94,8 +95,20 @@ class ServerSession:
         return CollectionOutcome(self.target, started_at, duration_ms, sample, failure, fell_back)
 
     def _collect(self, deadline: float) -> tuple[Sample, bool]:
-        if self._conn is None:
+        reused = self._conn is not None
+        if not reused:
             self._connect(deadline)
+        try:
+            return self._query(deadline)
+        except pyodbc.Error as exc:
+            if not reused or self._cancelled or classify(exc, phase="query").error_class not in (CONNECT, PROTOCOL):
+                raise
+        # The kept connection went stale (server restarted, idle connection cut): one fresh try in the time left.
+        self.close()
+        self._connect(deadline)
+        return self._query(deadline)
+
+    def _query(self, deadline: float) -> tuple[Sample, bool]:
         mode = self.target.collection_mode
         use_procedure = mode == PROCEDURE or (mode == AUTO and time.monotonic() >= self._procedure_missing_until)
         if not use_procedure:

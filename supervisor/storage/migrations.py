@@ -33,6 +33,8 @@ def upgrade_tenant(engine: Engine) -> None:
 
 def _upgrade(engine: Engine, metadata: MetaData, info: Table, name: str, version: int, steps: dict[int, Step]) -> None:
     try:
+        if _is_current(engine, info, name, version):
+            return
         ensure_database(str(engine.url.render_as_string(hide_password=False)))
         with engine.begin() as conn:
             metadata.create_all(conn, checkfirst=True)
@@ -53,6 +55,15 @@ def _upgrade(engine: Engine, metadata: MetaData, info: Table, name: str, version
         raise CollectorError(
             f"cannot create the {name} schema in {masked_url(str(engine.url))}: {describe_db_error(exc)}"
         ) from None
+
+
+def _is_current(engine: Engine, info: Table, name: str, version: int) -> bool:
+    """One cheap query for the common case (every child start): the schema is already at ``version``."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(select(info.c.version).where(info.c.name == name)).scalar() == version
+    except SQLAlchemyError:
+        return False  # no schema_info yet, or no database: the full path creates them or says why
 
 
 def describe_db_error(exc: BaseException) -> str:

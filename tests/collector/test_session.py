@@ -58,3 +58,21 @@ def test_reuse_and_cancel(driver: str, simulator) -> None:
     assert outcome.duration_ms < 3000 and slow._conn is None  # never reused after a cancel
     again = slow.collect(time.monotonic() + 1.5)  # query timeout from the time left
     assert again.failure is not None and again.failure.error_class == "timeout" and again.duration_ms < 2500
+
+
+def test_a_stale_kept_connection_costs_no_sample(driver: str, simulator) -> None:
+    sim = simulator([{"name": "ok"}])
+    ok = session(driver, sim.ports["ok"])
+    assert ok.collect(time.monotonic() + 2).sample is not None
+    stale = ok._conn
+    sim.set_faults("ok", restart=1)  # the instance restarts: its open sessions are dropped
+    outcome = ok.collect(time.monotonic() + 2)
+    assert outcome.failure is None and outcome.sample is not None, outcome.failure
+    assert ok._conn is not None and ok._conn is not stale  # reconnected within the same collection
+    ok.close()
+
+    down = session(driver, sim.ports["ok"])
+    assert down.collect(time.monotonic() + 2).sample is not None
+    sim.set_faults("ok", down=True)
+    failed = down.collect(time.monotonic() + 2.5)
+    assert failed.failure is not None and failed.failure.error_class == "connect"  # the retry failed: offline
