@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, RowMapping, Select, select
 
 from supervisor.clock import utcnow
 from supervisor.config import COLLECTION_MODES, ENCRYPT_MODES
@@ -141,7 +141,7 @@ def remove_server(engine: Engine, name: str) -> ServerInfo:
         return _load(conn, name, include_removed=True)
 
 
-def _info_query():  # type: ignore[no-untyped-def]
+def _info_query() -> Select:
     return select(
         servers,
         collection_configs.c.enabled,
@@ -159,24 +159,6 @@ def _load(conn: Connection, name: str, *, include_removed: bool = False) -> Serv
     return _info(row)
 
 
-def _info(row) -> ServerInfo:  # type: ignore[no-untyped-def]
-    return ServerInfo(
-        id=row["id"],
-        name=row["name"],
-        host=row["host"],
-        port=row["port"],
-        username=row["username"],
-        enabled=bool(row["enabled"]),
-        interval_seconds=row["interval_seconds"],
-        encrypt=row["encrypt"],
-        trust_server_certificate=row["trust_server_certificate"],
-        collection_mode=row["collection_mode"],
-        status=row["status"],
-        status_changed_at=row["status_changed_at"],
-        last_checked_at=row["last_checked_at"],
-        last_success_at=row["last_success_at"],
-        last_error=row["last_error"],
-        last_error_class=row["last_error_class"],
-        consecutive_failures=row["consecutive_failures"],
-        removed_at=row["removed_at"],
-    )
+def _info(row: RowMapping) -> ServerInfo:
+    values = {field.name: row[field.name] for field in fields(ServerInfo)}
+    return ServerInfo(**{**values, "enabled": bool(values["enabled"])})
