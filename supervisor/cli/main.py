@@ -8,6 +8,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from types import ModuleType
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(False, f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)", EXIT_FAILURE)
 
 
-def _import_command(module_name: str, command: str):  # type: ignore[no-untyped-def]
+def _import_command(module_name: str, command: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
