@@ -107,12 +107,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db-outage", type=float, default=40.0, help="seconds one tenant DB is locked")
     parser.add_argument("--restart-every", type=float, default=30.0)
     parser.add_argument("--driver", choices=("msodbc18", "freetds"), default="freetds")
-    parser.add_argument("--quick", action="store_true", help="20 healthy servers, 3 tenants, 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="20 healthy servers, 3 tenants, 1.5 minutes")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
     args = parser.parse_args(argv)
     if args.quick:
-        args.servers, args.tenants, args.minutes, args.db_outage, args.restart_every = 20, 3, 2.0, 25.0, 25.0
+        args.servers, args.tenants, args.minutes, args.db_outage, args.restart_every = 20, 3, 1.5, 20.0, 25.0
     if args.tenants < 3:
         parser.error("--tenants must be at least 3 (one DB outage, one killed child, one untouched)")
     return args
