@@ -38,7 +38,7 @@ def driver_setting(driver: str) -> str:
         return "FreeTDS"
     library = bundled_library()
     if library is None:
-        pytest.skip("mssql-python-odbc is not installed")
+        pytest.fail("mssql-python-odbc is not installed (pip install -e '.[test]')")
     return library
 
 

@@ -27,7 +27,7 @@ DRIVERS = ("msodbc18", "freetds")
 def msodbc18_path() -> str:
     spec = importlib.util.find_spec("mssql_python_odbc")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("mssql-python-odbc is not installed")
+        pytest.fail("mssql-python-odbc is not installed (pip install -e '.[test]')")
     base = Path(next(iter(spec.submodule_search_locations)))
     return str(base / "libs/linux/debian_ubuntu/x86_64/lib/libmsodbcsql-18.6.so.2.1")
 

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Callable
 
-import pytest
-
 from tests.sim.conftest import PASSWORD, USER, Simulator
-
-pytestmark = pytest.mark.skipif(shutil.which("tsql") is None, reason="tsql (freetds-bin) is not installed")
 
 
 def tsql(port: int, script: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:

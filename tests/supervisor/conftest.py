@@ -169,14 +169,14 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
 
 @pytest.fixture
 def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database (dropped afterwards); skips when the server is not there."""
+    """A fresh PostgreSQL database (dropped afterwards); scripts/setup.sh provides the server."""
     name = f"cs_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
-        pytest.skip(f"PostgreSQL not available: {exc}")
+        pytest.fail(f"PostgreSQL not available on 127.0.0.1:5432 (run scripts/setup.sh): {exc}")
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     with admin.connect() as conn:
         conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))

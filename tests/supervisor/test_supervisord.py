@@ -7,7 +7,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 from conftest import CLI, Deployment, pids_gone, wait_until
 
 SUPERVISORD = "/usr/bin/supervisord"
@@ -35,7 +34,6 @@ def _program_section(deployment: Deployment, log_file: Path) -> str:
     return "[program:collector-supervisor]\n" + "\n".join(f"{k}={v}" for k, v in program.items()) + "\n"
 
 
-@pytest.mark.skipif(not Path(SUPERVISORD).exists(), reason="supervisord not installed")
 def test_supervisorctl_stop_is_graceful(deployment: Deployment, tmp_path: Path) -> None:
     for slug in ("one", "two", "stubborn-three"):
         deployment.add_tenant(slug)
