@@ -17,14 +17,17 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 SIM_USER = "bench"
@@ -51,6 +54,15 @@ def bench_env() -> dict[str, str]:
 
 
 # --- statistics --------------------------------------------------------------------------------------
+def run_in_folder(keep: Path | None, prefix: str, run: Callable[[Path], T]) -> T:
+    """``run`` in ``keep`` (created, kept for inspection) or in a temporary folder removed afterwards."""
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+        return run(keep)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        return run(Path(tmp))
+
+
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile; NaN for no values."""
     if not values:

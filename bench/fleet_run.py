@@ -18,7 +18,6 @@ import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from bench.common import (
     pg_drop,
     pg_url,
     raise_fd_limit,
+    run_in_folder,
     run_octet,
     sample_tree,
     split_tenants,
@@ -269,12 +269,7 @@ def report(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        result = run(args, args.keep)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-            result = run(args, Path(tmp))
+    result = run_in_folder(args.keep, "bench-fleet-", lambda folder: run(args, folder))
     report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")

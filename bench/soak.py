@@ -38,7 +38,6 @@ import os
 import signal
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from bench.common import (
     TreeSampler,
     make_servers,
     raise_fd_limit,
+    run_in_folder,
     run_octet,
     split_tenants,
 )
@@ -427,12 +427,7 @@ def check_logs(result: Audit, deployment: Deployment, timeline: Timeline) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        result = run(args, args.keep)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
-            result = run(args, Path(tmp))
+    result = run_in_folder(args.keep, "bench-soak-", lambda folder: run(args, folder))
     for note in result.notes:
         print(f"  note: {note}")
     for key, value in result.figures.items():

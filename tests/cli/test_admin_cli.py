@@ -15,23 +15,27 @@ from tests.cli.conftest import Workspace, assert_one_line_error
 PASSWORD = "s3cr;et}{x=1"
 
 
+#: The issue's registration sequence: (arguments, environment).
+REGISTRATION: list[tuple[tuple[str, ...], dict[str, str]]] = [
+    (("init-db",), {}),
+    (("tenant", "add", "acme", "--name", "Acme"), {}),
+    (
+        ("server", "add", "acme", "sql01", "--host", "127.0.0.1", "--port", "14331", "--user", "monitor",
+         "--password-env", "PW"),
+        {"PW": PASSWORD},
+    ),
+]  # fmt: skip
+
+
 def registered(ws: Workspace) -> Workspace:
-    ws.setup("init-db")
-    ws.setup("tenant", "add", "acme", "--name", "Acme")
-    ws.setup(
-        "server", "add", "acme", "sql01", "--host", "127.0.0.1", "--port", "14331", "--user", "monitor",
-        "--password-env", "PW", env={"PW": PASSWORD},
-    )  # fmt: skip
+    for args, env in REGISTRATION:
+        ws.setup(*args, env=env)
     return ws
 
 
 def test_register_tenant_and_server_then_list_json(workspace: Workspace) -> None:
-    workspace.ok("init-db")
-    workspace.ok("tenant", "add", "acme", "--name", "Acme")
-    workspace.ok(
-        "server", "add", "acme", "sql01", "--host", "127.0.0.1", "--port", "14331", "--user", "monitor",
-        "--password-env", "PW", env={"PW": PASSWORD},
-    )  # fmt: skip
+    for args, env in REGISTRATION:  # through the real command line this time
+        workspace.ok(*args, env=env)
     servers = json.loads(workspace.ok("server", "list", "acme", "--json"))
     assert len(servers) == 1
     server = servers[0]
