@@ -1,15 +1,20 @@
-"""How write items become rows: one call per batch, inside the caller's transaction, idempotent.
+"""How write items become rows: a few statements per batch, inside the caller's transaction, idempotent.
 
 Replaying an item already stored changes nothing: a snapshot whose (server_id, collected_at) exists
 is skipped, a status update older than (or as old as) the stored ``last_checked_at`` is ignored
 (so its status event is not added twice), and a baseline only ever moves forward.
+
+Statements are built once and run with executemany: building and caching a statement per item cost
+more CPU than SQLite's own work (``bench/collection_cost.py`` prints the storage cost per batch size).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from supervisor.children.records import SnapshotRow, WriteItem
 from supervisor.children.status import StatusUpdate
@@ -21,20 +26,60 @@ from supervisor.storage.tenant_schema import (
     wait_stats,
 )
 
+_INSERT_SNAPSHOTS = insert(metric_snapshots).returning(metric_snapshots.c.id, sort_by_parameter_order=True)
+_INSERT_WAITS = insert(wait_stats)
+_INSERT_STATUS_EVENT = insert(server_status_events)
+
+_UPDATE_STATUS = (
+    update(servers)
+    .where(
+        servers.c.id == bindparam("sid"),
+        or_(servers.c.last_checked_at.is_(None), servers.c.last_checked_at < bindparam("checked_at")),
+    )
+    .values(
+        status=bindparam("status"),
+        last_checked_at=bindparam("checked_at"),
+        consecutive_failures=bindparam("consecutive_failures"),
+        last_error=bindparam("error"),
+        last_error_class=bindparam("error_class"),
+        last_success_at=func.coalesce(bindparam("success_at", type_=servers.c.last_success_at.type),
+                                      servers.c.last_success_at),
+        status_changed_at=func.coalesce(bindparam("changed_at", type_=servers.c.status_changed_at.type),
+                                        servers.c.status_changed_at),
+    )
+)
+
+_BASELINE_COLUMNS = ("sqlserver_start_time", "sample_time", "batch_requests_total", "waits_json")
+
+
+def _baseline_upsert(dialect: Any) -> Any:
+    """INSERT .. ON CONFLICT DO UPDATE (only forward in time) where the dialect has it, else None."""
+    insert_for = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
+    if insert_for is None:
+        return None
+    statement = insert_for(counter_baselines)
+    return statement.on_conflict_do_update(
+        index_elements=[counter_baselines.c.server_id],
+        set_={name: statement.excluded[name] for name in _BASELINE_COLUMNS},
+        where=counter_baselines.c.sample_time < statement.excluded.sample_time,
+    )
+
+
+_BASELINE_UPSERTS = {name: _baseline_upsert(name) for name in ("sqlite", "postgresql")}
+
 
 def write_items(conn: Connection, items: Sequence[WriteItem]) -> int:
     """Returns how many snapshots were inserted."""
     inserted = _insert_snapshots(conn, [item.snapshot for item in items if item.snapshot is not None])
-    for item in items:
-        _apply_status(conn, item.status)
+    _apply_statuses(conn, [item.status for item in items])
     latest: dict[int, WriteItem] = {}
     for item in items:
         if item.baseline is not None:
             current = latest.get(item.server_id)
             if current is None or current.baseline.sample_time < item.baseline.sample_time:  # type: ignore[union-attr]
                 latest[item.server_id] = item
-    for item in latest.values():
-        _store_baseline(conn, item)
+    if latest:
+        _store_baselines(conn, list(latest.values()))
     return inserted
 
 
@@ -50,8 +95,7 @@ def _insert_snapshots(conn: Connection, snapshots: list[SnapshotRow]) -> int:
     if not fresh:
         return 0
     rows = list(fresh.values())
-    statement = insert(metric_snapshots).returning(metric_snapshots.c.id, sort_by_parameter_order=True)
-    ids = [row_id for (row_id,) in conn.execute(statement, [row.columns() for row in rows])]
+    ids = [row_id for (row_id,) in conn.execute(_INSERT_SNAPSHOTS, [row.columns() for row in rows])]
     wait_rows = [
         {
             "snapshot_id": snapshot_id,
@@ -64,7 +108,7 @@ def _insert_snapshots(conn: Connection, snapshots: list[SnapshotRow]) -> int:
         for wait_type, counts in row.waits.items()
     ]
     if wait_rows:
-        conn.execute(insert(wait_stats), wait_rows)
+        conn.execute(_INSERT_WAITS, wait_rows)
     return len(rows)
 
 
@@ -77,49 +121,65 @@ def _existing_keys(conn: Connection, snapshots: list[SnapshotRow]) -> set[tuple[
     return {(server_id, collected_at) for server_id, collected_at in conn.execute(query)}
 
 
-def _apply_status(conn: Connection, status: StatusUpdate) -> None:
-    values: dict[str, object] = {
+def _apply_statuses(conn: Connection, updates: list[StatusUpdate]) -> None:
+    """In batch order: runs of plain updates at once, each change alone (its event is added only if applied)."""
+    plain: list[dict[str, object]] = []
+    for status in updates:
+        if not status.status_changed:
+            plain.append(_status_params(status))
+            continue
+        if plain:
+            conn.execute(_UPDATE_STATUS, plain)
+            plain = []
+        if conn.execute(_UPDATE_STATUS, _status_params(status)).rowcount:
+            event = {"server_id": status.server_id, "at": status.checked_at, "status": status.status}
+            conn.execute(_INSERT_STATUS_EVENT, {**event, "error": status.error})
+    if plain:
+        conn.execute(_UPDATE_STATUS, plain)
+
+
+def _status_params(status: StatusUpdate) -> dict[str, object]:
+    return {
+        "sid": status.server_id,
+        "checked_at": status.checked_at,
         "status": status.status,
-        "last_checked_at": status.checked_at,
         "consecutive_failures": status.consecutive_failures,
-        "last_error": status.error,
-        "last_error_class": status.error_class,
+        "error": status.error,
+        "error_class": status.error_class,
+        "success_at": status.checked_at if status.success else None,
+        "changed_at": status.checked_at if status.status_changed else None,
     }
-    if status.success:
-        values["last_success_at"] = status.checked_at
-    if status.status_changed:
-        values["status_changed_at"] = status.checked_at
-    result = conn.execute(
-        update(servers)
-        .where(
-            servers.c.id == status.server_id,
-            or_(servers.c.last_checked_at.is_(None), servers.c.last_checked_at < status.checked_at),
-        )
-        .values(**values)
-    )
-    if result.rowcount and status.status_changed:
-        conn.execute(
-            insert(server_status_events).values(
-                server_id=status.server_id, at=status.checked_at, status=status.status, error=status.error
-            )
-        )
 
 
-def _store_baseline(conn: Connection, item: WriteItem) -> None:
-    baseline = item.baseline
-    assert baseline is not None
-    values = {
-        "sqlserver_start_time": baseline.sqlserver_start_time,
-        "sample_time": baseline.sample_time,
-        "batch_requests_total": baseline.batch_requests_total,
-        "waits_json": baseline.waits_json(),
-    }
+def _store_baselines(conn: Connection, items: list[WriteItem]) -> None:
+    """One row per server, only ever moved forward in time."""
+    rows = []
+    for item in items:
+        baseline = item.baseline
+        assert baseline is not None
+        rows.append({
+            "server_id": item.server_id,
+            "sqlserver_start_time": baseline.sqlserver_start_time,
+            "sample_time": baseline.sample_time,
+            "batch_requests_total": baseline.batch_requests_total,
+            "waits_json": baseline.waits_json(),
+        })
+    upsert = _BASELINE_UPSERTS.get(conn.dialect.name)
+    if upsert is not None:
+        conn.execute(upsert, rows)
+        return
+    for row in rows:
+        _store_baseline_portably(conn, row)
+
+
+def _store_baseline_portably(conn: Connection, row: dict[str, Any]) -> None:
+    values = {name: row[name] for name in _BASELINE_COLUMNS}
     result = conn.execute(
         update(counter_baselines)
         .where(
             and_(
-                counter_baselines.c.server_id == item.server_id,
-                counter_baselines.c.sample_time < baseline.sample_time,
+                counter_baselines.c.server_id == row["server_id"],
+                counter_baselines.c.sample_time < row["sample_time"],
             )
         )
         .values(**values)
@@ -127,7 +187,7 @@ def _store_baseline(conn: Connection, item: WriteItem) -> None:
     if result.rowcount:
         return
     exists = conn.execute(
-        select(counter_baselines.c.server_id).where(counter_baselines.c.server_id == item.server_id)
+        select(counter_baselines.c.server_id).where(counter_baselines.c.server_id == row["server_id"])
     ).first()
     if exists is None:
-        conn.execute(insert(counter_baselines).values(server_id=item.server_id, **values))
+        conn.execute(insert(counter_baselines).values(**row))

@@ -29,9 +29,10 @@ class SnapshotRow:
     waits: dict[str, WaitCounts] = field(default_factory=dict)
 
     def columns(self) -> dict[str, Any]:
-        values = asdict(self)
-        values.pop("waits")
-        return values
+        return {name: getattr(self, name) for name in _SNAPSHOT_COLUMNS}
+
+
+_SNAPSHOT_COLUMNS = tuple(name for name in SnapshotRow.__dataclass_fields__ if name != "waits")
 
 
 @dataclass(frozen=True)

@@ -150,3 +150,44 @@ def test_writer_survives_a_postgresql_outage(tmp_path: Path, pg_database: Callab
         writer.stop(5.0)
         admin.dispose()
         engine.dispose()
+
+
+def test_one_batch_for_many_servers_keeps_every_change(tenant_url: str) -> None:
+    """Plain status updates go in runs, changes one by one: the result must be as if applied one by one in order."""
+    engine, first = make_tenant(tenant_url)
+    second = add_server(engine, ServerSpec(name="s2", host="h"), None).id
+    batch = [
+        item(first, 0),  # success, then a failure that is not a change: last_success_at stays at 0
+        item(second, 0, changed=True),
+        item(first, 2, ok=False),
+        item(second, 4),  # a plain update newer than the change before it
+        item(second, 6, ok=False, changed=True),
+    ]
+    with engine.begin() as conn:
+        assert write_items(conn, batch) == 3
+    with engine.connect() as conn:
+        rows = {row.id: row for row in conn.execute(select(servers))}
+        events = conn.execute(
+            select(server_status_events.c.server_id, server_status_events.c.status).order_by(server_status_events.c.at)
+        ).all()
+    assert rows[first].status == "offline" and rows[first].last_checked_at == T0 + dt.timedelta(seconds=2)
+    assert rows[first].last_success_at == T0 and rows[first].consecutive_failures == 1
+    assert rows[second].status == "offline" and rows[second].last_success_at == T0 + dt.timedelta(seconds=4)
+    assert rows[second].status_changed_at == T0 + dt.timedelta(seconds=6)
+    assert events == [(second, "online"), (second, "offline")]
+    engine.dispose()
+
+
+def test_baselines_without_an_upsert_move_only_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The portable path for tenant DBs other than SQLite and PostgreSQL, run on SQLite."""
+    from supervisor.children import persist
+
+    monkeypatch.setattr(persist, "_BASELINE_UPSERTS", {})
+    engine, sid = make_tenant(f"sqlite:///{tmp_path}/tenant.db")
+    for seconds in (4, 2, 6):
+        with engine.begin() as conn:
+            write_items(conn, [item(sid, seconds)])
+    with engine.connect() as conn:
+        assert load_baselines(conn)[sid].batch_requests_total == 1006
+        assert conn.execute(select(func.count()).select_from(counter_baselines)).scalar_one() == 1
+    engine.dispose()
