@@ -121,6 +121,7 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         warmup = 2 * plan.interval + 5.0
         time.sleep(warmup)
         window_start = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        window_mono = time.monotonic()
         start_tree = sample_tree(process.pid)
         sim_cpu0 = cpu_of(fleet.pids())
         deadline = time.monotonic() + plan.minutes * 60 - warmup
@@ -135,7 +136,8 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         sampler.stop()
         exit_code, stop_seconds = deployment.terminate(plan.collection_timeout + 30)
         tenants = {slug: load_tenant(slug, url, with_bytes=True) for slug, url in urls.items()}
-        result = figures(plan, tenants, start_tree, end_tree, sampler.samples, window_start, window_end, sim_cpu,
+        in_window_samples = [sample for sample in sampler.samples if sample.at >= window_mono]
+        result = figures(plan, tenants, start_tree, end_tree, in_window_samples, window_start, window_end, sim_cpu,
                          idle_pid, exit_code, stop_seconds, registration_s, deployment)
         return result
     finally:
@@ -191,8 +193,12 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
     rows = snapshots_total + sum(t.wait_rows for t in tenants.values())
     bytes_total = sum(sum(t.table_bytes.values()) for t in tenants.values())
     per_day = 86400 / plan.interval
+    samples = [s for s in samples if s.root]  # the measured window, every 5 s
     rss_series = [s.root.rss + sum(c.rss for c in s.children) for s in samples if s.root]
-    fd_series = [s.fds for s in samples if s.root]
+    fd_series = [s.fds for s in samples]
+    idle_uss_series = [c.uss for s in samples for c in s.children if c.pid == idle_pid]
+    busy_uss_series = [statistics.median(c.uss for c in s.children if c.pid != idle_pid)
+                       for s in samples if any(c.pid != idle_pid for c in s.children)]
     return {
         "plan": plan.__dict__,
         "registration_s": registration_s,
@@ -224,6 +230,10 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
         "tree_rss_mib_start": (start.root.rss + sum(c.rss for c in start.children)) / MIB if start.root else None,
         "tree_rss_mib_end": (end.root.rss + sum(c.rss for c in end.children)) / MIB if end.root else None,
         "tree_rss_mib_min_max": [min(rss_series) / MIB, max(rss_series) / MIB] if rss_series else None,
+        "tree_rss_mib_per_minute": [round(v / MIB, 1) for v in rss_series[::12]],
+        "fds_per_minute": fd_series[::12],
+        "uss_idle_child_mib_first_last_max": _first_last_max(idle_uss_series),
+        "uss_busy_child_median_mib_first_last_max": _first_last_max(busy_uss_series),
         "storage_rows_per_server_day": rows / snapshots_total * per_day if snapshots_total else math.nan,
         "storage_bytes_per_server_day": bytes_total / snapshots_total * per_day if snapshots_total else math.nan,
         "storage_rows_per_snapshot": rows / snapshots_total if snapshots_total else math.nan,
@@ -232,6 +242,10 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
         "stop_seconds": stop_seconds,
         "stop_target_s": plan.collection_timeout + 2,
     }
+
+
+def _first_last_max(series: list[float]) -> list[float] | None:
+    return [round(v / MIB, 2) for v in (series[0], series[-1], max(series))] if series else None
 
 
 def report(result: dict[str, Any]) -> None:
@@ -259,6 +273,10 @@ def report(result: dict[str, Any]) -> None:
     print(f"  tree RSS MiB start / end     {fmt(result['tree_rss_mib_start'], 1)} / "
           f"{fmt(result['tree_rss_mib_end'], 1)} "
           f"(min/max {[round(v, 1) for v in result['tree_rss_mib_min_max'] or []]})")
+    print(f"  in the window (first/last/max) USS idle child {result['uss_idle_child_mib_first_last_max']} MiB, "
+          f"busy child median {result['uss_busy_child_median_mib_first_last_max']} MiB")
+    print(f"  per minute: tree RSS MiB {result['tree_rss_mib_per_minute']}")
+    print(f"  per minute: open fds {result['fds_per_minute']}")
     print(f"  storage per server per day   {fmt(result['storage_rows_per_server_day'], 0)} rows, "
           f"{fmt(result['storage_bytes_per_server_day'] / MIB, 2)} MiB ({fmt(result['storage_rows_per_snapshot'], 1)} "
           f"rows and {fmt(result['storage_bytes_per_snapshot'], 0)} bytes per snapshot, {plan['db']}, "

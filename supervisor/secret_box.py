@@ -60,18 +60,32 @@ def _create_key_file(path: Path) -> bytes:
     return key
 
 
+#: Passwords a DeferredSecretBox keeps decrypted (old tokens go when a password changes often).
+MAX_REMEMBERED = 100_000
+
+
 class PasswordDecryptor(Protocol):
     def decrypt(self, token: str) -> str: ...
 
 
 class DeferredSecretBox:
-    """Loads the key on first use: a tenant whose servers have no password needs no key file."""
+    """Loads the key on first use: a tenant whose servers have no password needs no key file.
+
+    Remembers what it decrypted: a child reads its server list every few seconds, and decrypting every
+    password each time was half the cost of that read."""
 
     def __init__(self, key_file: str) -> None:
         self._key_file = key_file
         self._box: SecretBox | None = None
+        self._decrypted: dict[str, str] = {}
 
     def decrypt(self, token: str) -> str:
-        if self._box is None:
-            self._box = SecretBox.load(self._key_file, create=False)
-        return self._box.decrypt(token)
+        plain = self._decrypted.get(token)
+        if plain is None:
+            if self._box is None:
+                self._box = SecretBox.load(self._key_file, create=False)
+            plain = self._box.decrypt(token)
+            if len(self._decrypted) >= MAX_REMEMBERED:
+                self._decrypted.clear()
+            self._decrypted[token] = plain
+        return plain

@@ -11,6 +11,7 @@ a burst forever on a fixed grid) and a restarted child keeps the same slots.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 import zlib
@@ -29,6 +30,7 @@ class _Slot:
 class Scheduler:
     def __init__(self, salt: str = "", wall_clock: Callable[[], float] = time.time) -> None:
         self._slots: dict[int, _Slot] = {}
+        self._heap: list[tuple[float, int]] = []  # (next_due, server_id); valid while it matches the slot
         self._salt = salt
         self._wall_clock = wall_clock
 
@@ -40,9 +42,12 @@ class Scheduler:
         for server_id, interval in intervals.items():
             slot = self._slots.get(server_id)
             if slot is None:
-                self._slots[server_id] = _Slot(interval, now + self.first_delay(server_id, interval))
+                slot = self._slots[server_id] = _Slot(interval, now + self.first_delay(server_id, interval))
+                heapq.heappush(self._heap, (slot.next_due, server_id))
             elif slot.interval != interval:
-                slot.next_due = min(slot.next_due, now + interval)
+                if now + interval < slot.next_due:
+                    slot.next_due = now + interval
+                    heapq.heappush(self._heap, (slot.next_due, server_id))
                 slot.interval = interval
 
     def first_delay(self, server_id: int, interval: float) -> float:
@@ -51,13 +56,17 @@ class Scheduler:
         return (phase - self._wall_clock()) % interval
 
     def due(self, now: float) -> list[int]:
-        """Servers to start now; their next slot is already booked."""
+        """Servers to start now, oldest slot first; their next slot is already booked."""
         ready: list[int] = []
-        for server_id, slot in self._slots.items():
-            if slot.next_due > now:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due_at, server_id = heapq.heappop(heap)
+            slot = self._slots.get(server_id)
+            if slot is None or slot.next_due != due_at:
                 continue
             missed = math.floor((now - slot.next_due) / slot.interval)
             slot.next_due += (missed + 1) * slot.interval
+            heapq.heappush(heap, (slot.next_due, server_id))
             if slot.in_flight:
                 slot.skipped += 1
                 continue
@@ -71,8 +80,14 @@ class Scheduler:
             slot.in_flight = False
 
     def next_due_in(self, now: float) -> float | None:
-        waiting = [slot.next_due for slot in self._slots.values()]
-        return max(0.0, min(waiting) - now) if waiting else None
+        heap = self._heap
+        while heap:
+            due_at, server_id = heap[0]
+            slot = self._slots.get(server_id)
+            if slot is not None and slot.next_due == due_at:
+                return max(0.0, due_at - now)
+            heapq.heappop(heap)
+        return None
 
     def in_flight(self, server_id: int) -> bool:
         slot = self._slots.get(server_id)

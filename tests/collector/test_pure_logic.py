@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import random
+from collections.abc import Callable
 
 import pyodbc
 import pytest
@@ -219,6 +221,61 @@ def test_scheduler_spreads_servers_over_the_whole_interval_and_keeps_their_slots
         assert math.isclose((1007.0 + restarted.first_delay(server_id, 30.0)) % 30, wall_slot, abs_tol=0.11)
     other_tenant = Scheduler(salt="globex", wall_clock=lambda: 1000.0)
     assert [other_tenant.first_delay(i, 30.0) for i in range(5)] != [scheduler.first_delay(i, 30.0) for i in range(5)]
+
+
+class _ScanScheduler:
+    """The plain reference: scan every server on every call (what the heap must match)."""
+
+    def __init__(self, first_delay: Callable[[int, float], float]) -> None:
+        self.first_delay = first_delay
+        self.slots: dict[int, list[float]] = {}  # id -> [interval, next_due, in_flight]
+
+    def set_servers(self, intervals: dict[int, float], now: float) -> None:
+        self.slots = {sid: slot for sid, slot in self.slots.items() if sid in intervals}
+        for sid, interval in intervals.items():
+            slot = self.slots.get(sid)
+            if slot is None:
+                self.slots[sid] = [interval, now + self.first_delay(sid, interval), 0]
+            elif slot[0] != interval:
+                slot[1] = min(slot[1], now + interval)
+                slot[0] = interval
+
+    def due(self, now: float) -> list[int]:
+        ready = []
+        for sid, slot in self.slots.items():
+            if slot[1] <= now:
+                slot[1] += (math.floor((now - slot[1]) / slot[0]) + 1) * slot[0]
+                if not slot[2]:
+                    slot[2] = 1
+                    ready.append(sid)
+        return ready
+
+    def next_due_in(self, now: float) -> float | None:
+        return max(0.0, min(slot[1] for slot in self.slots.values()) - now) if self.slots else None
+
+
+def test_scheduler_matches_a_full_scan_under_random_changes() -> None:
+    rng = random.Random(7)
+    scheduler = Scheduler(salt="x", wall_clock=lambda: 0.0)
+    reference = _ScanScheduler(scheduler.first_delay)
+    now = 0.0
+    for step in range(3000):
+        now += rng.choice((0.0, 0.05, 0.3, 1.0, 7.0))
+        if step % 50 == 0:  # servers come, go and change interval
+            intervals = {sid: rng.choice((1.0, 5.0, 30.0)) for sid in rng.sample(range(40), rng.randint(0, 30))}
+            scheduler.set_servers(intervals, now)
+            reference.set_servers(intervals, now)
+        started = scheduler.due(now)
+        assert sorted(started) == sorted(reference.due(now)), step
+        for sid in started:
+            if rng.random() < 0.8:  # the rest stay in flight for a while
+                scheduler.finished(sid)
+                reference.slots[sid][2] = 0
+        for sid in list(reference.slots):
+            if reference.slots[sid][2] and rng.random() < 0.1:
+                scheduler.finished(sid)
+                reference.slots[sid][2] = 0
+        assert scheduler.next_due_in(now) == reference.next_due_in(now), step
 
 
 def test_status_transitions() -> None:
