@@ -7,11 +7,15 @@
 on an open connection (reuse) or on a fresh connection per collection (noreuse).
 *ours*: the collector's own path: ``ServerSession.collect`` (connect, query timeout, the call,
 ``read_result_sets``, ``parse_sample``), then ``TenantRuntime._record`` (deltas, status, snapshot
-row, logging) and the real ``Writer`` thread storing into a real SQLite tenant DB.
+row, logging), then storage: each round's results go into a real SQLite tenant DB in one transaction
+with ``persist.write_items``, the call the child's writer makes for a batch. A round is one batch, so
+``--servers`` is the batch size (a 200-server tenant at 30 s gives the writer batches of about 13).
+Each collection is charged its share of its batch's storage CPU.
 
-Floor and ours alternate server by server, round by round, so machine noise hits both alike.
-CPU is this process's CPU time (``time.process_time``: all threads, the writer included); the
-simulator's CPU is measured separately with psutil.
+Floor and ours alternate round by round, so machine noise hits both alike. CPU is this process's
+CPU time (``time.process_time``); the simulator's CPU is measured separately with psutil. Last, the
+storage path alone is timed by batch size, next to a bare ``sqlite3`` loop writing the same rows
+(the floor of storage: what SQLite itself costs, without SQLAlchemy).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ CALL = "{CALL collector.usp_collect_snapshot}"
 class Series:
     cpu_ms: list[float] = field(default_factory=list)
     wall_ms: list[float] = field(default_factory=list)
-    cpu_total_s: float = 0.0  # includes work after the loop (writer flush)
+    cpu_total_s: float = 0.0
     sim_cpu_s: float = 0.0
     failures: int = 0
     path_cpu_ms: list[float] = field(default_factory=list)  # ours: collect + record, without storage
@@ -132,21 +136,21 @@ class Floor:
             self.conn = None
 
 
-def _recording_writer() -> type:
-    from supervisor.children.writer import Writer
+class HeldItems:
+    """Stands in for the child's writer thread: keeps each round's items for one ``write_items`` batch."""
 
-    class Recording(Writer):
-        """The real writer; keeps the last items it was given for the storage-by-batch figures."""
+    def __init__(self) -> None:
+        self.held: list[Any] = []
+        self.recorded: list[Any] = []  # the last items, for the storage-by-batch figures
 
-        recorded: list[Any]
+    def put(self, item: Any) -> None:
+        self.held.append(item)
+        self.recorded.append(item)
+        del self.recorded[:-400]
 
-        def put(self, item: Any) -> None:
-            recorded = self.__dict__.setdefault("recorded", [])
-            recorded.append(item)
-            del recorded[:-400]
-            super().put(item)
-
-    return Recording
+    def take(self) -> list[Any]:
+        items, self.held = self.held, []
+        return items
 
 
 class Ours:
@@ -175,21 +179,14 @@ class Ours:
         self.runtime: Any = None
 
     def start(self) -> None:
-        from supervisor.children import writer as writer_module
         from supervisor.children.runtime import TenantRuntime
-        from supervisor.children.spool import Spool
         from supervisor.ipc import ChildSpec
         from supervisor.storage.engine import make_engine
 
-        # One collection per transaction, the writer's worst case (a trickle of collections): the storage
-        # cost by batch size is measured separately (storage_by_batch); the fleet run shows real batching.
-        writer_module.BATCH_WINDOW = 0.0
-        RecordingWriter = _recording_writer()
         spec = ChildSpec(tenant_id=1, slug="bench", db_url=self.db_url, instance_id="bench", settings=self.settings)
         runtime = TenantRuntime(spec, threading.Event(), lambda _beat: None, lambda: True)
         runtime.engine = make_engine(self.db_url, pooled=True)
-        runtime.writer = RecordingWriter(runtime.engine, Spool(self.settings.spool_dir, "bench"), "bench")
-        runtime.writer.start()
+        runtime.writer = HeldItems()  # type: ignore[assignment]
         self.runtime = runtime
 
     def session(self, driver: str, server: SimServer, reuse: bool) -> Any:
@@ -208,14 +205,18 @@ class Ours:
         self.runtime._record(outcome)  # deltas, status, snapshot row, logging, writer.put
         return outcome.failure is None
 
-    def flush(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.runtime.writer.pending() and time.monotonic() < deadline:
-            time.sleep(0.002)
+    def store_round(self) -> int:
+        """The round's results in one transaction, as the writer stores a batch; returns how many."""
+        from supervisor.children.persist import write_items
+
+        items = self.runtime.writer.take()
+        if items:
+            with self.runtime.engine.begin() as conn:
+                write_items(conn, items)
+        return len(items)
 
     def stop(self) -> None:
         if self.runtime is not None:
-            self.runtime.writer.stop(10.0)
             self.runtime.engine.dispose()
 
     def stored(self) -> int:
@@ -225,22 +226,15 @@ class Ours:
             return int(db.execute("SELECT count(*) FROM metric_snapshots").fetchone()[0])
 
 
-def timed(series: Series, action: Callable[[], bool], after: Callable[[], None] | None = None,
-          path_only: list[float] | None = None) -> None:
-    """Wall = ``action``; CPU = ``action`` + ``after`` (the writer's share, which runs in its thread)."""
+def timed(series: Series, action: Callable[[], bool]) -> float:
+    """Records wall and CPU of ``action``; returns its CPU seconds."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
     ok = action()
     wall1, cpu1 = time.perf_counter(), time.process_time()
-    if after is not None:
-        after()
-    cpu2 = time.process_time()
-    series.cpu_ms.append(1000 * (cpu2 - cpu0))
     series.wall_ms.append(1000 * (wall1 - wall0))
-    series.cpu_total_s += cpu2 - cpu0
-    if path_only is not None:
-        path_only.append(1000 * (cpu1 - cpu0))
     if not ok:
         series.failures += 1
+    return cpu1 - cpu0
 
 
 def measure(driver: str, reuse: bool, servers: list[SimServer], ours: Ours, sim_pids: list[int],
@@ -253,20 +247,28 @@ def measure(driver: str, reuse: bool, servers: list[SimServer], ours: Ours, sim_
         for f, s in zip(floors, sessions, strict=True):
             f.collect()
             ours.collect(s)
-        ours.flush()
+        ours.store_round()
         for round_index in range(rounds):
-            # Blocks of one round over every server, floor and ours alternating which goes first.
+            # One round over every server, floor and ours alternating which goes first.
             order = ("floor", "ours") if round_index % 2 == 0 else ("ours", "floor")
             for who in order:
                 sim0 = cpu_of(sim_pids)
                 if who == "floor":
                     for f in floors:
-                        timed(floor, f.collect)
+                        cpu = timed(floor, f.collect)
+                        floor.cpu_ms.append(1000 * cpu)
+                        floor.cpu_total_s += cpu
                     floor.sim_cpu_s += cpu_of(sim_pids) - sim0
-                else:
-                    for s in sessions:
-                        timed(mine, lambda s=s: ours.collect(s), ours.flush, mine.path_cpu_ms)
-                    mine.sim_cpu_s += cpu_of(sim_pids) - sim0
+                    continue
+                paths = [timed(mine, lambda s=s: ours.collect(s)) for s in sessions]
+                cpu0 = time.process_time()
+                stored = ours.store_round()
+                share = (time.process_time() - cpu0) / max(1, stored)
+                mine.sim_cpu_s += cpu_of(sim_pids) - sim0
+                for path in paths:
+                    mine.path_cpu_ms.append(1000 * path)
+                    mine.cpu_ms.append(1000 * (path + share))
+                    mine.cpu_total_s += path + share
     finally:
         for f in floors:
             f.close()
@@ -275,27 +277,19 @@ def measure(driver: str, reuse: bool, servers: list[SimServer], ours: Ours, sim_
     return floor, mine
 
 
-def storage_by_batch(directory: Path, items: list[Any], batch_sizes: tuple[int, ...]) -> dict[int, float]:
-    """CPU ms per stored collection when the writer commits ``batch`` collections per transaction."""
+def storage_by_batch(directory: Path, items: list[Any], batch_sizes: tuple[int, ...]) -> dict[int, dict[str, float]]:
+    """CPU ms per stored collection when ``batch`` collections share a transaction: ``write_items`` through
+    SQLAlchemy (ours) and a bare ``sqlite3`` loop writing the same rows (the floor)."""
     import dataclasses
     import datetime as dt
 
-    from supervisor.children.persist import write_items
-    from supervisor.servers import ServerSpec, add_server
-    from supervisor.storage.engine import make_engine
-    from supervisor.storage.migrations import upgrade_tenant
-
-    results: dict[int, float] = {}
+    results: dict[int, dict[str, float]] = {}
     snapshots = [item for item in items if item.snapshot is not None]
     if not snapshots:
         return results
+    servers = max(item.server_id for item in snapshots)  # ids 1..N as in the run's DB
     for batch in batch_sizes:
-        engine = make_engine(f"sqlite:///{directory}/storage-{batch}.db", pooled=True)
-        upgrade_tenant(engine)
-        for index in range(max(item.server_id for item in snapshots)):  # ids 1..N as in the run's DB
-            add_server(engine, ServerSpec(name=f"s{index + 1}", host="h"), None)
-        total = 0
-        cpu = 0.0
+        chunks = []
         for start in range(0, 20 * batch, batch):
             chunk = []
             for offset in range(batch):
@@ -304,13 +298,84 @@ def storage_by_batch(directory: Path, items: list[Any], batch_sizes: tuple[int, 
                 snapshot = dataclasses.replace(item.snapshot, collected_at=item.snapshot.collected_at + shift)
                 status = dataclasses.replace(item.status, checked_at=item.status.checked_at + shift)
                 chunk.append(dataclasses.replace(item, snapshot=snapshot, status=status))
-            cpu0 = time.process_time()
-            with engine.begin() as conn:
-                total += write_items(conn, chunk)
-            cpu += time.process_time() - cpu0
-        engine.dispose()
-        results[batch] = 1000 * cpu / max(1, total)
+            chunks.append(chunk)
+        total = 20 * batch
+        ours = _store_with_persist(directory / f"ours-{batch}.db", servers, chunks)
+        bare = _store_with_sqlite3(directory / f"bare-{batch}.db", servers, chunks)
+        results[batch] = {"ours": 1000 * ours / total, "sqlite3": 1000 * bare / total}
     return results
+
+
+def _tenant_db(path: Path, servers: int) -> Any:
+    from supervisor.servers import ServerSpec, add_server
+    from supervisor.storage.engine import make_engine
+    from supervisor.storage.migrations import upgrade_tenant
+
+    engine = make_engine(f"sqlite:///{path}", pooled=True)
+    upgrade_tenant(engine)
+    for index in range(servers):
+        add_server(engine, ServerSpec(name=f"s{index + 1}", host="h"), None)
+    return engine
+
+
+def _store_with_persist(path: Path, servers: int, chunks: list[list[Any]]) -> float:
+    from supervisor.children.persist import write_items
+
+    engine = _tenant_db(path, servers)
+    cpu = 0.0
+    for chunk in chunks:
+        cpu0 = time.process_time()
+        with engine.begin() as conn:
+            write_items(conn, chunk)
+        cpu += time.process_time() - cpu0
+    engine.dispose()
+    return cpu
+
+
+def _store_with_sqlite3(path: Path, servers: int, chunks: list[list[Any]]) -> float:
+    """The same rows with the standard library only: no statement building, no type processing."""
+    import sqlite3
+
+    _tenant_db(path, servers).dispose()
+    db = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
+        db.execute(f"PRAGMA {pragma}")
+    snapshot_sql = ("INSERT INTO metric_snapshots (server_id, collected_at, cpu_percent, system_cpu_percent, "
+                    "memory_percent, sql_memory_mb, sql_target_memory_mb, connection_count, batch_requests_per_sec, "
+                    "interval_seconds, duration_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+    wait_sql = ("INSERT INTO wait_stats (snapshot_id, wait_type, waiting_tasks_count, wait_time_ms, "
+                "signal_wait_time_ms) VALUES (?,?,?,?,?)")
+    status_sql = ("UPDATE servers SET status=?, last_checked_at=?, consecutive_failures=?, last_error=?, "
+                  "last_error_class=?, last_success_at=coalesce(?, last_success_at) WHERE id=?")
+    baseline_sql = ("INSERT INTO counter_baselines (server_id, sqlserver_start_time, sample_time, "
+                    "batch_requests_total, waits_json) VALUES (?,?,?,?,?) ON CONFLICT (server_id) DO UPDATE SET "
+                    "sample_time=excluded.sample_time, batch_requests_total=excluded.batch_requests_total, "
+                    "waits_json=excluded.waits_json")
+    cpu = 0.0
+    for chunk in chunks:
+        cpu0 = time.process_time()
+        db.execute("BEGIN")
+        waits = []
+        for item in chunk:
+            row = item.snapshot
+            snapshot_id = db.execute(snapshot_sql, (
+                row.server_id, str(row.collected_at), row.cpu_percent, row.system_cpu_percent, row.memory_percent,
+                row.sql_memory_mb, row.sql_target_memory_mb, row.connection_count, row.batch_requests_per_sec,
+                row.interval_seconds, row.duration_ms)).lastrowid
+            waits += [(snapshot_id, name, w.waiting_tasks_count, w.wait_time_ms, w.signal_wait_time_ms)
+                      for name, w in row.waits.items()]
+        db.executemany(wait_sql, waits)
+        db.executemany(status_sql, [
+            (i.status.status, str(i.status.checked_at), i.status.consecutive_failures, i.status.error,
+             i.status.error_class, str(i.status.checked_at) if i.status.success else None, i.server_id)
+            for i in chunk])
+        db.executemany(baseline_sql, [
+            (i.server_id, str(i.baseline.sqlserver_start_time), str(i.baseline.sample_time),
+             i.baseline.batch_requests_total, i.baseline.waits_json()) for i in chunk if i.baseline is not None])
+        db.execute("COMMIT")
+        cpu += time.process_time() - cpu0
+    db.close()
+    return cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,9 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             for driver in drivers:
                 for mode in modes:
                     floor, mine = measure(driver, mode == "reuse", servers, ours, fleet.pids(), args.rounds)
-                    ours.flush()
                     results[f"{driver}/{mode}"] = {"floor": floor.summary(), "ours": mine.summary()}
-            ours.flush()
             results["stored_snapshots"] = ours.stored()
             recorded = getattr(ours.runtime.writer, "recorded", [])
             results["storage_cpu_ms_per_collection_by_batch"] = storage_by_batch(directory, recorded, (1, 10, 50, 200))
@@ -358,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"per-collection cost, {args.servers} simulated servers x {args.rounds} rounds each "
-          "(floor and ours interleaved; CPU = client process CPU; sim = simulator CPU, separately)")
+          "(floor and ours interleaved; CPU = client process CPU, ours with its share of a "
+          f"{args.servers}-collection storage batch; sim = simulator CPU, separately)")
     header = (f"{'driver/mode':<18} {'who':<6} {'n':>5} {'fail':>4} {'cpu med':>8} {'cpu p95':>8} "
               f"{'cpu mean':>9} {'wall med':>9} {'wall p95':>9} {'sim cpu':>8}")
     print(header)
@@ -380,8 +444,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"snapshots stored by ours: {results.get('stored_snapshots')}")
     by_batch = results.get("storage_cpu_ms_per_collection_by_batch") or {}
     if by_batch:
-        print("storage path alone (persist.write_items into SQLite), CPU ms per collection by collections per "
-              "transaction: " + ", ".join(f"{batch}: {fmt(ms)}" for batch, ms in by_batch.items()))
+        print("storage alone, CPU ms per collection by collections per transaction (persist.write_items through "
+              "SQLAlchemy / bare sqlite3, same rows): "
+              + ", ".join(f"{batch}: {fmt(ms['ours'])} / {fmt(ms['sqlite3'])}" for batch, ms in by_batch.items()))
     for key, value in results.items():
         if isinstance(value, dict) and "ours" in value:
             print(f"{key:<18} ours CPU median without storage (collect + record): "

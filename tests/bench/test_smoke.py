@@ -52,3 +52,18 @@ def test_quick_soak_audit_passes(tmp_path: Path) -> None:
     assert report["figures"]["snapshots_lost_beyond_tolerance"] == 0
     assert report["figures"]["duplicates"] == 0
     assert report["figures"]["snapshots_stored"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_collection_cost_runs_both_paths_and_stores_every_collection(tmp_path: Path) -> None:
+    out = tmp_path / "cost.json"
+    args = ("--servers", "3", "--rounds", "2", "--drivers", "freetds", "--modes", "reuse,noreuse")
+    result = run_script("bench.collection_cost", *args, "--json", str(out), timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    for mode in ("reuse", "noreuse"):
+        pair = figures[f"freetds/{mode}"]
+        assert pair["floor"]["collections"] == pair["ours"]["collections"] == 6
+        assert pair["floor"]["failures"] == pair["ours"]["failures"] == 0
+    assert figures["stored_snapshots"] == 2 * 3 * (1 + 2)  # per mode a warm-up and two rounds, every one stored
+    assert set(figures["storage_cpu_ms_per_collection_by_batch"]) == {"1", "10", "50", "200"}
