@@ -15,9 +15,9 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from sqlalchemy import Connection, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from supervisor.storage.system_schema import tenant_leases
+from supervisor.storage.upsert import conflict_insert
 
 
 def fair_share(active_count: int, live_instances: int) -> int:
@@ -94,8 +94,7 @@ def _ensure_rows(conn: Connection, tenant_ids: Collection[int]) -> None:
 
 
 def _insert_for(dialect: str) -> Callable[..., Any]:
-    if dialect == "postgresql":
-        return postgresql.insert
-    if dialect == "sqlite":
-        return sqlite.insert
-    raise NotImplementedError(f"tenant leases need PostgreSQL or SQLite, not {dialect}")
+    insert = conflict_insert(dialect)
+    if insert is None:
+        raise NotImplementedError(f"tenant leases need PostgreSQL or SQLite, not {dialect}")
+    return insert

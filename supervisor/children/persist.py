@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from supervisor.children.records import SnapshotRow, WriteItem
 from supervisor.children.status import StatusUpdate
@@ -25,6 +24,7 @@ from supervisor.storage.tenant_schema import (
     servers,
     wait_stats,
 )
+from supervisor.storage.upsert import conflict_insert
 
 _INSERT_SNAPSHOTS = insert(metric_snapshots).returning(metric_snapshots.c.id, sort_by_parameter_order=True)
 _INSERT_WAITS = insert(wait_stats)
@@ -52,20 +52,23 @@ _UPDATE_STATUS = (
 _BASELINE_COLUMNS = ("sqlserver_start_time", "sample_time", "batch_requests_total", "waits_json")
 
 
-def _baseline_upsert(dialect: Any) -> Any:
-    """INSERT .. ON CONFLICT DO UPDATE (only forward in time) where the dialect has it, else None."""
-    insert_for = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
-    if insert_for is None:
-        return None
-    statement = insert_for(counter_baselines)
-    return statement.on_conflict_do_update(
-        index_elements=[counter_baselines.c.server_id],
-        set_={name: statement.excluded[name] for name in _BASELINE_COLUMNS},
-        where=counter_baselines.c.sample_time < statement.excluded.sample_time,
-    )
+_baseline_upserts: dict[str, Any] = {}
 
 
-_BASELINE_UPSERTS = {name: _baseline_upsert(name) for name in ("sqlite", "postgresql")}
+def _baseline_upsert(dialect: str) -> Any:
+    """The baseline upsert (moving only forward in time) for this dialect, built on first use; None
+    where the dialect has no INSERT .. ON CONFLICT."""
+    if dialect not in _baseline_upserts:
+        insert_for = conflict_insert(dialect)
+        if insert_for is None:
+            return None
+        statement = insert_for(counter_baselines)
+        _baseline_upserts[dialect] = statement.on_conflict_do_update(
+            index_elements=[counter_baselines.c.server_id],
+            set_={name: statement.excluded[name] for name in _BASELINE_COLUMNS},
+            where=counter_baselines.c.sample_time < statement.excluded.sample_time,
+        )
+    return _baseline_upserts[dialect]
 
 
 def write_items(conn: Connection, items: Sequence[WriteItem]) -> int:
@@ -164,7 +167,7 @@ def _store_baselines(conn: Connection, items: list[WriteItem]) -> None:
             "batch_requests_total": baseline.batch_requests_total,
             "waits_json": baseline.waits_json(),
         })
-    upsert = _BASELINE_UPSERTS.get(conn.dialect.name)
+    upsert = _baseline_upsert(conn.dialect.name)
     if upsert is not None:
         conn.execute(upsert, rows)
         return

@@ -182,7 +182,7 @@ def test_baselines_without_an_upsert_move_only_forward(tmp_path: Path, monkeypat
     """The portable path for tenant DBs other than SQLite and PostgreSQL, run on SQLite."""
     from supervisor.children import persist
 
-    monkeypatch.setattr(persist, "_BASELINE_UPSERTS", {})
+    monkeypatch.setattr(persist, "conflict_insert", lambda _dialect: None)
     engine, sid = make_tenant(f"sqlite:///{tmp_path}/tenant.db")
     for seconds in (4, 2, 6):
         with engine.begin() as conn:

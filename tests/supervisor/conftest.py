@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +20,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 FAKE_RUNTIME_DIR = Path(__file__).parent / "fake_runtime"
-CLI = [shutil.which("collector-supervisor") or "collector-supervisor"]
+#: The installed console script: on PATH, else beside this interpreter (``.venv/bin/python -m pytest``).
+CLI = [shutil.which("collector-supervisor") or str(Path(sys.executable).parent / "collector-supervisor")]
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
