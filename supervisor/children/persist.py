@@ -50,8 +50,6 @@ _UPDATE_STATUS = (
 )
 
 _BASELINE_COLUMNS = ("sqlserver_start_time", "sample_time", "batch_requests_total", "waits_json")
-
-
 _baseline_upserts: dict[str, Any] = {}
 
 
