@@ -17,8 +17,8 @@ The audit (see ``audit()``), for every server:
   (kill → new child's first collection round: ``ceil(window / interval) + 1``); the restarting server
   may miss 1 slot per restart (its connection is dropped by the restart); the flapping server may
   miss the slots of its down window + 2.
-- no duplicates (two snapshots less than half an interval apart, beyond one per restart of the server's
-  child, whose new phase may bring one such pair), no negative or absurd rates (Batch Requests/sec
+- no duplicates (two snapshots less than half an interval apart: a restarted child keeps each server's
+  slots, so a restart brings none), no negative or absurd rates (Batch Requests/sec
   above 10x the simulated rate, CPU or memory outside 0-100, interval_seconds <= 0, negative waits);
   at most one rate-less sample per server per restart (first sample, instance restart).
 - fault servers: no snapshots, the expected status and error class.
@@ -234,7 +234,7 @@ class Audit:
 
 def audit(args: argparse.Namespace, tenants: dict[str, TenantData], roles: dict[str, str], timeline: Timeline,
           child_start: dict[str, dt.datetime], stop_wall: dt.datetime, samples: list[Any],
-          restart_windows: dict[str, float], child_restarts: dict[str, int]) -> Audit:
+          restart_windows: dict[str, float]) -> Audit:
     result = Audit()
     interval = args.interval
     lost = duplicates = healthy_count = stored = 0
@@ -261,11 +261,9 @@ def audit(args: argparse.Namespace, tenants: dict[str, TenantData], roles: dict[
             times = [s.collected_at for s in snaps]
             gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
             # Lost: every gap of n intervals hides n - 1 collections. Duplicates: two snapshots less than
-            # half an interval apart; a restarted child picks a new phase, so each restart of the
-            # server's child may bring one such pair.
+            # half an interval apart (a restarted child keeps each server's slots).
             missing = sum(max(0, round(gap / interval) - 1) for gap in gaps)
-            close = sum(1 for gap in gaps if gap < interval / 2)
-            dup = max(0, close - child_restarts.get(slug, 0))
+            dup = sum(1 for gap in gaps if gap < interval / 2)
             duplicates += dup
             late_first = (times[0] - child_start[slug]).total_seconds() - (min(interval, 10) + interval + 2)
             if late_first > 0:
@@ -367,10 +365,7 @@ def run(args: argparse.Namespace, directory: Path) -> Audit:
         tenants = {slug: load_tenant(slug, f"sqlite:///{deployment.directory}/var/tenants/{slug}.db")
                    for slug in groups}
         child_start, windows = child_times(deployment, timeline, args.interval)
-        child_restarts = {slug: max(0, sum(1 for e in deployment.log_events() if e.get("event") == "child.started"
-                                           and e.get("tenant") == slug) - 1) for slug in groups}
-        result = audit(args, tenants, roles, timeline, child_start, stop_wall, sampler.samples, windows,
-                       child_restarts)
+        result = audit(args, tenants, roles, timeline, child_start, stop_wall, sampler.samples, windows)
         if code != 0:
             result.fail(f"supervisor exit code {code} after SIGTERM")
         result.figures["stop_seconds"] = round(seconds, 2)
