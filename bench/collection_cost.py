@@ -154,7 +154,7 @@ class HeldItems:
 
 
 class Ours:
-    """The collector's per-server path for one tenant DB: sessions, runtime bookkeeping, writer."""
+    """The collector's per-server path for one tenant DB: sessions, runtime bookkeeping, storage in batches."""
 
     def __init__(self, directory: Path, servers: list[SimServer]) -> None:
         from supervisor.config import Settings

@@ -30,7 +30,7 @@ class _Slot:
 class Scheduler:
     def __init__(self, salt: str = "", wall_clock: Callable[[], float] = time.time) -> None:
         self._slots: dict[int, _Slot] = {}
-        self._heap: list[tuple[float, int]] = []  # (next_due, server_id); valid while it matches the slot
+        self._heap: list[tuple[float, int]] = []  # (next_due, server_id); stale once the slot moved on
         self._salt = salt
         self._wall_clock = wall_clock
 
@@ -61,8 +61,8 @@ class Scheduler:
         heap = self._heap
         while heap and heap[0][0] <= now:
             due_at, server_id = heapq.heappop(heap)
-            slot = self._slots.get(server_id)
-            if slot is None or slot.next_due != due_at:
+            slot = self._slot_due_at(server_id, due_at)
+            if slot is None:
                 continue
             missed = math.floor((now - slot.next_due) / slot.interval)
             slot.next_due += (missed + 1) * slot.interval
@@ -83,11 +83,15 @@ class Scheduler:
         heap = self._heap
         while heap:
             due_at, server_id = heap[0]
-            slot = self._slots.get(server_id)
-            if slot is not None and slot.next_due == due_at:
+            if self._slot_due_at(server_id, due_at) is not None:
                 return max(0.0, due_at - now)
             heapq.heappop(heap)
         return None
+
+    def _slot_due_at(self, server_id: int, due_at: float) -> _Slot | None:
+        """The server's slot if this heap entry is still its due time; None for a stale entry."""
+        slot = self._slots.get(server_id)
+        return slot if slot is not None and slot.next_due == due_at else None
 
     def in_flight(self, server_id: int) -> bool:
         slot = self._slots.get(server_id)
