@@ -43,8 +43,11 @@ HEARTBEAT_EVERY = 2.0
 SUMMARY_EVERY = 60.0
 #: The watchdog cancels a collection this long after its deadline (the query timeout should come first).
 CANCEL_GRACE = 0.3
-#: Longest main-loop sleep: how fast a stop request is noticed.
+#: Longest main-loop sleep while collections are in flight: how late a finished one is passed on to the
+#: writer and an overrun one is cancelled.
 TICK = 0.2
+#: Longest main-loop sleep with nothing in flight (a stop request wakes the loop at once).
+IDLE_TICK = 1.0
 #: How long stop() gives the writer to flush before spooling.
 WRITER_FLUSH_TIMEOUT = 5.0
 STARTUP_RETRY = 5.0
@@ -80,7 +83,6 @@ class TenantRuntime:
         self._stop = stop_event
         self._send_heartbeat = send_heartbeat
         self._parent_alive = parent_alive
-        self._wake = threading.Event()
         self._scheduler = Scheduler(salt=spec.slug)
         self._targets: dict[int, Target] = {}
         self._sessions: dict[int, ServerSession] = {}
@@ -189,9 +191,10 @@ class TenantRuntime:
             if now >= next_summary:
                 self._summary()
                 next_summary = now + SUMMARY_EVERY
-            until_due = self._scheduler.next_due_in(time.monotonic())
-            self._wake.wait(TICK if until_due is None else min(TICK, until_due))
-            self._wake.clear()
+            now = time.monotonic()
+            sleep = min(TICK if self._flights else IDLE_TICK, next_refresh - now, next_beat - now, next_summary - now)
+            until_due = self._scheduler.next_due_in(now)
+            self._stop.wait(max(0.0, sleep if until_due is None else min(sleep, until_due)))
 
     def _shutdown(self) -> None:
         """Stop scheduling, let in-flight collections end within their deadline, flush, close."""
@@ -204,8 +207,7 @@ class TenantRuntime:
         while self._flights and time.monotonic() < hard_limit:
             self._harvest()
             self._watch_deadlines(time.monotonic())
-            self._wake.wait(0.05)
-            self._wake.clear()
+            time.sleep(0.02)
         self._harvest()
         stuck = set(self._flights)
         if self.writer is not None:
@@ -310,7 +312,6 @@ class TenantRuntime:
             flight = _Flight(target, session)
             self._flights[server_id] = flight
             flight.future = self.pool.submit(self._collect, flight, self.settings.collection_timeout)
-            flight.future.add_done_callback(lambda _f: self._wake.set())
 
     @staticmethod
     def _collect(flight: _Flight, timeout: float) -> CollectionOutcome:
