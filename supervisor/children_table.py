@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, insert, select
 
 from supervisor.child_handle import ChildHandle
 from supervisor.storage.system_schema import tenant_children
+
+_COLUMNS = tuple(column.name for column in tenant_children.c if column.name != "tenant_id")
 
 
 def child_row(handle: ChildHandle, instance_id: str, now: dt.datetime) -> dict[str, object]:
@@ -28,10 +30,23 @@ def child_row(handle: ChildHandle, instance_id: str, now: dt.datetime) -> dict[s
     }
 
 
+_UPDATE_ROW = (
+    tenant_children.update()
+    .where(tenant_children.c.tenant_id == bindparam("tid"))
+    .values({name: bindparam(name) for name in _COLUMNS})
+)
+
+
 def record_children(conn: Connection, instance_id: str, handles: Iterable[ChildHandle], now: dt.datetime) -> None:
-    for handle in handles:
-        values = child_row(handle, instance_id, now)
-        table = tenant_children
-        updated = conn.execute(table.update().where(table.c.tenant_id == handle.tenant.id).values(**values)).rowcount
-        if not updated:
-            conn.execute(table.insert().values(tenant_id=handle.tenant.id, **values))
+    """Every child's row in one update and one insert (for children not in the table yet)."""
+    rows = {handle.tenant.id: child_row(handle, instance_id, now) for handle in handles}
+    if not rows:
+        return
+    present = set(
+        conn.execute(select(tenant_children.c.tenant_id).where(tenant_children.c.tenant_id.in_(rows))).scalars()
+    )
+    if present:
+        conn.execute(_UPDATE_ROW, [{"tid": tenant_id, **rows[tenant_id]} for tenant_id in sorted(present)])
+    missing = sorted(set(rows) - present)
+    if missing:
+        conn.execute(insert(tenant_children), [{"tenant_id": tenant_id, **rows[tenant_id]} for tenant_id in missing])
