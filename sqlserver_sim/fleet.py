@@ -36,11 +36,36 @@ A JSON object::
           "faults": {
             "down": false, "blackhole": false, "slow_login_ms": 0, "slow_query_ms": 0,
             "login_failed": false, "permission_denied": false, "disconnect_mid_result": false,
-            "restart": 0                   # generation; true counts as 1; a change restarts
+            "restart": 0,                  # generation; true counts as 1; a change restarts
+            "stall": null,                 # or a phase in which the server stops answering (below)
+            "ignore_attention": false      # true: ATTENTION (cancel) is never acknowledged
           }
         }
       ]
     }
+
+``stall`` makes the server stop answering for good in one phase of a connection, like a hung SQL
+Server or a broken middlebox:
+
+- ``"connect"``: TCP connect() never completes (a listener whose accept queue is full and never
+  drained: Linux drops the SYNs, the client stays in SYN_SENT until its own timeout).
+- ``"prelogin"``: the connection is accepted and the first message (PRELOGIN) read, never answered.
+- ``"tls"``: PRELOGIN is answered with encryption on, then the TLS handshake is never answered (nor is
+  a TDS 8.0 strict client's ClientHello). Only for ``"tls": true`` servers (else a FleetError).
+- ``"login"``: LOGIN7 is read, never answered.
+- ``"query"``: login and every other request work; the collection procedure / batch (the requests
+  ``slow_query_ms`` delays) is read and never answered.
+- ``"mid_result"``: of the collection's answer, the first result set (up to and including its
+  DONEINPROC/DONE) is sent and flushed in packets without EOM, then nothing more.
+- ``"before_done"``: every result set of the collection is sent, not the final DONE/DONEPROC.
+
+In a stall the server answers nothing more on that connection, ATTENTION included (no DONE with the
+ATTN bit), and keeps the socket open until the client closes it (or the server goes down, restarts or
+is removed). A change of ``stall`` on SIGHUP applies to new connections ("connect", "prelogin", "tls",
+"login") and new requests (the others); connections already stalled stay stalled. ``down`` and
+``blackhole`` win over ``stall``; ``slow_query_ms`` is waited before a query-phase stall shows.
+``ignore_attention`` without a stall: ATTENTION neither cancels a running request (the slow query's
+answer still comes, after its delay) nor is acknowledged, also on an idle connection.
 
 Unknown fields are errors. The file is re-read on SIGHUP: only servers whose entry changed are
 touched, servers added or removed are started or stopped; an invalid file keeps the old fleet.
@@ -53,15 +78,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sqlserver_sim.faults import Faults
+from sqlserver_sim.faults import Faults, parse_faults
+from sqlserver_sim.values import FleetError, as_bool, as_int, as_number, as_range, reject_unknown
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_USER = "sa"
 DEFAULT_PASSWORD = "Simulat0r!"
-
-
-class FleetError(ValueError):
-    """An invalid fleet file; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +163,7 @@ def load_fleet(path: Path) -> Fleet:
 def parse_fleet(document: Any) -> Fleet:
     if not isinstance(document, dict):
         raise FleetError("fleet: expected a JSON object")
-    _reject_unknown(document, {"host", "defaults", "servers", "cert_dir"}, "fleet")
+    reject_unknown(document, {"host", "defaults", "servers", "cert_dir"}, "fleet")
     host = document.get("host", DEFAULT_HOST)
     if not isinstance(host, str) or not host:
         raise FleetError("host: expected a non-empty string")
@@ -171,7 +193,7 @@ def parse_fleet(document: Any) -> Fleet:
 
 def parse_server(entry: dict[str, Any], where: str) -> ServerSpec:
     known = {f.name for f in fields(ServerSpec)}
-    _reject_unknown(entry, known, where)
+    reject_unknown(entry, known, where)
     values: dict[str, Any] = {}
     for f in fields(ServerSpec):
         if f.name not in entry:
@@ -183,11 +205,11 @@ def parse_server(entry: dict[str, Any], where: str) -> ServerSpec:
         if f.name == "profile":
             values[f.name] = _parse_profile(value, path)
         elif f.name == "faults":
-            values[f.name] = _parse_faults(value, path)
+            values[f.name] = parse_faults(value, path)
         elif f.name in ("port", "engine_edition", "timezone_offset_minutes"):
-            values[f.name] = _int(value, path)
+            values[f.name] = as_int(value, path)
         elif f.name in ("procedure_installed", "tls"):
-            values[f.name] = _bool(value, path)
+            values[f.name] = as_bool(value, path)
         else:
             if not isinstance(value, str) or not value:
                 raise FleetError(f"{path}: expected a non-empty string")
@@ -197,6 +219,8 @@ def parse_server(entry: dict[str, Any], where: str) -> ServerSpec:
         raise FleetError(f"{where}.port: {spec.port} is not a TCP port")
     if spec.host_platform not in ("Windows", "Linux"):
         raise FleetError(f"{where}.host_platform: expected 'Windows' or 'Linux'")
+    if spec.faults.stall == "tls" and not spec.tls:
+        raise FleetError(f"{where}.faults.stall: 'tls' needs \"tls\": true on this server")
     try:
         spec.version_tuple  # noqa: B018
     except ValueError as exc:
@@ -207,35 +231,19 @@ def parse_server(entry: dict[str, Any], where: str) -> ServerSpec:
 def _parse_profile(value: Any, where: str) -> Profile:
     if not isinstance(value, dict):
         raise FleetError(f"{where}: expected an object")
-    _reject_unknown(value, {f.name for f in fields(Profile)}, where)
+    reject_unknown(value, {f.name for f in fields(Profile)}, where)
     values: dict[str, Any] = {}
     for name, item in value.items():
         path = f"{where}.{name}"
         if name in _RANGE_FIELDS:
-            values[name] = _range(item, path, percent=name in _PERCENT_RANGES)
+            values[name] = as_range(item, path, percent=name in _PERCENT_RANGES)
         elif name == "cpu_record_on_start":
-            values[name] = _bool(item, path)
+            values[name] = as_bool(item, path)
         elif name in ("batch_requests_per_sec", "uptime_seconds"):
-            values[name] = _number(item, path)
+            values[name] = as_number(item, path)
         else:
-            values[name] = _int(item, path, minimum=1)
+            values[name] = as_int(item, path, minimum=1)
     return Profile(**values)
-
-
-def _parse_faults(value: Any, where: str) -> Faults:
-    if not isinstance(value, dict):
-        raise FleetError(f"{where}: expected an object")
-    _reject_unknown(value, {f.name for f in fields(Faults)}, where)
-    values: dict[str, Any] = {}
-    for name, item in value.items():
-        path = f"{where}.{name}"
-        if name == "restart":
-            values[name] = int(item) if isinstance(item, bool) else _int(item, path)
-        elif name.endswith("_ms"):
-            values[name] = _int(item, path)
-        else:
-            values[name] = _bool(item, path)
-    return Faults(**values)
 
 
 def _merge(defaults: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
@@ -246,39 +254,6 @@ def _merge(defaults: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def _reject_unknown(value: dict[str, Any], known: set[str], where: str) -> None:
-    for key in value:
-        if key not in known:
-            raise FleetError(f"{where}.{key}: unknown field")
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise FleetError(f"{path}: expected true or false")
-    return value
-
-
-def _int(value: Any, path: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FleetError(f"{path}: expected an integer >= {minimum}")
-    return value
-
-
-def _number(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise FleetError(f"{path}: expected a number >= 0")
-    return float(value)
-
-
-def _range(value: Any, path: str, *, percent: bool) -> tuple[float, float]:
-    if (not isinstance(value, list) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int | float) for v in value)
-            or not 0 <= value[0] <= value[1] or (percent and value[1] > 100)):
-        limit = " <= 100" if percent else ""
-        raise FleetError(f"{path}: expected [lo, hi] with 0 <= lo <= hi{limit}")
-    return float(value[0]), float(value[1])
 
 
 def generated_fleet(count: int, base_port: int, host: str = DEFAULT_HOST, user: str = DEFAULT_USER,
