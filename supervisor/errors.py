@@ -1,8 +1,7 @@
-"""Exceptions that carry an exit code and a one-line message for the user."""
+"""Exceptions that carry an exit code and a one-line message for the user; the log's error classes."""
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
@@ -21,3 +20,14 @@ class UsageError(CollectorError):
 
 class ConfigError(UsageError):
     """Invalid configuration file or value: exit 2."""
+
+
+# The ``error_class`` of a log line, a stored failure or a metric (README "Logs and events").
+CONNECT = "connect"
+LOGIN = "login"
+TIMEOUT = "timeout"
+PERMISSION = "permission"
+PROTOCOL = "protocol"
+STORAGE = "storage"
+CONFIG = "config"
+INTERNAL = "internal"

@@ -111,3 +111,17 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
     root.addHandler(handler)
     root.setLevel(settings.level)
     return handler
+
+
+def log_event(
+    logger: logging.Logger,
+    level: int,
+    event: str,
+    message: str,
+    *args: object,
+    exc_info: bool = False,
+    **fields: object,
+) -> None:
+    """Log ``message % args`` as the contract's event ``event`` with ``fields`` as JSON fields."""
+    if logger.isEnabledFor(level):
+        logger.log(level, message, *args, exc_info=exc_info, extra={"event": event, **fields}, stacklevel=2)

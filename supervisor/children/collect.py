@@ -19,19 +19,11 @@ from typing import Any
 import pyodbc
 
 from supervisor.children.connection_string import UnsafeValue, build
-from supervisor.children.errors import (
-    CONFIG,
-    CONNECT,
-    MISSING_PROCEDURE_NUMBER,
-    PROTOCOL,
-    TIMEOUT,
-    CollectionFailure,
-    classify,
-    has_number,
-)
+from supervisor.children.errors import MISSING_PROCEDURE_NUMBER, CollectionFailure, classify, has_number
 from supervisor.children.odbc_driver import OdbcDriver
 from supervisor.children.sample import RawSets, Sample, parse_sample
 from supervisor.children.targets import Target
+from supervisor.errors import CONFIG, CONNECT, PROTOCOL, TIMEOUT
 from supervisor.procedures.tsql import exec_statement, snapshot_batch
 
 # Connections are kept or closed by us (keep_connections), never parked by the driver manager's pool.

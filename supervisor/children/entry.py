@@ -16,11 +16,10 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 
-from supervisor.errors import ConfigError
+from supervisor.errors import CONFIG, INTERNAL, ConfigError
 from supervisor.ipc import (
     CHILD_EXIT_CONFIG,
     CHILD_EXIT_CRASH,
-    CHILD_EXIT_OK,
     CHILD_EXIT_ORPHANED,
     HEARTBEAT,
     ChildSpec,
@@ -52,14 +51,14 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     try:
         code = TenantRuntime(spec, stop, send_heartbeat, parent_alive).run()
     except ConfigError as exc:
-        log.error("tenant configuration unusable: %s", exc, extra=_context(spec, "child.config_error", "config"))
+        log.error("tenant configuration unusable: %s", exc, extra=_context(spec, "child.config_error", CONFIG))
         code = CHILD_EXIT_CONFIG
     except Exception:
-        log.exception("child crashed", extra=_context(spec, "child.crashed", "internal"))
+        log.exception("child crashed", extra=_context(spec, "child.crashed", INTERNAL))
         code = CHILD_EXIT_CRASH
     finally:
         logging.shutdown()
-    sys.exit(code if code is not None else CHILD_EXIT_OK)
+    sys.exit(code)
 
 
 def _context(spec: ChildSpec, event: str, error_class: str) -> dict[str, str]:

@@ -7,16 +7,8 @@ from dataclasses import dataclass
 
 import pyodbc
 
+from supervisor.errors import CONFIG, CONNECT, INTERNAL, LOGIN, PERMISSION, PROTOCOL, TIMEOUT
 from supervisor.logs import redact
-
-CONNECT = "connect"
-LOGIN = "login"
-TIMEOUT = "timeout"
-PERMISSION = "permission"
-PROTOCOL = "protocol"
-STORAGE = "storage"
-CONFIG = "config"
-INTERNAL = "internal"
 
 #: Classes that mean "we never got a working session": the server is offline.
 UNREACHABLE = frozenset({CONNECT, LOGIN, CONFIG})

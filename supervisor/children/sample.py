@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.children.errors import PROTOCOL, CollectionFailure
+from supervisor.children.errors import CollectionFailure
+from supervisor.errors import PROTOCOL
 from supervisor.procedures.benign_waits import benign_wait_types
 from supervisor.procedures.resultsets import CONTRACT_VERSION, COUNTERS, INSTANCE, RESULT_SETS, ResultSet
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from supervisor.children.deltas import Baseline
 from supervisor.children.records import WriteItem
+from supervisor.errors import STORAGE
 
 log = logging.getLogger("supervisor.child.spool")
 _sequence = itertools.count()
@@ -61,7 +62,7 @@ class Spool:
                         path.name,
                         number,
                         exc,
-                        extra={"event": "spool.corrupt", "tenant": self.tenant, "error_class": "storage"},
+                        extra={"event": "spool.corrupt", "tenant": self.tenant, "error_class": STORAGE},
                     )
         return items
 

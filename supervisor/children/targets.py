@@ -11,7 +11,7 @@ from supervisor.children.connection_string import Endpoint
 from supervisor.children.deltas import Baseline
 from supervisor.children.status import ServerState
 from supervisor.config import Settings
-from supervisor.errors import CollectorError
+from supervisor.errors import CONFIG, CollectorError
 from supervisor.logs import register_secret
 from supervisor.secret_box import PasswordDecryptor
 from supervisor.storage.tenant_schema import collection_configs, counter_baselines, servers
@@ -53,7 +53,7 @@ def load_targets(
                     "event": "servers.secret_error",
                     "tenant": tenant,
                     "server": row["name"],
-                    "error_class": "config",
+                    "error_class": CONFIG,
                 },
             )
             continue
