@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from supervisor.child_process import preload_child_modules
 from supervisor.cli.context import CliContext
 from supervisor.logs import configure_logging
-from supervisor.parent import Supervisor
-from supervisor.signals import SignalFlags, block_signals
+from supervisor.parent.fork import preload_child_modules
+from supervisor.parent.loop import Supervisor
+from supervisor.parent.signals import SignalFlags, block_signals
 
 
 def run(args: argparse.Namespace, ctx: CliContext) -> int:

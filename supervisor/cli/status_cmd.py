@@ -21,7 +21,7 @@ from supervisor.cli.output import age, print_json, print_table
 from supervisor.clock import utcnow
 from supervisor.config import Settings
 from supervisor.errors import CollectorError
-from supervisor.instances import RUNNING
+from supervisor.parent.instances import RUNNING
 from supervisor.storage.migrations import describe_db_error
 from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases, tenants
 from supervisor.storage.tenant_schema import metric_snapshots, servers

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from supervisor.child_handle import ChildHandle, ChildState, StopReason
+from supervisor.parent.handle import ChildHandle, ChildState, StopReason
 
 MIB = 1024 * 1024
 

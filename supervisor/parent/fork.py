@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 
 from sqlalchemy.engine import make_url
 
+from supervisor.errors import INTERNAL
 from supervisor.ipc import CHILD_EXIT_CRASH, ChildSpec, record_to_message
 
 #: What every child runs: imported by the parent before the first fork (the SQLite dialect: the default tenant DB).
@@ -92,6 +93,6 @@ def _report_crash(spec: ChildSpec, conn: Connection) -> None:
     record = logging.LogRecord("supervisor.child", logging.ERROR, __file__, 0, "child crashed", None, sys.exc_info())
     record.event = "child.crashed"
     record.tenant = spec.slug
-    record.error_class = "internal"
+    record.error_class = INTERNAL
     with contextlib.suppress(OSError):
         conn.send(record_to_message(record))

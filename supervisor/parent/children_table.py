@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, bindparam, insert, select
 
-from supervisor.child_handle import ChildHandle
+from supervisor.parent.handle import ChildHandle
 from supervisor.storage.system_schema import tenant_children
 
 _COLUMNS = tuple(column.name for column in tenant_children.c if column.name != "tenant_id")

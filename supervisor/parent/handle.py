@@ -1,10 +1,14 @@
-"""One tenant's child process and its state machine (modelled on supervisord's).
+"""One tenant's child process and its state machine (modelled on supervisord's ``Subprocess``).
 
     STOPPED ──start──▶ STARTING ──first heartbeat + STARTSECS──▶ RUNNING
     STARTING/RUNNING ──request_stop──▶ STOPPING ──exit──▶ STOPPED
-    STARTING/RUNNING ──unexpected exit──▶ EXITED ──▶ BACKOFF ──delay──▶ STARTING
+    STARTING/RUNNING ──unexpected exit──▶ BACKOFF ──delay──▶ STARTING
+    STOPPING ──kill_at passed──▶ (KILL sent) ──exit──▶ STOPPED
 
-The handle only tracks one process; the supervisor decides what follows an exit.
+Every change of ``state`` happens in a method of the handle. The timed moves are in ``transition(now)``,
+which returns the action that is due (start, kill) for the loop to carry out with its logging; the
+loop decides only whether the tenant is still wanted. The OS calls (fork, kill, join) go through the
+process object, so the unit tests drive the machine with a fake process. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from multiprocessing.process import BaseProcess
 
 from supervisor.backoff import HEALTHY_RUN_SECONDS, config_error_backoff, crash_backoff
 from supervisor.clock import utcnow
-from supervisor.ipc import CHILD_EXIT_CONFIG, ChildSpec, Heartbeat
+from supervisor.ipc import CHILD_EXIT_CONFIG, CHILD_EXIT_OK, ChildSpec, Heartbeat
 from supervisor.tenants import Tenant
 
 #: A child counts as RUNNING once it has sent a heartbeat and stayed up this long.
@@ -38,7 +42,6 @@ class ChildState(enum.StrEnum):
     RUNNING = "RUNNING"
     BACKOFF = "BACKOFF"
     STOPPING = "STOPPING"
-    EXITED = "EXITED"
 
 
 class StopReason(enum.StrEnum):
@@ -47,6 +50,19 @@ class StopReason(enum.StrEnum):
     NO_HEARTBEAT = "no heartbeat"
     RSS_LIMIT = "memory limit"
     LEASE_EXPIRING = "lease not renewed"
+
+
+#: Stops after which the child is not started again by this handle.
+FINAL_STOPS = frozenset({StopReason.NOT_WANTED, StopReason.SHUTDOWN, StopReason.LEASE_EXPIRING})
+
+
+class Due(enum.Enum):
+    """What ``transition`` says the loop must do now."""
+
+    NOTHING = "nothing"
+    PROMOTED = "promoted"  # STARTING → RUNNING happened (the loop logs it)
+    KILL = "kill"  # the stop's grace is over
+    START = "start"  # the backoff delay is over
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,11 @@ class ChildExit:
         if self.code is not None and self.code < 0:
             return f"killed by {signal.Signals(-self.code).name}"
         return f"exit code {self.code}"
+
+    @property
+    def expected(self) -> bool:
+        """A stop the parent asked for, ended with a clean exit."""
+        return self.requested is not None and self.code == CHILD_EXIT_OK
 
 
 class ChildHandle:
@@ -100,6 +121,7 @@ class ChildHandle:
         """A process exists that has not been reaped yet."""
         return self.process is not None
 
+    # --- moves the loop asks for -------------------------------------------------------------------------
     def start(
         self,
         context: ForkContext,
@@ -118,8 +140,13 @@ class ChildHandle:
             args=(spec, writer, [*sibling_conns, reader], parent_fds),
             name=f"tenant-{spec.slug}",
         )
-        process.start()
-        writer.close()  # the child holds the only write end: its death gives the parent EOF
+        try:
+            process.start()
+        except BaseException:
+            reader.close()
+            raise
+        finally:
+            writer.close()  # the child holds the only write end: its death gives the parent EOF
         if self.starts:
             self.restarts += 1
         self.starts += 1
@@ -131,24 +158,19 @@ class ChildHandle:
         self.killed = False
         self.rss_mb = None
 
+    def start_failed(self, now: float) -> float:
+        """The fork itself failed: back off as after a crash; returns the delay."""
+        return self._enter_backoff(self.crash_backoff.next_delay(), now)
+
     def on_heartbeat(self, beat: Heartbeat, now: float) -> None:
         self.last_heartbeat, self.last_heartbeat_at = beat, now
-
-    def promote_if_started(self, now: float) -> bool:
-        """STARTING → RUNNING after the first heartbeat and STARTSECS; True when it happened."""
-        if self.state is not ChildState.STARTING or self.last_heartbeat_at is None or self.started_at is None:
-            return False
-        if now - self.started_at < STARTSECS:
-            return False
-        self.state = ChildState.RUNNING
-        return True
 
     def heartbeat_age(self, now: float) -> float:
         reference = self.last_heartbeat_at or self.started_at or now
         return now - reference
 
     def request_stop(self, reason: StopReason, now: float, grace: float) -> bool:
-        """TERM once; KILL becomes due after ``grace`` seconds. False if already stopping."""
+        """TERM once; KILL becomes due after ``grace`` seconds. False if already stopping or not alive."""
         if self.process is None or self.state is ChildState.STOPPING:
             return False
         self.state = ChildState.STOPPING
@@ -157,10 +179,49 @@ class ChildHandle:
         self._signal(signal.SIGTERM)
         return True
 
+    def stop_by(self, deadline: float) -> None:
+        """Already stopping for another reason: make its KILL due no later than ``deadline``."""
+        if self.alive and not self.killed:
+            self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
+
     def kill(self) -> None:
         self.killed = True
+        self.kill_at = None
         self._signal(signal.SIGKILL)
 
+    def cancel_backoff(self) -> None:
+        """Not wanted any more: a child waiting to restart is not restarted."""
+        if self.state is ChildState.BACKOFF:
+            self.state = ChildState.STOPPED
+            self.retry_at = None
+
+    # --- timed moves -------------------------------------------------------------------------------------
+    def transition(self, now: float, wanted: bool) -> Due:
+        """The move that time has made due; state changes that need no OS call are made here."""
+        if self.state is ChildState.STARTING:
+            started = self.started_at
+            if self.last_heartbeat_at is not None and started is not None and now - started >= STARTSECS:
+                self.state = ChildState.RUNNING
+                return Due.PROMOTED
+        elif self.state is ChildState.STOPPING:
+            if self.kill_at is not None and now >= self.kill_at and not self.killed:
+                return Due.KILL
+        elif self.state is ChildState.BACKOFF:
+            if not wanted:
+                self.cancel_backoff()
+            elif self.retry_at is not None and now >= self.retry_at:
+                return Due.START
+        return Due.NOTHING
+
+    def next_deadline(self) -> float | None:
+        """The earliest time ``transition`` may have something to do (the loop sleeps no longer)."""
+        if self.state is ChildState.BACKOFF:
+            return self.retry_at
+        if self.state is ChildState.STOPPING and not self.killed:
+            return self.kill_at
+        return None
+
+    # --- exit --------------------------------------------------------------------------------------------
     def reap(self, now: float) -> ChildExit:
         """Join the exited process (its sentinel is ready) and release its resources."""
         assert self.process is not None
@@ -174,12 +235,16 @@ class ChildHandle:
             self.conn.close()
         self.process = self.conn = None
         self.last_exit_code, self.last_exit_wall = code, utcnow()
-        self.state = ChildState.STOPPED if result.requested else ChildState.EXITED
         self.kill_at = None
+        if result.requested is None:
+            self.last_error = result.description
         return result
 
-    def schedule_restart(self, exit_info: ChildExit, now: float) -> float:
-        """Enter BACKOFF; returns the delay before the next start."""
+    def settle(self, exit_info: ChildExit, wanted: bool, now: float) -> float | None:
+        """After ``reap``: STOPPED, or BACKOFF with the returned delay before the next start."""
+        if exit_info.requested in FINAL_STOPS or not wanted:
+            self.state = ChildState.STOPPED
+            return None
         if exit_info.requested is StopReason.RSS_LIMIT:
             delay = 0.0
         elif exit_info.code == CHILD_EXIT_CONFIG:
@@ -189,14 +254,12 @@ class ChildHandle:
                 self.crash_backoff.reset()
                 self.config_backoff.reset()
             delay = self.crash_backoff.next_delay()
+        return self._enter_backoff(delay, now)
+
+    def _enter_backoff(self, delay: float, now: float) -> float:
         self.state = ChildState.BACKOFF
         self.retry_at = now + delay
         return delay
-
-    def cancel_backoff(self) -> None:
-        if self.state in (ChildState.BACKOFF, ChildState.EXITED):
-            self.state = ChildState.STOPPED
-            self.retry_at = None
 
     def _signal(self, signo: signal.Signals) -> None:
         if self.process is None or self.process.pid is None:

@@ -6,6 +6,7 @@ import logging
 import time
 
 from supervisor.backoff import Backoff
+from supervisor.errors import STORAGE
 from supervisor.storage.engine import masked_url
 from supervisor.storage.migrations import describe_db_error
 
@@ -30,7 +31,7 @@ class SystemDbHealth:
                 "system DB %s unavailable, children keep running: %s",
                 masked_url(self.url),
                 describe_db_error(exc),
-                extra={"event": "system_db.unavailable", "error": describe_db_error(exc), "error_class": "storage"},
+                extra={"event": "system_db.unavailable", "error": describe_db_error(exc), "error_class": STORAGE},
             )
         return self._backoff.next_delay()
 

@@ -1,0 +1,302 @@
+"""The supervisor: one thread, one loop, one child process per active tenant leased to this instance.
+
+Each turn waits on the signal wake-up fd, every child's pipe and every child's sentinel, then relays
+children's log records and heartbeats, reaps exited children, polls the system DB when due,
+reconciles the children with the tenants it may run, and tends them (timed moves, watchdog).
+Children are forked: this process has no other thread and holds no DB handle between uses (NullPool).
+See docs/architecture.md for the picture and the state machine.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing
+import signal
+import time
+from multiprocessing.connection import Connection, wait
+
+from supervisor import databases
+from supervisor.config import Settings, load_settings
+from supervisor.errors import CONFIG, STORAGE, ConfigError
+from supervisor.ipc import HEARTBEAT, LOG, ChildSpec
+from supervisor.logs import configure_logging, log_event
+from supervisor.parent.fork import preload_database_driver, run_child
+from supervisor.parent.handle import ChildExit, ChildHandle, ChildState, ChildTarget, Due, StopReason
+from supervisor.parent.instances import InstanceIdentity
+from supervisor.parent.log_relay import relay_child_record
+from supervisor.parent.signals import SignalFlags
+from supervisor.parent.system_sync import SystemDbSync
+from supervisor.parent.watchdog import check_heartbeat, check_memory
+from supervisor.tenants import Tenant
+
+log = logging.getLogger("supervisor.parent")
+
+#: Longest sleep of the loop: the watchdog and the kill deadlines are checked at least this often.
+TICK_SECONDS = 1.0
+#: Messages read from one child per turn, so a chatty child cannot starve the others.
+MESSAGES_PER_TURN = 200
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, flags: SignalFlags) -> None:
+        self.settings = settings
+        self.flags = flags
+        self.target: ChildTarget = run_child
+        self.identity = InstanceIdentity.create()
+        self.context = multiprocessing.get_context("fork")
+        self.system_db = SystemDbSync(settings, self.identity)
+        self.handles: dict[int, ChildHandle] = {}
+        self.active: dict[int, Tenant] = {}
+        self.runnable: set[int] = set()
+        self.next_memory_check = 0.0
+        self.lease_fenced = False
+        self.children_changed = False
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        log_event(
+            log, logging.INFO, "supervisor.started", "supervisor started (instance %s, pid %d)",
+            self.identity.id, self.identity.pid, instance=self.identity.id, host=self.identity.host,
+        )  # fmt: skip
+        while not self.flags.stop_requests:
+            self.wait_and_dispatch(self.next_timeout())
+            if self.flags.stop_requests:
+                break
+            if self.flags.take_reload():
+                self.reload_settings()
+            if self.system_db.poll_due(time.monotonic()):
+                self.poll()
+            self.tend_children(time.monotonic())
+            if self.children_changed:
+                self.children_changed = False
+                self.system_db.record_children(self.handles.values())
+        self.shutdown()
+        return 0
+
+    def next_timeout(self) -> float:
+        now = time.monotonic()
+        deadlines = [self.system_db.next_poll, now + TICK_SECONDS]
+        deadlines += [d for d in (h.next_deadline() for h in self.handles.values()) if d is not None]
+        return max(0.0, min(deadlines) - now)
+
+    def wait_and_dispatch(self, timeout: float) -> None:
+        by_conn = {id(h.conn): h for h in self.handles.values() if h.conn is not None}
+        by_sentinel = {h.process.sentinel: h for h in self.handles.values() if h.process is not None}
+        waitables: list[object] = [self.flags.wakeup_fd, *(h.conn for h in by_conn.values()), *by_sentinel]
+        ready = wait(waitables, timeout)  # type: ignore[arg-type]
+        exited: list[ChildHandle] = []
+        for item in ready:
+            if item == self.flags.wakeup_fd:
+                self.flags.drain()
+            elif isinstance(item, Connection):
+                self.read_messages(by_conn[id(item)], MESSAGES_PER_TURN)
+            else:
+                exited.append(by_sentinel[item])  # type: ignore[index]
+        for handle in exited:
+            self.read_messages(handle, None)  # everything it sent before dying comes before its exit line
+            self.on_exit(handle, handle.reap(time.monotonic()))
+
+    def read_messages(self, handle: ChildHandle, limit: int | None) -> None:
+        conn = handle.conn
+        count = 0
+        while conn is not None and (limit is None or count < limit):
+            try:
+                if not conn.poll():
+                    return
+                kind, payload = conn.recv()
+            except (EOFError, OSError):
+                conn.close()
+                handle.conn = None  # the child is gone or going: its sentinel reports the exit
+                return
+            count += 1
+            if kind == LOG:
+                relay_child_record(payload)
+            elif kind == HEARTBEAT:
+                handle.on_heartbeat(payload, time.monotonic())
+
+    # -- system DB and reconciling ----------------------------------------------------------------
+
+    def poll(self) -> None:
+        result = self.system_db.poll(self.handles.values())
+        if result is None:
+            return
+        self.lease_fenced = False
+        self.active, self.runnable = result.active, result.runnable
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        now = time.monotonic()
+        for tenant_id in sorted(self.runnable):
+            handle = self.handles.get(tenant_id)
+            if handle is None:
+                handle = self.handles[tenant_id] = ChildHandle(self.active[tenant_id])
+            handle.tenant = self.active[tenant_id]
+            if handle.state is ChildState.STOPPED:
+                self.start(handle)
+        for tenant_id, handle in list(self.handles.items()):
+            if tenant_id in self.runnable:
+                continue
+            if handle.alive:
+                self.stop(handle, StopReason.NOT_WANTED, now, self.settings.shutdown_timeout)
+            else:
+                handle.cancel_backoff()
+                del self.handles[tenant_id]
+
+    # -- tending children -------------------------------------------------------------------------
+
+    def start(self, handle: ChildHandle) -> None:
+        tenant = handle.tenant
+        spec = ChildSpec(
+            tenant_id=tenant.id,
+            slug=tenant.slug,
+            db_url=databases.tenant_url(self.settings, tenant),
+            instance_id=self.identity.id,
+            settings=self.settings,
+        )
+        siblings = [h.conn for h in self.handles.values() if h.conn is not None and h is not handle]
+        preload_database_driver(spec.db_url)
+        gc.freeze()  # the child's collector then never touches (copies) the parent's objects
+        try:
+            handle.start(self.context, spec, self.target, siblings, self.flags.fds)
+        except OSError as exc:
+            log_event(
+                log, logging.ERROR, "child.start_failed", "cannot start the child of tenant %s: %s", tenant.slug, exc,
+                tenant=tenant.slug, error=str(exc),
+            )  # fmt: skip
+            handle.start_failed(time.monotonic())
+            return
+        self.children_changed = True
+        log_event(
+            log, logging.INFO, "child.started", "child of tenant %s started (pid %s)", tenant.slug, handle.pid,
+            tenant=tenant.slug, child_pid=handle.pid, restarts=handle.restarts,
+        )  # fmt: skip
+
+    def tend_children(self, now: float) -> None:
+        fence_at = self.system_db.fence_at()
+        if fence_at is not None and now >= fence_at and not self.lease_fenced and self.runnable:
+            self.fence_unrenewed_leases(now)
+        check_memory_now = now >= self.next_memory_check
+        if check_memory_now:
+            self.next_memory_check = now + self.settings.poll_interval
+        for handle in list(self.handles.values()):
+            due = handle.transition(now, wanted=handle.tenant.id in self.runnable)
+            if due is Due.PROMOTED:
+                log_event(log, logging.DEBUG, "child.running", "child of tenant %s running", handle.slug,
+                          tenant=handle.slug)  # fmt: skip
+            elif due is Due.KILL:
+                self.kill(handle, f"did not stop within {self.settings.shutdown_timeout:g}s")
+            elif due is Due.START:
+                self.start(handle)
+            verdict = check_heartbeat(handle, now, self.settings.heartbeat_timeout)
+            if verdict is None and check_memory_now:
+                verdict = check_memory(handle, self.settings.max_child_rss_mb)
+            if verdict is not None:
+                handle.last_error = verdict.detail
+                log_event(
+                    log, logging.WARNING, "child.watchdog", "stopping the child of tenant %s: %s",
+                    handle.slug, verdict.detail, tenant=handle.slug, child_pid=handle.pid,
+                )  # fmt: skip
+                handle.request_stop(verdict.reason, now, min(self.settings.shutdown_timeout, 10.0))
+
+    def fence_unrenewed_leases(self, now: float) -> None:
+        log_event(
+            log, logging.WARNING, "lease.expiring",
+            "tenant leases could not be renewed: stopping %d children before the leases expire",
+            sum(1 for h in self.handles.values() if h.alive), instance=self.identity.id,
+        )  # fmt: skip
+        self.lease_fenced = True
+        self.runnable = set()
+        for handle in self.handles.values():
+            if not self.stop(handle, StopReason.LEASE_EXPIRING, now, self.settings.shutdown_timeout):
+                handle.cancel_backoff()
+
+    def stop(self, handle: ChildHandle, reason: StopReason, now: float, grace: float) -> bool:
+        if not handle.request_stop(reason, now, grace):
+            return False
+        log_event(
+            log, logging.INFO, "child.stopping", "stopping the child of tenant %s (pid %s): %s",
+            handle.slug, handle.pid, reason.value, tenant=handle.slug, child_pid=handle.pid, reason=reason.value,
+        )  # fmt: skip
+        return True
+
+    def on_exit(self, handle: ChildHandle, exit_info: ChildExit) -> None:
+        self.children_changed = True
+        log_event(
+            log, logging.INFO if exit_info.expected else logging.WARNING, "child.exited",
+            "child of tenant %s exited: %s", handle.slug, exit_info.description,
+            tenant=handle.slug, child_pid=exit_info.pid, exit_code=exit_info.code,
+            uptime_s=round(exit_info.uptime, 1),
+            reason=exit_info.requested.value if exit_info.requested else "unexpected",
+        )  # fmt: skip
+        wanted = handle.tenant.id in self.runnable and not self.flags.stop_requests
+        delay = handle.settle(exit_info, wanted, time.monotonic())
+        if delay is not None:
+            log_event(
+                log, logging.INFO, "child.restarting", "restarting the child of tenant %s in %.1fs",
+                handle.slug, delay, tenant=handle.slug, delay_s=round(delay, 2), restarts=handle.restarts + 1,
+                exit_code=exit_info.code,
+            )  # fmt: skip
+
+    def kill(self, handle: ChildHandle, why: str) -> None:
+        log_event(
+            log, logging.WARNING, "child.killed", "killing the child of tenant %s (pid %s): %s",
+            handle.slug, handle.pid, why, tenant=handle.slug, child_pid=handle.pid, reason=why,
+        )  # fmt: skip
+        handle.kill()
+
+    # -- reload and shutdown ----------------------------------------------------------------------
+
+    def reload_settings(self) -> None:
+        path = self.settings.config_path
+        if path is None:
+            return
+        try:
+            settings = load_settings(path)
+        except ConfigError as exc:
+            log_event(
+                log, logging.ERROR, "config.reload_failed", "configuration not reloaded, keeping the current "
+                "settings: %s", exc, error=str(exc), error_class=CONFIG,
+            )  # fmt: skip
+            return
+        if settings.logging != self.settings.logging:
+            configure_logging(settings.logging)
+        self.system_db.use_settings(settings)
+        self.settings = settings
+        log_event(log, logging.INFO, "config.reloaded", "configuration reloaded from %s (new children use it)", path)
+
+    def shutdown(self) -> None:
+        signal_name = signal.Signals(self.flags.last_stop_signal).name if self.flags.last_stop_signal else "request"
+        log_event(
+            log, logging.INFO, "supervisor.stopping", "supervisor stopping on %s: stopping %d children",
+            signal_name, len(self.alive()), instance=self.identity.id,
+        )  # fmt: skip
+        now = time.monotonic()
+        for handle in self.handles.values():
+            if not handle.request_stop(StopReason.SHUTDOWN, now, self.settings.shutdown_timeout):
+                handle.cancel_backoff()
+                handle.stop_by(now + self.settings.shutdown_timeout)  # already stopping: the same deadline
+        escalated = False
+        while self.alive():
+            now = time.monotonic()
+            if self.flags.stop_requests > 1 and not escalated:
+                escalated = True
+                for handle in self.alive():
+                    self.kill(handle, "second stop signal")
+            for handle in self.alive():
+                if handle.transition(now, wanted=False) is Due.KILL:
+                    self.kill(handle, f"did not stop within {self.settings.shutdown_timeout:g}s")
+            deadlines = [d - now for d in (h.next_deadline() for h in self.alive()) if d is not None]
+            self.wait_and_dispatch(max(0.0, min([TICK_SECONDS, *deadlines])))
+        failure = self.system_db.record_stop(self.handles.values())
+        if failure is not None:
+            log_event(
+                log, logging.WARNING, "supervisor.stop_unrecorded",
+                "could not record the stop in the system DB (leases expire on their own): %s", failure,
+                error=str(failure), error_class=STORAGE,
+            )  # fmt: skip
+        log_event(log, logging.INFO, "supervisor.stopped", "supervisor stopped", instance=self.identity.id)
+
+    def alive(self) -> list[ChildHandle]:
+        return [h for h in self.handles.values() if h.alive]

@@ -1,0 +1,123 @@
+"""The parent's conversation with the system DB: one object, asked by the loop when a poll is due.
+
+A poll (one transaction) refreshes this instance's heartbeat, reads the active tenants, renews,
+claims and releases leases, and writes the children table; it returns the tenants this instance may
+run. A failed poll leaves everything as it was (children keep running) and is retried with backoff;
+``fence_at`` says when children whose lease could not be renewed must be stopped so they are gone
+before another instance may claim their tenant. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from supervisor import databases
+from supervisor.clock import utcnow
+from supervisor.config import Settings
+from supervisor.errors import CollectorError
+from supervisor.parent import instances, leases
+from supervisor.parent.children_table import record_children
+from supervisor.parent.db_health import SystemDbHealth
+from supervisor.parent.handle import ChildHandle
+from supervisor.parent.instances import InstanceIdentity
+from supervisor.storage.migrations import upgrade_system
+from supervisor.storage.system_schema import tenants as tenants_table
+from supervisor.tenants import ACTIVE, Tenant
+
+#: What a system DB call can raise when the DB is down, locked or broken.
+DB_ERRORS = (SQLAlchemyError, CollectorError)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    active: dict[int, Tenant]  # every active tenant, by id
+    runnable: set[int]  # the active tenants this instance holds a lease on
+
+
+class SystemDbSync:
+    def __init__(self, settings: Settings, identity: InstanceIdentity) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.started_wall = utcnow()
+        self.engine: Engine = databases.system_engine(settings)
+        self.health = SystemDbHealth(settings.system_db, max_retry_delay=settings.poll_interval)
+        self.schema_ready = False
+        self.next_poll = 0.0
+        self.lease_renewed_at: float | None = None
+
+    def poll_due(self, now: float) -> bool:
+        return now >= self.next_poll
+
+    def poll(self, handles: Iterable[ChildHandle]) -> PollResult | None:
+        """One poll; None when the system DB could not be used (the next try is scheduled)."""
+        handles = list(handles)
+        started = time.monotonic()
+        try:
+            if not self.schema_ready:
+                upgrade_system(self.engine)
+                self.schema_ready = True
+            now = utcnow()
+            busy = {h.tenant.id for h in handles if h.alive}
+            with self.engine.begin() as conn:
+                instances.heartbeat(conn, self.identity, self.started_wall, now)
+                live = instances.count_live(conn, now, self.settings.lease_duration)
+                rows = conn.execute(select(tenants_table).where(tenants_table.c.status == ACTIVE)).mappings()
+                active = {t.id: t for t in (Tenant.from_row(row) for row in rows)}
+                runnable = leases.sync_leases(
+                    conn, self.identity.id, list(active), busy, live, now, self.settings.lease_duration
+                )
+                record_children(conn, self.identity.id, handles, now)
+        except DB_ERRORS as exc:
+            self._failed(exc)
+            return None
+        self.health.succeeded()
+        self.lease_renewed_at = started
+        self.next_poll = started + self.settings.poll_interval
+        return PollResult(active, runnable)
+
+    def record_children(self, handles: Iterable[ChildHandle]) -> None:
+        """Write starts and exits as they happen (polls write everything anyway); skipped during an outage."""
+        if not (self.health.available and self.schema_ready):
+            return
+        try:
+            with self.engine.begin() as conn:
+                record_children(conn, self.identity.id, handles, utcnow())
+        except DB_ERRORS as exc:
+            self._failed(exc)
+
+    def record_stop(self, handles: Iterable[ChildHandle]) -> CollectorError | SQLAlchemyError | None:
+        """Children's last rows, leases released, instance marked stopped; the error if that failed."""
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                record_children(conn, self.identity.id, handles, now)
+                leases.release_leases(conn, self.identity.id)
+                instances.mark_stopped(conn, self.identity, now)
+        except DB_ERRORS as exc:
+            return exc
+        return None
+
+    def fence_at(self) -> float | None:
+        """When to stop children whose lease could not be renewed, so they are gone before it expires."""
+        if self.lease_renewed_at is None:
+            return None
+        duration = self.settings.lease_duration
+        return self.lease_renewed_at + duration - min(self.settings.shutdown_timeout, duration / 2)
+
+    def use_settings(self, settings: Settings) -> None:
+        """After a reload: a new system DB URL gets a new engine; the next poll comes at once."""
+        if settings.system_db != self.settings.system_db:
+            self.engine = databases.system_engine(settings)
+            self.health = SystemDbHealth(settings.system_db, max_retry_delay=settings.poll_interval)
+            self.schema_ready = False
+        self.settings = settings
+        self.next_poll = 0.0
+
+    def _failed(self, exc: BaseException) -> None:
+        self.next_poll = time.monotonic() + self.health.failed(exc)
+
