@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -176,18 +175,18 @@ class Ours:
                               password=SIM_PASSWORD, encrypt="no")
             self.server_ids[server.name] = add_server(engine, spec, None).id
         engine.dispose()
-        self.runtime: Any = None
+        self.engine: Any = None
+        self.held: Any = None
+        self.recorder: Any = None
 
     def start(self) -> None:
-        from supervisor.children.runtime import TenantRuntime
-        from supervisor.ipc import ChildSpec
+        from supervisor.children.recorder import OutcomeRecorder
+        from supervisor.children.stats import TenantStats
         from supervisor.storage.engine import make_engine
 
-        spec = ChildSpec(tenant_id=1, slug="bench", db_url=self.db_url, instance_id="bench", settings=self.settings)
-        runtime = TenantRuntime(spec, threading.Event(), lambda _beat: None, lambda: True)
-        runtime.engine = make_engine(self.db_url, pooled=True)
-        runtime.writer = HeldItems()  # type: ignore[assignment]
-        self.runtime = runtime
+        self.engine = make_engine(self.db_url, pooled=True)
+        self.held = HeldItems()
+        self.recorder = OutcomeRecorder("bench", self.settings.max_sample_gap, TenantStats(), self.held.put)
 
     def session(self, driver: str, server: SimServer, reuse: bool) -> Any:
         from supervisor.children.collect import ServerSession
@@ -202,22 +201,22 @@ class Ours:
 
     def collect(self, session: Any) -> bool:
         outcome = session.collect(time.monotonic() + self.settings.collection_timeout)
-        self.runtime._record(outcome)  # deltas, status, snapshot row, logging, writer.put
+        self.recorder.record(outcome)  # deltas, status, snapshot row, logging, writer.put
         return outcome.failure is None
 
     def store_round(self) -> int:
         """The round's results in one transaction, as the writer stores a batch; returns how many."""
         from supervisor.children.persist import write_items
 
-        items = self.runtime.writer.take()
+        items = self.held.take()
         if items:
-            with self.runtime.engine.begin() as conn:
+            with self.engine.begin() as conn:
                 write_items(conn, items)
         return len(items)
 
     def stop(self) -> None:
-        if self.runtime is not None:
-            self.runtime.engine.dispose()
+        if self.engine is not None:
+            self.engine.dispose()
 
     def stored(self) -> int:
         import sqlite3
@@ -408,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                     floor, mine = measure(driver, mode == "reuse", servers, ours, fleet.pids(), args.rounds)
                     results[f"{driver}/{mode}"] = {"floor": floor.summary(), "ours": mine.summary()}
             results["stored_snapshots"] = ours.stored()
-            recorded = getattr(ours.runtime.writer, "recorded", [])
+            recorded = getattr(ours.held, "recorded", [])
             results["storage_cpu_ms_per_collection_by_batch"] = storage_by_batch(directory, recorded, (1, 10, 50, 200))
         finally:
             ours.stop()

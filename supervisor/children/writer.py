@@ -18,10 +18,12 @@ import time
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, SQLAlchemyError
 
+from supervisor.backoff import Backoff
 from supervisor.children.persist import write_items
 from supervisor.children.records import WriteItem
 from supervisor.children.retention import purge_batch
 from supervisor.children.spool import Spool
+from supervisor.errors import INTERNAL, STORAGE
 from supervisor.storage.migrations import describe_db_error
 
 log = logging.getLogger("supervisor.child.writer")
@@ -93,7 +95,8 @@ class Writer:
             self._stopping = True
             self._flush_deadline = time.monotonic() + timeout
             self._cond.notify_all()
-        self._thread.join(timeout + 0.5)
+        if self._thread.is_alive():  # never started when the child stopped before its first load
+            self._thread.join(timeout + 0.5)
         with self._cond:
             leftover = [*self._in_hand, *self._buffer]
             self._in_hand = []
@@ -109,7 +112,7 @@ class Writer:
 
     # --- writer thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
-        backoff = BACKOFF_START
+        backoff = Backoff(base=BACKOFF_START, cap=BACKOFF_MAX)
         next_housekeeping = time.monotonic()
         while True:
             if self._healthy and not self._stopping_now() and time.monotonic() >= next_housekeeping:
@@ -131,10 +134,9 @@ class Writer:
                 if self._store(batch):
                     with self._cond:
                         self._in_hand = []
-                    backoff = BACKOFF_START
+                    backoff.reset()
                 else:
-                    self._sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    self._sleep(backoff.next_delay())
                 continue
             if stopping:
                 return
@@ -164,7 +166,7 @@ class Writer:
         except Exception:
             log.exception(
                 "writer failed unexpectedly; retrying",
-                extra={"event": "writer.failed", "tenant": self._tenant, "error_class": "internal"},
+                extra={"event": "writer.failed", "tenant": self._tenant, "error_class": INTERNAL},
             )
             return False
         self._note_success()
@@ -182,7 +184,7 @@ class Writer:
                 log.error(
                     "dropping a result the tenant DB rejects: %s",
                     describe_db_error(exc),
-                    extra={"event": "writer.rejected", "tenant": self._tenant, "error_class": "storage"},
+                    extra={"event": "writer.rejected", "tenant": self._tenant, "error_class": STORAGE},
                 )
 
     def _replay_spool(self) -> None:
@@ -214,7 +216,7 @@ class Writer:
             log.warning(
                 "retention failed: %s",
                 describe_db_error(exc),
-                extra={"event": "retention.failed", "tenant": self._tenant, "error_class": "storage"},
+                extra={"event": "retention.failed", "tenant": self._tenant, "error_class": STORAGE},
             )
 
     def _spill_oldest_locked(self, count: int) -> None:
@@ -224,7 +226,7 @@ class Writer:
             "write buffer full: spooled %d results to %s",
             count,
             path,
-            extra={"event": "writer.spooled", "tenant": self._tenant, "error_class": "storage"},
+            extra={"event": "writer.spooled", "tenant": self._tenant, "error_class": STORAGE},
         )
 
     def _note_failure(self, exc: SQLAlchemyError) -> None:
@@ -236,7 +238,7 @@ class Writer:
                 extra={
                     "event": "writer.db_unavailable",
                     "tenant": self._tenant,
-                    "error_class": "storage",
+                    "error_class": STORAGE,
                     "error": describe_db_error(exc),
                 },
             )

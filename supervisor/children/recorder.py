@@ -1,0 +1,81 @@
+"""A finished collection's bookkeeping in the child: deltas and status (``process_outcome``), the
+server's state and baseline kept for the next one, counters, the log lines, and the rows handed to
+the writer. Runs on the child's main thread only."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from supervisor.children.collect import CollectionOutcome
+from supervisor.children.deltas import Baseline
+from supervisor.children.failure_log import FailureLogPolicy
+from supervisor.children.outcome import process_outcome
+from supervisor.children.records import WriteItem
+from supervisor.children.stats import TenantStats
+from supervisor.children.status import ServerState
+from supervisor.logs import log_event
+
+log = logging.getLogger("supervisor.child")
+
+
+class OutcomeRecorder:
+    def __init__(self, tenant: str, max_sample_gap: float, stats: TenantStats, put: Callable[[WriteItem], None]):
+        self.tenant = tenant
+        self.max_sample_gap = max_sample_gap
+        self.stats = stats
+        self.states: dict[int, ServerState] = {}
+        self.baselines: dict[int, Baseline] = {}
+        self._put = put
+        self._failure_log = FailureLogPolicy()
+
+    def state_of(self, server_id: int) -> ServerState:
+        return self.states.get(server_id, ServerState())
+
+    def merge_baselines(self, baselines: dict[int, Baseline]) -> None:
+        """Keep the newer of each server's known and given baseline (spooled ones may be newer)."""
+        for server_id, baseline in baselines.items():
+            current = self.baselines.get(server_id)
+            if current is None or baseline.sample_time > current.sample_time:
+                self.baselines[server_id] = baseline
+
+    def record(self, outcome: CollectionOutcome) -> None:
+        target = outcome.target
+        sid = target.server_id
+        context = {"tenant": self.tenant, "server": target.name, "duration_ms": outcome.duration_ms}
+        previous = self.baselines.get(sid)
+        processed = process_outcome(outcome, previous, self.state_of(sid), self.max_sample_gap)
+        self.states[sid] = processed.state
+        update = processed.item.status
+        if outcome.sample is not None and processed.baseline is not None:
+            self.baselines[sid] = processed.baseline
+            self.stats.succeeded(outcome.duration_ms, outcome.sample.sample_time)
+            self._failure_log.succeeded(sid)
+            log_event(log, logging.DEBUG, "collection.succeeded", "collected %s", target.name, **context)
+            if previous is not None and processed.deltas is not None and processed.deltas.rebaselined:
+                log_event(
+                    log, logging.INFO, "collection.rebaselined", "server %s: no rate for this sample (%s)",
+                    target.name, processed.deltas.rebaselined, **context,
+                )  # fmt: skip
+            if outcome.fell_back_to_adhoc:
+                log_event(
+                    log, logging.WARNING, "collection.adhoc_fallback",
+                    "server %s has no collection procedure (error 2812): collecting with the ad-hoc batch; "
+                    "install it with 'collector-supervisor procedures deploy'", target.name, **context,
+                )  # fmt: skip
+        else:
+            failure = outcome.failure
+            assert failure is not None
+            self.stats.failed(outcome.duration_ms)
+            level, repeats = self._failure_log.failed(sid, failure.error_class, time.monotonic())
+            log_event(
+                log, level, "collection.failed", "collection from %s failed: %s", target.name, failure.message,
+                error_class=failure.error_class, error=failure.message, repeats=repeats, **context,
+            )  # fmt: skip
+        if update.status_changed:
+            log_event(
+                log, logging.INFO, "server.status_changed", "server %s is %s", target.name, update.status,
+                status=update.status, error_class=update.error_class, error=update.error, **context,
+            )  # fmt: skip
+        self._put(processed.item)

@@ -1,0 +1,74 @@
+"""The servers a child collects from and their sessions (one ``ServerSession`` per server).
+
+``replace`` takes a fresh list read from the tenant DB: a removed or changed server's session is
+retired (closed once no collection uses it), so a changed host, port or password gets a new
+connection while the old one finishes or is abandoned. Main thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from supervisor.children.collect import ServerSession
+from supervisor.children.odbc_driver import OdbcDriver
+from supervisor.children.targets import Target
+
+
+@dataclass(frozen=True)
+class Changes:
+    added: int
+    removed: int
+    changed: int
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+class ServerList:
+    def __init__(self, driver: OdbcDriver, login_timeout: float, keep_connections: bool) -> None:
+        self.targets: dict[int, Target] = {}
+        self._driver = driver
+        self._login_timeout = login_timeout
+        self._keep_connections = keep_connections
+        self._sessions: dict[int, ServerSession] = {}
+        self._retired: list[ServerSession] = []  # replaced/removed sessions to close when idle
+
+    def replace(self, targets: dict[int, Target], busy: Collection[ServerSession]) -> Changes:
+        added = [sid for sid in targets if sid not in self.targets]
+        removed = [sid for sid in self.targets if sid not in targets]
+        changed = [sid for sid in targets if sid in self.targets and targets[sid] != self.targets[sid]]
+        for sid in removed + changed:
+            session = self._sessions.pop(sid, None)
+            if session is not None:
+                self._retired.append(session)
+        self.targets = targets
+        self.close_idle_retired(busy)
+        return Changes(len(added), len(removed), len(changed))
+
+    def session_for(self, target: Target) -> ServerSession:
+        session = self._sessions.get(target.server_id)
+        if session is None:
+            session = ServerSession(target, self._driver, self._login_timeout, self._keep_connections)
+            self._sessions[target.server_id] = session
+        return session
+
+    def has_retired(self) -> bool:
+        return bool(self._retired)
+
+    def close_idle_retired(self, busy: Collection[ServerSession]) -> None:
+        busy_ids = {id(session) for session in busy}
+        still_busy = []
+        for session in self._retired:
+            if id(session) in busy_ids:
+                still_busy.append(session)
+            else:
+                session.close()
+        self._retired = still_busy
+
+    def close_all(self, busy: Collection[ServerSession]) -> None:
+        """At shutdown: every session no collection still holds."""
+        busy_ids = {id(session) for session in busy}
+        for session in [*self._sessions.values(), *self._retired]:
+            if id(session) not in busy_ids:
+                session.close()
