@@ -10,7 +10,7 @@ from __future__ import annotations
 import configparser
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,6 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     #: The file these settings came from (None: built-in defaults).
     config_path: str | None = None
-
-    def with_overrides(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
 
     def tenant_url(self, slug: str, db_url: str | None) -> str:
         """The tenant's own URL, else ``tenant_db_url`` with ``{slug}`` filled in."""
@@ -235,11 +232,3 @@ def _absolute(path: str, base: Path) -> Path:
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else base / candidate
 
-
-def default_settings(base: Path) -> Settings:
-    """Built-in defaults resolved against ``base`` (used when no config file exists)."""
-    return resolve_paths(Settings(), base)
-
-
-def settings_field_names() -> list[str]:
-    return [f.name for f in fields(Settings) if f.name not in ("logging", "config_path")]

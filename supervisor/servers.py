@@ -119,11 +119,6 @@ def list_servers(engine: Engine, *, include_removed: bool = False) -> list[Serve
         return [_info(row) for row in conn.execute(query).mappings()]
 
 
-def get_server(engine: Engine, name: str) -> ServerInfo:
-    with engine.connect() as conn:
-        return _load(conn, name)
-
-
 def set_enabled(engine: Engine, name: str, enabled: bool) -> ServerInfo:
     with engine.begin() as conn:
         info = _load(conn, name)
