@@ -41,6 +41,7 @@ _NAME_PART = r"(?:\[[^\]]+\]|[\w#$]+)"
 _EXEC = re.compile(r"^\s*exec(?:ute)?\s+(?:@\w+\s*=\s*)?(?P<name>" + _NAME_PART + r"(?:\s*\.\s*" + _NAME_PART
                    + r"?)*)(?P<args>.*)$", re.IGNORECASE | re.DOTALL)
 COLLECTION_PROCEDURE = f"{PROCEDURE_SCHEMA}.{PROCEDURE_NAME}".lower()
+_DONE_SIZE = len(done())
 _STATEMENT_PROCEDURES = {"sp_executesql", "sp_prepexec", "sp_prepare", "sp_execute", "sp_unprepare",
                          "sp_prepexecrpc"}
 
@@ -59,6 +60,8 @@ class Response:
     payload: bytes
     #: The answer to the collection procedure or batch: the query faults apply to it.
     collection: bool = False
+    #: Where the collection's first result set (with the DONE / DONEINPROC after it) ends; 0: none.
+    first_set_end: int = 0
 
 
 def procedure_key(name: str) -> str:
@@ -80,8 +83,18 @@ class RequestHandler:
     def __init__(self, instance: SimulatedInstance, session: SessionState) -> None:
         self.instance = instance
         self.session = session
+        self._first_set = b""
 
     def handle(self, message: Message) -> Response:
+        self._first_set = b""
+        response = self._dispatch(message)
+        if response.collection and self._first_set:
+            start = response.payload.find(self._first_set)
+            if start >= 0:
+                response.first_set_end = start + len(self._first_set) + _DONE_SIZE
+        return response
+
+    def _dispatch(self, message: Message) -> Response:
         self.session.spec = self.instance.spec
         if message.type == SQL_BATCH:
             return self.batch(rpc.batch_text(message.payload))
@@ -212,7 +225,10 @@ class RequestHandler:
     def _collection_steps(self, procedure: str) -> list[Step]:
         if self.instance.spec.faults.permission_denied:
             return [_permission_denied(procedure)]
-        return [table_step(table) for table in self.instance.snapshot()]
+        steps = [table_step(table) for table in self.instance.snapshot()]
+        if steps and not self._first_set:
+            self._first_set = steps[0].tokens
+        return steps
 
     # Transaction manager
 

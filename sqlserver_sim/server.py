@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlserver_sim.engine import SimulatedInstance
 from sqlserver_sim.fleet import ServerSpec
 from sqlserver_sim.session import Session
+from sqlserver_sim.stalls import StuckListener
 from sqlserver_sim.tls import CertificateStore
 
 
@@ -20,13 +21,19 @@ class SimulatedServer:
         self.instance = SimulatedInstance(spec)
         self.certificates = certificates
         self.sessions: set[Session] = set()
-        self.listener: asyncio.Server | None = None
+        #: A TDS listener, or (stall "connect") one whose connect() never completes, or None (down).
+        self.listener: asyncio.Server | StuckListener | None = None
 
     async def start(self) -> None:
         if not self.spec.faults.down:
             await self._listen()
 
     async def _listen(self) -> None:
+        if _stuck(self.spec):
+            stuck = StuckListener(self.spec.host, self.spec.port)
+            await stuck.open()
+            self.listener = stuck
+            return
         self.listener = await asyncio.start_server(self._accept, self.spec.host, self.spec.port,
                                                    reuse_address=True, backlog=512)
 
@@ -42,10 +49,13 @@ class SimulatedServer:
         for session in list(self.sessions):
             session.close()
 
-    async def stop(self) -> None:
+    def _close_listener(self) -> None:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+
+    async def stop(self) -> None:
+        self._close_listener()
         self.drop_sessions()
 
     async def apply(self, spec: ServerSpec) -> None:
@@ -60,12 +70,18 @@ class SimulatedServer:
             self.drop_sessions()
         if (spec.host, spec.port) != (old.host, old.port) or spec.faults.down:
             await self.stop()
+        elif _stuck(spec) != isinstance(self.listener, StuckListener):
+            self._close_listener()  # into or out of the "connect" stall; open sessions stay
         if self.listener is None and not spec.faults.down:
             await self._listen()
 
     @property
     def listening(self) -> bool:
         return self.listener is not None
+
+
+def _stuck(spec: ServerSpec) -> bool:
+    return spec.faults.stall == "connect"
 
 
 @dataclass

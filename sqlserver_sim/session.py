@@ -9,6 +9,7 @@ import ssl
 from typing import TYPE_CHECKING, Protocol
 
 from sqlserver_sim import login as prelogin_login
+from sqlserver_sim.faults import QUERY_STALLS
 from sqlserver_sim.fleet import ServerSpec
 from sqlserver_sim.packets import (
     ATTENTION,
@@ -51,13 +52,14 @@ _CLOSED = (ConnectionError, ProtocolError, asyncio.IncompleteReadError, ssl.SSLE
 _spids = itertools.count(51)
 
 _TLS_RECORD_HANDSHAKE = b"\x16"
+_DONE_SIZE = len(done())
 
 
 class ByteWriter(Protocol):
     """What a session writes to: an asyncio.StreamWriter or a TlsChannel."""
 
     @property
-    def transport(self) -> asyncio.BaseTransport: ...
+    def transport(self) -> asyncio.WriteTransport: ...
 
     def write(self, data: bytes) -> None: ...
 
@@ -76,6 +78,8 @@ class Session:
         self.spid = next(_spids) % 30000 + 51
         self._work: asyncio.Task[None] | None = None
         self.encrypted = False
+        #: The session hit its server's stall: it answers nothing more, ATTENTION included.
+        self.stalled = False
 
     @property
     def spec(self) -> ServerSpec:
@@ -88,6 +92,9 @@ class Session:
                 return
             first = await self.reader.readexactly(1)
             if first == _TLS_RECORD_HANDSHAKE and self._tls_contexts() is not None:
+                if self._stalls_in("tls"):  # TDS 8.0 strict: the ClientHello is never answered
+                    await self._stall()
+                    return
                 await self._start_tls(strict=True, first_bytes=first)
                 first = b""
             user = await self._login(first)
@@ -108,6 +115,14 @@ class Session:
     async def _swallow(self) -> None:
         while await self.reader.read(65536):
             pass
+
+    def _stalls_in(self, phase: str) -> bool:
+        return self.spec.faults.stall == phase
+
+    async def _stall(self) -> None:
+        """Answer nothing more (read and drop what comes, ATTENTION included) until the client closes."""
+        self.stalled = True
+        await self._swallow()
 
     def _send(self, payload: bytes, *, final: bool = True) -> None:
         self.writer.write(encode_packets(TABULAR_RESULT, payload, self.packet_size, final=final,
@@ -134,12 +149,18 @@ class Session:
         message = await read_message(self.reader, prefix)
         if message is None:
             return None
+        if self._stalls_in("prelogin"):
+            await self._stall()
+            return None
         if message.type == PRELOGIN:
             message = await self._prelogin(message)
             if message is None:
                 return None
         if message.type != LOGIN7:
             raise ProtocolError(f"expected LOGIN7, got 0x{message.type:02X}")
+        if self._stalls_in("login"):
+            await self._stall()
+            return None
         request = prelogin_login.parse_login7(message.payload)
         spec = self.spec
         if spec.faults.slow_login_ms:
@@ -180,6 +201,9 @@ class Session:
         self._send(prelogin_login.build_prelogin_response(self.spec.version_tuple, answer))
         await self.writer.drain()
         if answer != prelogin_login.ENCRYPT_NOT_SUP:
+            if self._stalls_in("tls"):  # the ClientHello (in a PRELOGIN packet) is never answered
+                await self._stall()
+                return None
             await self._start_tls(strict=False)
         return await read_message(self.reader)
 
@@ -195,9 +219,12 @@ class Session:
                 message = await queue.get()
                 if message is None:
                     return
+                if self.stalled:
+                    continue
                 if message.type == ATTENTION:
-                    self._send(done(DONE_ATTN))
-                    await self.writer.drain()
+                    if not self._ignores_attention():
+                        self._send(done(DONE_ATTN))
+                        await self.writer.drain()
                     continue
                 self._work = asyncio.create_task(self._answer(handler, message))
                 await asyncio.wait({self._work})
@@ -214,7 +241,7 @@ class Session:
                 message = await read_message(self.reader)
                 if message is None:
                     break
-                if message.type == ATTENTION and self._work is not None:
+                if message.type == ATTENTION and self._work is not None and not self._ignores_attention():
                     self._work.cancel()
                 queue.put_nowait(message)
         except _CLOSED:
@@ -224,6 +251,9 @@ class Session:
                 self._work.cancel()
             queue.put_nowait(None)
 
+    def _ignores_attention(self) -> bool:
+        return self.stalled or self.spec.faults.ignore_attention
+
     async def _answer(self, handler: RequestHandler, message: Message) -> None:
         try:
             response = handler.handle(message)
@@ -232,8 +262,14 @@ class Session:
             response = Response(error(50000, f"sqlserver-sim cannot answer this request: {exc!r}", 16)
                                 + done(DONE_ERROR))
         faults = self.spec.faults
+        stall = faults.stall if response.collection and faults.stall in QUERY_STALLS else None
+        if stall is not None:
+            self.stalled = True  # from here on (slow_query_ms included) ATTENTION is ignored
         if response.collection and faults.slow_query_ms:
             await asyncio.sleep(faults.slow_query_ms / 1000)
+        if stall is not None:
+            await self._stall_in_response(response, stall)
+            return
         if response.collection and faults.disconnect_mid_result:
             self._send(response.payload[: len(response.payload) // 2], final=False)
             await self.writer.drain()
@@ -241,3 +277,16 @@ class Session:
             return
         self._send(response.payload)
         await self.writer.drain()
+
+    async def _stall_in_response(self, response: Response, stall: str) -> None:
+        """Send the part of the response the stall lets through, then nothing until the session ends."""
+        if stall == "mid_result":
+            part = response.payload[:response.first_set_end or len(response.payload) // 2]
+        elif stall == "before_done":
+            part = response.payload[:-_DONE_SIZE]  # every response ends with its DONE / DONEPROC
+        else:
+            part = b""
+        if part:
+            self._send(part, final=False)
+            await self.writer.drain()
+        await asyncio.get_running_loop().create_future()  # cancelled when the session closes
