@@ -85,9 +85,14 @@ class ChildExit:
         return self.requested is not None and self.code == CHILD_EXIT_OK
 
 
+#: How a signal reaches a child (``os.kill``); the unit tests pass a recorder instead.
+Kill = Callable[[int, int], None]
+
+
 class ChildHandle:
-    def __init__(self, tenant: Tenant) -> None:
+    def __init__(self, tenant: Tenant, kill: Kill = os.kill) -> None:
         self.tenant = tenant
+        self._kill = kill
         self.state = ChildState.STOPPED
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
@@ -265,7 +270,7 @@ class ChildHandle:
         if self.process is None or self.process.pid is None:
             return
         with contextlib.suppress(ProcessLookupError):  # already exited: the sentinel reports it
-            os.kill(self.process.pid, signo)
+            self._kill(self.process.pid, signo)
 
 
 def open_fds() -> set[int]:
