@@ -1,9 +1,12 @@
-"""One collection from one server, with a hard deadline.
+"""One collection from one server, within a deadline.
 
 ``ServerSession`` belongs to one server and is used by one collection thread at a time; another
-thread may only call ``cancel()``. Connect with login timeout = min(login_timeout, time left), set
-the query timeout to what is left, send the collection in one round trip, read every result set.
-After any error, timeout or cancel the connection is closed: it is never reused in an unknown state.
+thread may only call ``abandon()``. Connect with login timeout = min(login_timeout, time left),
+rounded up, set the query timeout to the time left, rounded up (pyodbc takes whole seconds), send the
+collection in one round trip, read every result set. The deadline itself is enforced from outside
+(``flights``): at the deadline the main thread calls ``abandon()``, which shuts down the sockets to
+the server so the driver call returns. After any error or abandonment the connection is closed: it
+is never reused in an unknown state.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import pyodbc
 
+from supervisor.children import sockets
 from supervisor.children.connection_string import UnsafeValue, build
 from supervisor.children.errors import MISSING_PROCEDURE_NUMBER, CollectionFailure, classify, has_number
 from supervisor.children.odbc_driver import OdbcDriver
@@ -38,6 +42,8 @@ ADHOC = "adhoc"
 PROCEDURE_RECHECK_SECONDS = 3600.0
 #: Below this much time left there is no point in sending the query.
 MIN_QUERY_SECONDS = 0.05
+QUERY = "query"
+FETCH = "fetch"
 
 
 @dataclass(frozen=True)
@@ -59,17 +65,18 @@ class ServerSession:
         self._login_timeout = login_timeout
         self._keep_connection = keep_connection
         self._conn: Any = None
-        self._cursor: Any = None
-        self._handle_lock = threading.Lock()  # cancel() and close never overlap (Driver 18 segfault)
-        self._cancelled = False
+        self._handle_lock = threading.Lock()
+        self._abandoned = False
+        self._peers: list[str] = []  # the server's addresses, resolved before each connect
         self._procedure_missing_until = 0.0
+        #: What the collection thread is doing: connect, query (before the first result set) or fetch.
+        self.phase = CONNECT
 
     # --- called by the collection thread -------------------------------------------------------------
     def collect(self, deadline: float) -> CollectionOutcome:
         """Collect once; ``deadline`` is a ``time.monotonic()`` value. Never raises."""
         started_at = time.time()
         start = time.monotonic()
-        self._cancelled = False
         sample: Sample | None = None
         failure: CollectionFailure | None = None
         fell_back = False
@@ -77,8 +84,8 @@ class ServerSession:
             sample, fell_back = self._collect(deadline)
         except Exception as exc:  # every failure becomes a classified outcome
             failure = classify(exc, phase="connect" if self._conn is None else "query")
-            if self._cancelled and failure.error_class not in (TIMEOUT,):
-                failure = CollectionFailure(TIMEOUT, "collection cancelled at its deadline", phase=failure.phase)
+            if self._abandoned and failure.error_class not in (TIMEOUT,):
+                failure = CollectionFailure(TIMEOUT, "collection abandoned at its deadline", phase=failure.phase)
             self.close()
         else:
             if not self._keep_connection:
@@ -93,7 +100,7 @@ class ServerSession:
         try:
             return self._query(deadline)
         except pyodbc.Error as exc:
-            if not reused or self._cancelled or classify(exc, phase="query").error_class not in (CONNECT, PROTOCOL):
+            if not reused or self._abandoned or classify(exc, phase="query").error_class not in (CONNECT, PROTOCOL):
                 raise
         # The kept connection went stale (server restarted, idle connection cut): one fresh try in the time left.
         self.close()
@@ -108,7 +115,7 @@ class ServerSession:
         try:
             return self._run(exec_statement(), deadline), False
         except pyodbc.Error as exc:
-            if mode != AUTO or not has_number(exc, MISSING_PROCEDURE_NUMBER) or self._cancelled:
+            if mode != AUTO or not has_number(exc, MISSING_PROCEDURE_NUMBER) or self._abandoned:
                 if has_number(exc, MISSING_PROCEDURE_NUMBER):
                     raise CollectionFailure(
                         PROTOCOL,
@@ -125,9 +132,13 @@ class ServerSession:
             connection_string = build(self._driver, self.target.endpoint)
         except UnsafeValue as exc:
             raise CollectionFailure(CONFIG, f"server settings cannot be used with this driver: {exc}") from None
+        self.phase = CONNECT
+        endpoint = self.target.endpoint
+        self._peers = sockets.resolve(endpoint.host, endpoint.port)
         left = deadline - time.monotonic()
-        login_timeout = max(1, math.floor(min(self._login_timeout, left)))
-        conn = pyodbc.connect(connection_string, timeout=login_timeout, autocommit=True)
+        if left <= 0:
+            raise CollectionFailure(TIMEOUT, "no time left for the login", phase=CONNECT)
+        conn = pyodbc.connect(connection_string, timeout=driver_timeout(self._login_timeout, left), autocommit=True)
         with self._handle_lock:
             self._conn = conn
 
@@ -135,40 +146,52 @@ class ServerSession:
         left = deadline - time.monotonic()
         if left < MIN_QUERY_SECONDS:
             raise CollectionFailure(TIMEOUT, "no time left for the query after the login")
-        self._conn.timeout = max(1, math.floor(left))
+        self._conn.timeout = driver_timeout(None, left)
         cursor = self._conn.cursor()
-        with self._handle_lock:
-            self._cursor = cursor
         try:
+            self.phase = QUERY
             cursor.execute(statement)
-            if self._cancelled or cursor.description is None:
-                # Driver 18 lets execute() return silently when cancel() interrupts it.
-                raise CollectionFailure(TIMEOUT, "collection cancelled at its deadline")
+            self.phase = FETCH
+            if self._abandoned or cursor.description is None:
+                raise CollectionFailure(TIMEOUT, "collection abandoned at its deadline")
             raw = read_result_sets(cursor)
-            if self._cancelled:
-                raise CollectionFailure(TIMEOUT, "collection cancelled at its deadline")
+            if self._abandoned:
+                raise CollectionFailure(TIMEOUT, "collection abandoned at its deadline")
         finally:
-            with self._handle_lock:
-                self._cursor = None
             with contextlib.suppress(pyodbc.Error):
                 cursor.close()
         return parse_sample(raw)
 
     # --- any thread -------------------------------------------------------------------------------------
-    def cancel(self) -> None:
-        """Interrupt a running query (from the scheduler's watchdog). Safe to call at any time."""
-        with self._handle_lock:
-            self._cancelled = True
-            if self._cursor is not None:
-                with contextlib.suppress(pyodbc.Error):
-                    self._cursor.cancel()
+    def abandon(self) -> str:
+        """Give up the running collection (its deadline passed): shut down the sockets to the server so
+        the driver call returns; returns the phase it was in, for the timeout's message. The session is
+        not used again but to be closed."""
+        self._abandoned = True
+        peers = sockets.sockets_to(self._peers, self.target.endpoint.port)
+        sockets.shut_down(peers)
+        if self.phase != CONNECT:
+            return "query, before the first result set" if self.phase == QUERY else "fetch of the result sets"
+        if not peers or any(peer.state == sockets.SYN_SENT for peer in peers):
+            return "TCP connect"
+        login = "login (PRELOGIN or LOGIN7)"
+        return f"TLS handshake or {login}" if self.target.endpoint.encrypt != "no" else login
 
     def close(self) -> None:
         with self._handle_lock:
-            conn, self._conn, self._cursor = self._conn, None, None
+            conn, self._conn = self._conn, None
             if conn is not None:
                 with contextlib.suppress(pyodbc.Error):
                     conn.close()
+
+
+def driver_timeout(own_limit: float | None, left: float) -> int:
+    """The whole seconds to give the driver: its own limit (login_timeout) where that comes first, else
+    past the collection's deadline, so that the collector's deadline (``flights``) ends the call at the
+    exact time left and not at a rounded second, and classifies it as the collector's timeout."""
+    if own_limit is not None and own_limit < left:
+        return max(1, math.ceil(own_limit))
+    return math.ceil(left) + 1
 
 
 def read_result_sets(cursor: Any) -> RawSets:

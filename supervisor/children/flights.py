@@ -1,37 +1,71 @@
-"""Collections in flight: one per server at most, each with its deadline and, past it, a cancel.
+"""Collections in flight: one per server at most, each ended by the collector's own deadline.
 
-The main thread starts flights on the pool, watches their deadlines and harvests finished ones;
-the collection thread sets the deadline when it really starts (a queued collection has none yet).
+A flight's deadline starts when a pool thread really starts it (a queued collection has none yet).
+Whichever comes first settles the flight: the thread's outcome, or — at the deadline — a ``timeout``
+outcome made by the main thread, naming the phase the collection was in. A flight settled by its
+deadline is abandoned: its session's sockets are shut down so the stuck driver call returns
+(``sockets``), its thread is written off in the pool so the slot is free at once (``pool``), and
+its late result, if any, is dropped. The main thread keeps shutting down the sockets of abandoned
+sessions until their threads return (a driver may open a new connection after the first is cut).
+See docs/architecture.md, "The deadline".
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from supervisor.children.collect import CollectionOutcome, ServerSession
+from supervisor.children.errors import CollectionFailure
+from supervisor.children.pool import CollectionPool
 from supervisor.children.targets import Target
-
-#: The watchdog cancels a collection this long after its deadline (the query timeout should come first).
-CANCEL_GRACE = 0.3
+from supervisor.errors import TIMEOUT
 
 
 @dataclass
 class Flight:
     target: Target
     session: ServerSession
-    future: Future[CollectionOutcome] | None = None
-    deadline: float | None = None  # set by the worker when it really starts
-    canceller: threading.Thread | None = None
+    timeout: float
+    started: float | None = None  # monotonic, when a thread began it
+    started_wall: float = 0.0
+    thread_ident: int | None = None
+    outcome: CollectionOutcome | None = None
+    abandoned: bool = False
+    dropped: bool = False
+    returned: bool = False  # the thread is out of the driver
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    settled: threading.Event = field(default_factory=threading.Event)  # set once ``outcome`` is
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.started is None else self.started + self.timeout
+
+    def run(self) -> None:
+        """On a pool thread."""
+        with self.lock:
+            if self.dropped:
+                return
+            self.started, self.started_wall = time.monotonic(), time.time()
+            self.thread_ident = threading.get_ident()
+            deadline = self.started + self.timeout
+        outcome = self.session.collect(deadline)
+        with self.lock:
+            self.returned = True
+            if self.outcome is None:
+                self.outcome = outcome
+                self.settled.set()
+        if self.abandoned:
+            self.session.close()  # the session was retired when the flight was abandoned
 
 
 class Flights:
-    def __init__(self, pool: ThreadPoolExecutor, timeout: float) -> None:
+    def __init__(self, pool: CollectionPool, timeout: float) -> None:
         self._pool = pool
         self._timeout = timeout
         self._flights: dict[int, Flight] = {}
+        self._abandoned: list[Flight] = []  # settled by the deadline, thread still in the driver
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -39,54 +73,92 @@ class Flights:
     def __contains__(self, server_id: int) -> bool:
         return server_id in self._flights
 
-    def server_ids(self) -> set[int]:
-        return set(self._flights)
-
     def sessions(self) -> list[ServerSession]:
-        return [flight.session for flight in self._flights.values()]
+        """Sessions a thread may still be using (in flight or abandoned): not to be closed by others."""
+        return [f.session for f in self._flights.values()] + [f.session for f in self._abandoned]
 
-    def start(self, target: Target, session: ServerSession) -> None:
-        flight = Flight(target, session)
+    @property
+    def abandoned(self) -> int:
+        return len(self._abandoned)
+
+    def start(self, target: Target, session: ServerSession) -> Flight:
+        flight = Flight(target, session, self._timeout)
         self._flights[target.server_id] = flight
-        flight.future = self._pool.submit(self._collect, flight, self._timeout)
+        self._pool.submit(flight.run)
+        return flight
 
-    @staticmethod
-    def _collect(flight: Flight, timeout: float) -> CollectionOutcome:
-        flight.deadline = time.monotonic() + timeout
-        return flight.session.collect(flight.deadline)
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (f.deadline for f in self._flights.values()) if d is not None]
+        return min(deadlines, default=None)
 
-    def watch_deadlines(self, now: float) -> None:
-        for flight in self._flights.values():
-            if flight.deadline is None or flight.canceller is not None:
+    def enforce_deadlines(self, now: float) -> list[int]:
+        """Settle every flight past its deadline as a timeout; returns their server ids (their sessions
+        are abandoned: the caller must not give them another collection)."""
+        overrun = []
+        for server_id, flight in self._flights.items():
+            deadline = flight.deadline
+            if deadline is None or now < deadline:
                 continue
-            if now > flight.deadline + CANCEL_GRACE:
-                flight.canceller = threading.Thread(
-                    target=flight.session.cancel, name=f"cancel-{flight.target.server_id}", daemon=True
-                )
-                flight.canceller.start()
+            with flight.lock:
+                if flight.outcome is not None:
+                    continue
+                flight.abandoned = True
+                phase = flight.session.abandon()
+                flight.outcome = _timeout(flight, phase, now - deadline + flight.timeout)
+                flight.settled.set()
+            overrun.append(server_id)
+            if flight.thread_ident is not None:
+                self._pool.abandon(flight.thread_ident)
+            self._abandoned.append(flight)
+        self._cut_abandoned()
+        return overrun
 
     def harvest(self) -> list[CollectionOutcome]:
-        """The outcomes of the flights that ended since the last call."""
+        """The outcomes of the flights settled since the last call."""
         outcomes = []
         for server_id, flight in list(self._flights.items()):
-            if flight.future is None or not flight.future.done():
-                continue
-            if flight.canceller is not None:
-                flight.canceller.join(2.0)
-            del self._flights[server_id]
-            outcomes.append(flight.future.result())
+            if flight.outcome is not None:
+                del self._flights[server_id]
+                outcomes.append(flight.outcome)
         return outcomes
 
-    def drop_queued(self) -> list[int]:
-        """Forget the flights still waiting for a pool thread (at shutdown); returns their server ids."""
-        dropped = []
+    def drop_queued(self) -> None:
+        """Forget the flights no thread has started yet (at shutdown)."""
         for server_id, flight in list(self._flights.items()):
-            if flight.future is not None and flight.future.cancel():
-                del self._flights[server_id]
-                dropped.append(server_id)
-        return dropped
+            with flight.lock:
+                if flight.started is None:
+                    flight.dropped = True
+                    del self._flights[server_id]
 
-    def join_cancellers(self, timeout: float) -> None:
-        for flight in self._flights.values():
-            if flight.canceller is not None:
-                flight.canceller.join(timeout)
+    def _cut_abandoned(self) -> None:
+        still_inside = []
+        for flight in self._abandoned:
+            if not flight.returned:
+                flight.session.abandon()
+                still_inside.append(flight)
+        self._abandoned = still_inside
+
+
+def collect_within_deadline(session: ServerSession, timeout: float) -> CollectionOutcome:
+    """One collection on a thread of its own, ended by its deadline as in the child (``collect-once``)."""
+    pool = CollectionPool(1, name="collect-once")
+    flights = Flights(pool, timeout)
+    flight = flights.start(session.target, session)
+    try:
+        while True:
+            deadline = flight.deadline
+            wait = 0.05 if deadline is None else max(0.0, deadline - time.monotonic())
+            flight.settled.wait(wait)
+            flights.enforce_deadlines(time.monotonic())
+            outcomes = flights.harvest()
+            if outcomes:
+                return outcomes[0]
+    finally:
+        pool.shutdown()
+
+
+def _timeout(flight: Flight, phase: str, elapsed: float) -> CollectionOutcome:
+    failure = CollectionFailure(
+        TIMEOUT, f"no answer within collection_timeout {flight.timeout:g}s (during {phase})", phase=phase
+    )
+    return CollectionOutcome(flight.target, flight.started_wall, round(elapsed * 1000), None, failure)

@@ -13,19 +13,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.children.flights import Flights
 from supervisor.children.odbc_driver import resolve_driver
+from supervisor.children.pool import CollectionPool
 from supervisor.children.recorder import OutcomeRecorder
 from supervisor.children.scheduler import Scheduler
 from supervisor.children.server_list import ServerList
 from supervisor.children.spool import Spool
 from supervisor.children.stats import TenantStats
 from supervisor.children.status import OFFLINE, ONLINE, ServerState
-from supervisor.children.targets import load_baselines, load_states, load_targets
+from supervisor.children.targets import load_baselines, load_states, read_servers
 from supervisor.children.writer import Writer
 from supervisor.config import Settings
 from supervisor.errors import STORAGE, CollectorError, ConfigError
@@ -40,13 +40,15 @@ log = logging.getLogger("supervisor.child")
 HEARTBEAT_EVERY = 2.0
 SUMMARY_EVERY = 60.0
 #: Longest main-loop sleep while collections are in flight: how late a finished one is passed on to the
-#: writer and an overrun one is cancelled.
+#: writer (the loop also wakes at the next collection's deadline).
 TICK = 0.2
 #: Longest main-loop sleep with nothing in flight (a stop request wakes the loop at once).
 IDLE_TICK = 1.0
 #: How long stop() gives the writer to flush before spooling.
 WRITER_FLUSH_TIMEOUT = 5.0
 STARTUP_RETRY = 5.0
+#: How often a stopping child looks at its last collections (each ends by its deadline).
+SHUTDOWN_POLL = 0.02
 
 
 class TenantRuntime:
@@ -74,7 +76,7 @@ class TenantRuntime:
         self.stats = TenantStats()
         self.recorder = OutcomeRecorder(self.tenant, self.settings.max_sample_gap, self.stats, self.writer.put)
         self.servers = ServerList(self.driver, self.settings.login_timeout, self.settings.keep_connections)
-        self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix=f"collect-{self.tenant}")
+        self._pool = CollectionPool(self.settings.concurrency, name=f"collect-{self.tenant}")
         self.flights = Flights(self._pool, self.settings.collection_timeout)
 
     # --- lifecycle --------------------------------------------------------------------------------------
@@ -135,8 +137,8 @@ class TenantRuntime:
             now = time.monotonic()
             if now >= next_refresh:
                 next_refresh = now + (refresh_every if self._refresh(now) else min(5.0, refresh_every))
+            self._enforce_deadlines(now)
             self._harvest()
-            self.flights.watch_deadlines(now)
             self._start_due(now)
             if now >= next_beat:
                 self._heartbeat()
@@ -146,24 +148,20 @@ class TenantRuntime:
                 next_summary = now + SUMMARY_EVERY
             now = time.monotonic()
             sleep = min(TICK if self.flights else IDLE_TICK, next_refresh - now, next_beat - now, next_summary - now)
-            until_due = self._scheduler.next_due_in(now)
-            self._stop.wait(max(0.0, sleep if until_due is None else min(sleep, until_due)))
+            self._stop.wait(max(0.0, min(sleep, self._next_event_in(now))))
 
     def _shutdown(self) -> None:
         """Stop scheduling, let in-flight collections end within their deadline, flush, close."""
         started = time.monotonic()
         log_event(log, logging.INFO, "tenant.stopping", "stopping tenant %s", self.tenant, tenant=self.tenant)
         self.flights.drop_queued()
-        hard_limit = started + self.settings.collection_timeout + 1.5
-        while self.flights and time.monotonic() < hard_limit:
+        while self.flights:  # each ends by its deadline at the latest
+            self._enforce_deadlines(time.monotonic())
             self._harvest()
-            self.flights.watch_deadlines(time.monotonic())
-            time.sleep(0.02)
-        self._harvest()
+            time.sleep(SHUTDOWN_POLL)
         self.writer.stop(WRITER_FLUSH_TIMEOUT)
-        self.flights.join_cancellers(1.0)
         self.servers.close_all(busy=self.flights.sessions())
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         self.engine.dispose()
         elapsed = time.monotonic() - started
         log_event(
@@ -175,8 +173,10 @@ class TenantRuntime:
     def _refresh(self, now: float) -> bool:
         try:
             with self.engine.connect() as conn:
-                targets = {t.server_id: t for t in load_targets(conn, self.settings, self._box, self.tenant)}
-                unknown = [sid for sid in targets if sid not in self.recorder.states]
+                rows = read_servers(conn, self.settings, self._box)  # unusable rows: rows.invalid, not raised
+                targets = {t.server_id: t for t in rows.targets}
+                listed = [*targets, *(server.server_id for server in rows.invalid)]
+                unknown = [sid for sid in listed if sid not in self.recorder.states]
                 if unknown:
                     states = load_states(conn)
                     for sid in unknown:
@@ -190,6 +190,7 @@ class TenantRuntime:
             self._refresh_failing = True
             return False
         self._refresh_failing = False
+        self.recorder.report_invalid(rows.invalid)
         changes = self.servers.replace(targets, busy=self.flights.sessions())
         self._scheduler.set_servers({sid: t.interval_seconds for sid, t in targets.items()}, now)
         log_event(
@@ -210,6 +211,21 @@ class TenantRuntime:
                 continue
             self.flights.start(target, self.servers.session_for(target))
 
+    def _enforce_deadlines(self, now: float) -> None:
+        for server_id in self.flights.enforce_deadlines(now):
+            self.servers.forget_session(server_id)
+
+    def _next_event_in(self, now: float) -> float:
+        """Seconds until the next collection is due or the next in-flight one reaches its deadline."""
+        waits = [IDLE_TICK]
+        until_due = self._scheduler.next_due_in(now)
+        if until_due is not None:
+            waits.append(until_due)
+        deadline = self.flights.next_deadline()
+        if deadline is not None:
+            waits.append(deadline - now)
+        return min(waits)
+
     def _harvest(self) -> None:
         for outcome in self.flights.harvest():
             self._scheduler.finished(outcome.target.server_id)
@@ -219,7 +235,7 @@ class TenantRuntime:
 
     # --- reporting --------------------------------------------------------------------------------------
     def _heartbeat(self) -> None:
-        statuses = [self.recorder.state_of(sid).status for sid in self.servers.targets]
+        statuses = [self.recorder.state_of(sid).status for sid in [*self.servers.targets, *self.recorder.config_errors]]
         newest = self.stats.newest_snapshot
         beat = Heartbeat(
             sent_at=time.time(),

@@ -53,6 +53,11 @@ class ServerList:
             self._sessions[target.server_id] = session
         return session
 
+    def forget_session(self, server_id: int) -> None:
+        """The server's session was abandoned at a deadline (its thread closes it): the next collection
+        gets a new one."""
+        self._sessions.pop(server_id, None)
+
     def has_retired(self) -> bool:
         return bool(self._retired)
 

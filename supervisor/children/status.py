@@ -1,8 +1,9 @@
 """Online/offline: what one collection's outcome does to a server's status row.
 
-Success → online, ``last_success_at``, no error, 0 consecutive failures. A connect or login failure →
-offline at once and one more consecutive failure. A server that answered but whose collection failed
-(permission, timeout, protocol) stays online and records the error.
+Success → online, ``last_success_at``, no error, 0 consecutive failures. A connect or login failure,
+or a deadline reached before the login finished, → offline at once and one more consecutive failure.
+A server that answered but whose collection failed (permission, timeout, protocol) stays online and
+records the error.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from supervisor.children.errors import UNREACHABLE, CollectionFailure
+from supervisor.errors import CONNECT, TIMEOUT
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -42,7 +44,7 @@ def apply_outcome(
 ) -> tuple[ServerState, StatusUpdate]:
     if failure is None:
         status, failures = ONLINE, 0
-    elif failure.error_class in UNREACHABLE:
+    elif failure.error_class in UNREACHABLE or (failure.error_class == TIMEOUT and failure.phase == CONNECT):
         status, failures = OFFLINE, state.consecutive_failures + 1
     else:
         status, failures = ONLINE, state.consecutive_failures + 1

@@ -12,14 +12,15 @@ import pyodbc
 from supervisor.children.collect import ServerSession
 from supervisor.children.connection_string import UnsafeValue, build
 from supervisor.children.errors import classify
+from supervisor.children.flights import collect_within_deadline
 from supervisor.children.odbc_driver import resolve_driver
 from supervisor.children.outcome import process_outcome
 from supervisor.children.persist import write_items
 from supervisor.children.status import ServerState
-from supervisor.children.targets import Target, load_baselines, load_states, load_targets
+from supervisor.children.targets import Target, load_baselines, load_states, read_servers
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import print_json, print_table
-from supervisor.errors import CollectorError, UsageError
+from supervisor.errors import CollectorError, ConfigError, UsageError
 from supervisor.procedures.resultsets import PROCEDURE_QUALIFIED_NAME
 from supervisor.procedures.tsql import install_batches, install_script
 
@@ -28,10 +29,12 @@ def _target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target]:
     tenant = ctx.tenant(tenant_slug)
     engine = ctx.tenant_engine(tenant)
     with engine.connect() as conn:
-        targets = load_targets(conn, ctx.settings, ctx.secret_box, tenant.slug, name=name)
-    if not targets:
+        rows = read_servers(conn, ctx.settings, ctx.decryptor, name=name)
+    if rows.invalid:
+        raise ConfigError(f"server {name!r} in tenant {tenant.slug!r} cannot be used: {rows.invalid[0].error}")
+    if not rows.targets:
         raise UsageError(f"unknown server {name!r} in tenant {tenant.slug!r}")
-    return engine, targets[0]
+    return engine, rows.targets[0]
 
 
 def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -41,7 +44,7 @@ def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
         previous = load_baselines(conn).get(target.server_id)
         state = load_states(conn).get(target.server_id, ServerState())
     session = ServerSession(target, driver, ctx.settings.login_timeout, keep_connection=False)
-    outcome = session.collect(time.monotonic() + ctx.settings.collection_timeout)
+    outcome = collect_within_deadline(session, ctx.settings.collection_timeout)
     processed = process_outcome(outcome, previous, state, ctx.settings.max_sample_gap)
     with engine.begin() as conn:
         write_items(conn, [processed.item])

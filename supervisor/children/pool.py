@@ -1,0 +1,101 @@
+"""The collection threads of one child: ``size`` of them count, abandoned ones don't.
+
+Like a ``ThreadPoolExecutor`` but a job that overran its deadline can be written off: its thread stops
+counting against ``size`` at once, a fresh thread takes the slot, and the written-off thread exits
+when the driver finally returns (``sockets.shut_down`` makes that prompt). So a stalled server never
+holds a slot past its deadline. Written-off threads are bounded by ``max_abandoned``: past it no
+replacement is started (the pool shrinks instead of growing without limit) until some return.
+Threads are daemons: a thread stuck in a driver call never keeps the process from exiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from supervisor.errors import INTERNAL
+
+log = logging.getLogger("supervisor.child.pool")
+
+Job = Callable[[], None]
+
+
+class CollectionPool:
+    def __init__(self, size: int, name: str, max_abandoned: int | None = None) -> None:
+        self.size = size
+        self.max_abandoned = size if max_abandoned is None else max_abandoned
+        self._name = name
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._counted = 0  # live threads that count against size
+        self._idle = 0
+        self._abandoned: set[int] = set()  # thread idents written off, still inside their job
+        self._spawned = 0
+        self._stopped = False
+
+    def submit(self, job: Job) -> None:
+        self._jobs.put(job)
+        with self._lock:
+            if self._idle == 0:
+                self._spawn_locked()
+
+    def abandon(self, thread_ident: int) -> bool:
+        """Write off the thread running a job that overran; False if that thread is not ours or gone."""
+        with self._lock:
+            if thread_ident in self._abandoned or self._stopped:
+                return False
+            self._abandoned.add(thread_ident)
+            self._counted -= 1
+            if len(self._abandoned) <= self.max_abandoned:
+                self._spawn_locked()
+            return True
+
+    @property
+    def abandoned(self) -> int:
+        with self._lock:
+            return len(self._abandoned)
+
+    @property
+    def threads(self) -> int:
+        with self._lock:
+            return self._counted + len(self._abandoned)
+
+    def shutdown(self) -> None:
+        """Counted threads exit once the queue is empty; written-off ones when their job returns."""
+        with self._lock:
+            self._stopped = True
+            counted = self._counted
+        for _ in range(counted):
+            self._jobs.put(None)
+
+    def _spawn_locked(self) -> None:
+        if self._stopped or self._counted >= self.size or len(self._abandoned) > self.max_abandoned:
+            return
+        self._counted += 1
+        self._spawned += 1
+        threading.Thread(target=self._work, name=f"{self._name}-{self._spawned}", daemon=True).start()
+
+    def _work(self) -> None:
+        me = threading.get_ident()
+        while True:
+            with self._lock:
+                self._idle += 1
+            job = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+            if job is None:
+                with self._lock:
+                    self._counted -= 1
+                return
+            try:
+                job()
+            except Exception:  # a job reports its own failures; this is a bug, not a server's fault
+                log.exception("collection thread failed", extra={"event": "pool.job_failed", "error_class": INTERNAL})
+            with self._lock:
+                if me in self._abandoned:
+                    self._abandoned.discard(me)
+                    if not self._jobs.empty() and self._idle == 0:
+                        self._spawn_locked()
+                    return
