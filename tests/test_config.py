@@ -9,7 +9,7 @@ import pytest
 
 from supervisor.config import Settings, load_settings
 from supervisor.errors import ConfigError
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 

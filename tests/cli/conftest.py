@@ -15,7 +15,7 @@ from sqlalchemy import MetaData, create_engine, inspect, select, text
 from sqlalchemy.pool import NullPool
 
 from supervisor.cli.main import main
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 
 @dataclass

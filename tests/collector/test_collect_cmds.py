@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from supervisor.storage.tenant_schema import metric_snapshots, servers
-from tests.collector.conftest import Deployment
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
+from tests.helpers.deployment import TenantDeployment
 
 
 def test_collect_once_and_deploy(tmp_path: Path, driver: str, sqlite_url: str, simulator) -> None:
@@ -18,10 +18,10 @@ def test_collect_once_and_deploy(tmp_path: Path, driver: str, sqlite_url: str, s
         {"name": "down", "faults": {"down": True}},
     ]
     sim = simulator(fleet)
-    deployment = Deployment(tmp_path, driver, sqlite_url)
+    deployment = TenantDeployment(tmp_path, driver, sqlite_url)
     for entry in fleet:
         deployment.add(entry["name"], sim.ports[entry["name"]])
-    config = str(deployment.config_path)
+    config = str(deployment.config)
 
     first = run_cli("-c", config, "collect-once", "acme", "good", "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr

@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from supervisor.procedures.benign_waits import benign_wait_types
 from supervisor.servers import remove_server, set_enabled
 from supervisor.storage.tenant_schema import metric_snapshots, server_status_events, servers, wait_stats
-from tests.collector.conftest import Deployment, wait_until
+from tests.helpers.deployment import TenantDeployment
+from tests.helpers.waiting import wait_until
 
 HEALTHY = 17
 INTERVAL = 2.0
@@ -23,7 +24,7 @@ def rate_of(index: int) -> float:
     return 200.0 + 50.0 * index
 
 
-def snapshots_by_server(deployment: Deployment) -> dict[int, list[Any]]:
+def snapshots_by_server(deployment: TenantDeployment) -> dict[int, list[Any]]:
     by_server: dict[int, list[Any]] = {}
     with deployment.engine.connect() as conn:
         rows = conn.execute(select(metric_snapshots).order_by(metric_snapshots.c.collected_at))
@@ -45,7 +46,9 @@ def test_fleet_with_faults_restart_and_list_changes(
         {"name": "late", "profile": {"batch_requests_per_sec": 321}},
     ]
     sim = simulator(fleet)
-    deployment = Deployment(tmp_path, driver, sqlite_url, collection_interval=INTERVAL, collection_timeout=TIMEOUT)
+    deployment = TenantDeployment(
+        tmp_path, driver, sqlite_url, collection_interval=INTERVAL, collection_timeout=TIMEOUT
+    )
     for entry in fleet[:-1]:
         deployment.add(entry["name"], sim.ports[entry["name"]])
     ids = deployment.server_ids()
@@ -57,7 +60,7 @@ def test_fleet_with_faults_restart_and_list_changes(
         snaps = snapshots_by_server(deployment)
         return all(len(snaps.get(sid, [])) >= 3 for sid in healthy_ids)
 
-    assert wait_until(three_each, timeout=40), f"not 3 snapshots each; log tail: {deployment.log_events()[-5:]}"
+    wait_until(three_each, 40, lambda: f"3 snapshots each; log tail: {deployment.log_events()[-5:]}")
 
     snaps = snapshots_by_server(deployment)
     for i, sid in enumerate(healthy_ids):
@@ -96,9 +99,13 @@ def test_fleet_with_faults_restart_and_list_changes(
     set_enabled(deployment.engine, "sql-01", False)
     remove_server(deployment.engine, "sql-02")
     pickup = deployment.settings.server_refresh_interval + INTERVAL + TIMEOUT + 1.5
-    assert wait_until(lambda: len(snapshots_by_server(deployment).get(late_id, [])) >= 2, timeout=pickup + 10), [
-        e for e in deployment.log_events() if e.get("server") == "late" or e.get("event") == "servers.refreshed"
-    ]
+
+    def late_log() -> str:
+        events = deployment.log_events()
+        lines = [e for e in events if e.get("server") == "late" or e.get("event") == "servers.refreshed"]
+        return f"2 snapshots of the late server; its log: {lines}"
+
+    wait_until(lambda: len(snapshots_by_server(deployment).get(late_id, [])) >= 2, pickup + 10, late_log)
     time.sleep(INTERVAL)  # room for a wrongful collection of the disabled and removed servers to show
 
     def rated_after_the_restart() -> bool:
@@ -106,7 +113,7 @@ def test_fleet_with_faults_restart_and_list_changes(
         return None in rates and rates[-1] is not None
 
     # The restart drops the open session: the reconnect may cost a slot, so wait for the sample after it.
-    assert wait_until(rated_after_the_restart, timeout=3 * (INTERVAL + TIMEOUT))
+    wait_until(rated_after_the_restart, 3 * (INTERVAL + TIMEOUT), "a rate again after the restart")
     snaps = snapshots_by_server(deployment)
     first_late = snaps[late_id][0].collected_at
     assert (first_late - changed_at).total_seconds() <= pickup

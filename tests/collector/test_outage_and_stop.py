@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from supervisor.storage.tenant_schema import metric_snapshots, servers
-from tests.collector.conftest import Deployment, wait_until
+from tests.helpers.deployment import TenantDeployment
+from tests.helpers.waiting import wait_until
 
 INTERVAL = 2.0
 TIMEOUT = 2.0
@@ -20,7 +21,7 @@ TIMEOUT = 2.0
 OUTAGE_SECONDS = {"freetds": 60.0, "msodbc18": 15.0}
 
 
-def snapshot_times(deployment: Deployment) -> dict[int, list[Any]]:
+def snapshot_times(deployment: TenantDeployment) -> dict[int, list[Any]]:
     times: dict[int, list[Any]] = {}
     with deployment.engine.connect() as conn:
         query = select(metric_snapshots.c.server_id, metric_snapshots.c.collected_at).order_by(
@@ -31,7 +32,7 @@ def snapshot_times(deployment: Deployment) -> dict[int, list[Any]]:
     return times
 
 
-def succeeded_per_server(deployment: Deployment) -> Counter[str]:
+def succeeded_per_server(deployment: TenantDeployment) -> Counter[str]:
     return Counter(e["server"] for e in deployment.log_events() if e.get("event") == "collection.succeeded")
 
 
@@ -54,20 +55,21 @@ def test_tenant_db_outage_spool_and_replay(tmp_path: Path, driver: str, simulato
     db_path = str(tmp_path / "tenant.db")
     fleet = [{"name": f"sql-{i}"} for i in range(4)]
     sim = simulator(fleet)
-    deployment = Deployment(tmp_path, driver, f"sqlite:///{db_path}")
+    deployment = TenantDeployment(tmp_path, driver, f"sqlite:///{db_path}")
     for entry in fleet:
         deployment.add(entry["name"], sim.ports[entry["name"]])
     ids = deployment.server_ids()
 
     child = child_processes(deployment)
-    assert wait_until(
+    wait_until(
         lambda: all(len(v) >= 2 for v in snapshot_times(deployment).values()) and len(snapshot_times(deployment)) == 4,
-        timeout=30,
+        30,
+        "two snapshots of each of the four servers",
     )
     with ExclusiveLock(db_path):
         time.sleep(OUTAGE_SECONDS[driver])
         during = sum(len(v) for v in snapshot_times(deployment).values())
-    assert wait_until(lambda: sum(len(v) for v in snapshot_times(deployment).values()) > during + 8, timeout=30)
+    wait_until(lambda: sum(len(v) for v in snapshot_times(deployment).values()) > during + 8, 30, "8+ more snapshots")
 
     # Second outage, and the child is stopped while it lasts: what it holds goes to the spool.
     with ExclusiveLock(db_path):
@@ -79,7 +81,7 @@ def test_tenant_db_outage_spool_and_replay(tmp_path: Path, driver: str, simulato
         assert spooled, "nothing spooled"
 
     child = child_processes(deployment)
-    assert wait_until(lambda: not list((tmp_path / "spool" / "acme").glob("*.jsonl")), timeout=30)
+    wait_until(lambda: not list((tmp_path / "spool" / "acme").glob("*.jsonl")), 30, "the spool to be replayed")
     time.sleep(INTERVAL * 2)
     code, _ = child.terminate()
     assert code == 0
@@ -101,7 +103,7 @@ def test_sigterm_with_a_slow_query_in_flight(
 ) -> None:
     fleet = [{"name": "fast-1"}, {"name": "fast-2"}, {"name": "slow", "faults": {"slow_query_ms": 30000}}]
     sim = simulator(fleet)
-    deployment = Deployment(tmp_path, driver, sqlite_url, collection_timeout=TIMEOUT)
+    deployment = TenantDeployment(tmp_path, driver, sqlite_url, collection_timeout=TIMEOUT)
     for entry in fleet:
         deployment.add(entry["name"], sim.ports[entry["name"]])
     ids = deployment.server_ids()
@@ -112,7 +114,7 @@ def test_sigterm_with_a_slow_query_in_flight(
             checked = conn.execute(select(servers.c.last_checked_at).where(servers.c.id == ids["slow"])).scalar()
         return checked is not None
 
-    assert wait_until(slow_in_flight, timeout=20)  # one slow collection done, the next one follows at once
+    wait_until(slow_in_flight, 20, "the first slow collection")  # done; the next one follows at once
     time.sleep(0.5)
     code, seconds = child.terminate()
     assert code == 0

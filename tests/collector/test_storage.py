@@ -30,8 +30,8 @@ from supervisor.storage.tenant_schema import (
     servers,
     wait_stats,
 )
-from tests.collector.conftest import wait_until
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.helpers.postgres import POSTGRES_ADMIN_URL
+from tests.helpers.waiting import wait_until
 
 T0 = dt.datetime(2024, 5, 1, 10, 0, 0, 123456)
 
@@ -115,7 +115,7 @@ def test_writer_spools_on_stop_and_replays(tmp_path: Path, tenant_url: str) -> N
     writer.start()
     writer.put(item(sid, 2))  # also in the spool: stored once
     writer.put(item(sid, 4))
-    assert wait_until(lambda: counts(engine)[0] == 3 and not spool.files(), timeout=20)
+    wait_until(lambda: counts(engine)[0] == 3 and not spool.files(), 20, "3 snapshots stored and the spool empty")
     writer.stop(5.0)
     assert counts(engine)[0] == 3 and not spool.files()
     engine.dispose()
@@ -132,7 +132,7 @@ def test_writer_survives_a_postgresql_outage(tmp_path: Path, pg_database: Callab
     writer.start()
     try:
         writer.put(item(sid, 0))
-        assert wait_until(lambda: counts(engine)[0] == 1, timeout=10)
+        wait_until(lambda: counts(engine)[0] == 1, 10, "the first snapshot stored")
         with admin.connect() as conn:
             conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
             conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
@@ -142,7 +142,7 @@ def test_writer_survives_a_postgresql_outage(tmp_path: Path, pg_database: Callab
         assert writer.pending() == 5
         with admin.connect() as conn:
             conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
-        assert wait_until(lambda: writer.pending() == 0, timeout=30)
+        wait_until(lambda: writer.pending() == 0, 30, "the writer to catch up")
         assert counts(engine)[0] == 6
     finally:
         with admin.connect() as conn:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.collector.conftest import Deployment
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
+from tests.helpers.deployment import TenantDeployment
 
 
 def test_encrypted_collection(tmp_path: Path, driver: str, sqlite_url: str, simulator) -> None:
     sim = simulator([{"name": "tls", "tls": True}])
-    deployment = Deployment(tmp_path, driver, sqlite_url, encrypt="yes")
+    deployment = TenantDeployment(tmp_path, driver, sqlite_url, encrypt="yes")
     deployment.add("trusting", sim.ports["tls"], trust_server_certificate=True)
     deployment.add("verifying", sim.ports["tls"])
-    config = str(deployment.config_path)
+    config = str(deployment.config)
 
     trusted = run_cli("-c", config, "collect-once", "acme", "trusting", "--json", cwd=tmp_path)
     assert trusted.returncode == 0, trusted.stderr
