@@ -6,10 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import CLI
 from sqlalchemy import create_engine, func, select
 
 from supervisor.storage.tenant_schema import metric_snapshots, server_status_events, servers
+from tests.helpers.cli import CLI
 
 
 def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:

@@ -6,11 +6,12 @@ import os
 import signal
 
 import psutil
-from conftest import Deployment, pids_gone, wait_until
 from sqlalchemy import create_engine, select
 
 from supervisor.ipc import CHILD_EXIT_CONFIG
 from supervisor.storage.system_schema import tenant_children, tenants
+from tests.helpers.deployment import Deployment, pids_gone
+from tests.helpers.waiting import wait_until
 
 
 def test_children_follow_the_active_tenants(deployment: Deployment) -> None:

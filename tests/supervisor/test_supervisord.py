@@ -7,7 +7,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import CLI, Deployment, pids_gone, wait_until
+from tests.helpers.cli import CLI
+from tests.helpers.deployment import Deployment, pids_gone
+from tests.helpers.waiting import wait_until
 
 SUPERVISORD = "/usr/bin/supervisord"
 SUPERVISORCTL = "/usr/bin/supervisorctl"

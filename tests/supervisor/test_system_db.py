@@ -7,10 +7,11 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import Deployment, SupervisorProcess, pids_gone, wait_until
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from tests.helpers.deployment import Deployment, SupervisorProcess, pids_gone
+from tests.helpers.postgres import admin_engine, database_name
+from tests.helpers.waiting import wait_until
 
 
 def _assert_outage_rode_out(supervisor: SupervisorProcess, before: dict[str, int]) -> None:
@@ -43,8 +44,8 @@ def test_sqlite_system_db_disappearing_for_a_while(deployment: Deployment) -> No
 
 
 def _set_connections_allowed(database_url: str, allowed: bool) -> None:
-    name = database_url.rsplit("/", 1)[1]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = database_name(database_url)
+    admin = admin_engine()
     with admin.connect() as conn:
         conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allowed else "false"}'))
         if not allowed:

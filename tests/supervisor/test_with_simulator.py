@@ -2,65 +2,42 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import Deployment, pids_gone, wait_until
 from sqlalchemy import create_engine, func, select
 
 from supervisor.storage.tenant_schema import metric_snapshots, servers, wait_stats
-
-PASSWORD = "Simulat0r!"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+from tests.helpers.deployment import Deployment, pids_gone
+from tests.helpers.simulator import SIM_PASSWORD, SIM_USER, Simulator
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[dict[str, int]]:
+def fleet(simulator: Callable[[list[dict[str, Any]]], Simulator]) -> dict[str, int]:
     names = ["a-fast", "a-slow", "a-down", "b-fast", "b-slow", "b-down"]
-    entries = []
-    for name, port in zip(names, _free_ports(len(names)), strict=True):
-        entry: dict = {"name": name, "port": port}
+    entries: list[dict[str, Any]] = []
+    for name in names:
+        entry: dict[str, Any] = {"name": name}
         if name.endswith("slow"):
             entry["faults"] = {"slow_query_ms": 700}
         if name.endswith("down"):
             entry["faults"] = {"down": True}
         entries.append(entry)
-    fleet_file = tmp_path / "fleet.json"
-    fleet_file.write_text(json.dumps({"servers": entries}))
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "sqlserver_sim", "--fleet", str(fleet_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert sim.stdout is not None
-        ready = json.loads(sim.stdout.readline())
-        assert ready["event"] == "ready"
-        yield {entry["name"]: entry["port"] for entry in entries}
-    finally:
-        sim.send_signal(signal.SIGTERM)
-        try:
-            sim.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sim.kill()
+    return simulator(entries).ports
+
+
+def add_server(deployment: Deployment, tenant: str, name: str, port: int) -> None:
+    os.environ["SIM_PASSWORD"] = SIM_PASSWORD
+    deployment.cli(
+        "server", "add", tenant, name, "--host", "127.0.0.1", "--port", str(port),
+        "--user", SIM_USER, "--password-env", "SIM_PASSWORD", "--interval", "1", "--encrypt", "no",
+    )  # fmt: skip
 
 
 def test_sigterm_while_collections_are_in_flight(tmp_path: Path, fleet: dict[str, int]) -> None:
@@ -68,15 +45,11 @@ def test_sigterm_while_collections_are_in_flight(tmp_path: Path, fleet: dict[str
     deployment.write_config(
         odbc_driver="FreeTDS", encrypt="no", collection_interval=1, collection_timeout=3, shutdown_timeout=6
     )
-    os.environ["SIM_PASSWORD"] = PASSWORD
     for tenant in ("a", "b"):
         deployment.add_tenant(tenant)
         for name, port in fleet.items():
             if name.startswith(f"{tenant}-"):
-                deployment.cli(
-                    "server", "add", tenant, name, "--host", "127.0.0.1", "--port", str(port),
-                    "--user", "sa", "--password-env", "SIM_PASSWORD", "--interval", "1", "--encrypt", "no",
-                )  # fmt: skip
+                add_server(deployment, tenant, name, port)
     supervisor = deployment.start()
     engines = {t: create_engine(f"sqlite:///{tmp_path}/var/tenants/{t}.db") for t in ("a", "b")}
 
@@ -114,12 +87,8 @@ def test_collection_goes_on_while_the_system_db_is_gone(tmp_path: Path, fleet: d
     deployment.write_config(
         odbc_driver="FreeTDS", encrypt="no", collection_interval=1, collection_timeout=3, lease_duration=90
     )
-    os.environ["SIM_PASSWORD"] = PASSWORD
     deployment.add_tenant("a")
-    deployment.cli(
-        "server", "add", "a", "a-fast", "--host", "127.0.0.1", "--port", str(fleet["a-fast"]),
-        "--user", "sa", "--password-env", "SIM_PASSWORD", "--interval", "1", "--encrypt", "no",
-    )  # fmt: skip
+    add_server(deployment, "a", "a-fast", fleet["a-fast"])
     supervisor = deployment.start()
     engine = create_engine(f"sqlite:///{tmp_path}/var/tenants/a.db")
 
