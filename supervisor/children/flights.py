@@ -103,8 +103,9 @@ class Flights:
                 if flight.outcome is not None:
                     continue
                 flight.abandoned = True
-                phase = flight.session.abandon()
-                flight.outcome = _timeout(flight, phase, now - deadline + flight.timeout)
+                phase = flight.session.phase
+                where = flight.session.abandon()
+                flight.outcome = _timeout(flight, phase, where, now - deadline + flight.timeout)
                 flight.settled.set()
             overrun.append(server_id)
             if flight.thread_ident is not None:
@@ -157,8 +158,8 @@ def collect_within_deadline(session: ServerSession, timeout: float) -> Collectio
         pool.shutdown()
 
 
-def _timeout(flight: Flight, phase: str, elapsed: float) -> CollectionOutcome:
+def _timeout(flight: Flight, phase: str, where: str, elapsed: float) -> CollectionOutcome:
     failure = CollectionFailure(
-        TIMEOUT, f"no answer within collection_timeout {flight.timeout:g}s (during {phase})", phase=phase
+        TIMEOUT, f"no answer within collection_timeout {flight.timeout:g}s (during {where})", phase=phase
     )
     return CollectionOutcome(flight.target, flight.started_wall, round(elapsed * 1000), None, failure)
