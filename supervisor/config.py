@@ -8,16 +8,19 @@ Settings are frozen dataclasses of plain values so they can be handed to child p
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from supervisor import rules
 from supervisor.errors import ConfigError
+from supervisor.storage.engine import masked_url, url_problem
 
-ENCRYPT_MODES = ("yes", "no", "optional", "strict")
-COLLECTION_MODES = ("auto", "procedure", "adhoc")
+ENCRYPT_MODES = rules.ENCRYPT_MODES
+COLLECTION_MODES = rules.COLLECTION_MODES
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "text")
 
@@ -72,6 +75,8 @@ def _number(kind: type, minimum: float, maximum: float | None = None) -> Parser:
             value = kind(text)
         except ValueError:
             raise ValueError(f"expected {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
         if value < minimum or (maximum is not None and value > maximum):
             upper = f" and at most {maximum:g}" if maximum is not None else ""
             raise ValueError(f"must be at least {minimum:g}{upper}")
@@ -80,8 +85,9 @@ def _number(kind: type, minimum: float, maximum: float | None = None) -> Parser:
     return parse
 
 
-def _positive(kind: type, maximum: float | None = None) -> Parser:
-    parse_min = _number(kind, 0, maximum)
+def _positive(kind: type, maximum: float | None = None, least: float | None = None) -> Parser:
+    """Greater than 0; with ``least``, at least that (a time of a few nanoseconds would spin a loop)."""
+    parse_min = _number(kind, least or 0, maximum)
 
     def parse(text: str) -> Any:
         value = parse_min(text)
@@ -90,6 +96,10 @@ def _positive(kind: type, maximum: float | None = None) -> Parser:
         return value
 
     return parse
+
+
+#: The shortest period or timeout a time key takes, in seconds.
+SHORTEST = 0.1
 
 
 def _choice(options: tuple[str, ...], *, upper: bool = False) -> Parser:
@@ -115,6 +125,14 @@ def _text(text: str) -> str:
     value = text.strip()
     if not value:
         raise ValueError("must not be empty")
+    if not value.isprintable():
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _db_url(text: str) -> str:
+    value = _text(text)
+    check_database_url(value)
     return value
 
 
@@ -122,30 +140,44 @@ def _tenant_template(text: str) -> str:
     value = _text(text)
     if "{slug}" not in value:
         raise ValueError("must contain {slug}")
+    check_database_url(value.replace("{slug}", "slug"))
     return value
 
 
+def _masked(url: str) -> str:
+    """``url`` with its password masked; as written when it has none."""
+    masked = masked_url(url)
+    return url if "***" not in masked else masked
+
+
+def check_database_url(url: str) -> None:
+    """Raises ValueError unless ``url`` names a database every process can open with an installed driver."""
+    problem = url_problem(url, persistent=True)
+    if problem is not None:
+        raise ValueError(problem)
+
+
 _COLLECTOR_KEYS: dict[str, Parser] = {
-    "system_db": _text,
+    "system_db": _db_url,
     "tenant_db_url": _tenant_template,
-    "poll_interval": _positive(float, 3600),
+    "poll_interval": _positive(float, 3600, SHORTEST),
     "concurrency": _number(int, 1, 1000),
-    "collection_interval": _number(float, 1, 86400),
-    "collection_timeout": _positive(float, 300),
-    "login_timeout": _positive(float, 300),
-    "shutdown_timeout": _positive(float, 3600),
+    "collection_interval": _number(float, rules.INTERVAL_MIN, rules.INTERVAL_MAX),
+    "collection_timeout": _positive(float, 300, SHORTEST),
+    "login_timeout": _positive(float, 300, SHORTEST),
+    "shutdown_timeout": _positive(float, 3600, SHORTEST),
     "odbc_driver": _text,
     "encrypt": _choice(ENCRYPT_MODES),
     "trust_server_certificate": _boolean,
     "secret_key_file": _text,
-    "heartbeat_timeout": _positive(float, 86400),
-    "max_child_rss_mb": _number(int, 16),
+    "heartbeat_timeout": _positive(float, 86400, SHORTEST),
+    "max_child_rss_mb": _number(int, 16, 1024 * 1024),
     "retention_days": _number(int, 0, 36500),
     "collection_mode": _choice(COLLECTION_MODES),
     "keep_connections": _boolean,
-    "server_refresh_interval": _positive(float, 3600),
-    "max_sample_gap": _positive(float, 30 * 86400),
-    "lease_duration": _positive(float, 3600),
+    "server_refresh_interval": _positive(float, 3600, SHORTEST),
+    "max_sample_gap": _positive(float, 30 * 86400, 1),
+    "lease_duration": _positive(float, 3600, 1),
     "spool_dir": _text,
 }
 
@@ -154,6 +186,9 @@ _LOGGING_KEYS: dict[str, Parser] = {
     "format": _choice(LOG_FORMATS),
     "file": _text,
 }
+
+#: Values shown with their password masked in an error message.
+_URL_KEYS = frozenset({"system_db", "tenant_db_url"})
 
 _SECTIONS = {"collector": _COLLECTOR_KEYS, "logging": _LOGGING_KEYS}
 
@@ -183,7 +218,8 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
             try:
                 values[section][key] = parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{config_path}: invalid {section}.{key} = {raw!r}: {exc}") from None
+                shown = _masked(raw) if key in _URL_KEYS else raw
+                raise ConfigError(f"{config_path}: invalid {section}.{key} = {shown!r}: {exc}") from None
 
     settings = Settings(
         **values["collector"],
@@ -231,4 +267,3 @@ def resolve_sqlite_url(url: str, base: Path) -> str:
 def _absolute(path: str, base: Path) -> Path:
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else base / candidate
-

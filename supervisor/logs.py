@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from pythonjsonlogger.json import JsonFormatter
 
 from supervisor.config import LoggingSettings
+from supervisor.errors import ConfigError
 
 DEFAULT_EVENT = "log"
 _MASK = "***"
@@ -98,7 +99,10 @@ def make_formatter(settings: LoggingSettings) -> logging.Formatter:
 def open_log_stream(settings: LoggingSettings) -> TextIO:
     if settings.file == "-":
         return sys.stderr
-    return open(settings.file, "a", encoding="utf-8", buffering=1)
+    try:
+        return open(settings.file, "a", encoding="utf-8", buffering=1)
+    except OSError as exc:
+        raise ConfigError(f"invalid logging.file = {settings.file!r}: cannot open it: {exc.strerror or exc}") from None
 
 
 def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> logging.Handler:

@@ -22,12 +22,37 @@ def masked_url(url: str) -> str:
         return "<invalid URL>"
 
 
-def check_url(url: str, what: str) -> None:
+def url_problem(url: str, *, persistent: bool = False) -> str | None:
+    """Why ``url`` cannot be used (None if it can): not a URL, an unknown database type, a driver module that
+    is not installed, or, with ``persistent``, an in-memory SQLite DB (each process would get its own,
+    empty one: the system DB and tenant DBs must be shared)."""
     try:
         parsed = make_url(url)
-        parsed.get_dialect()
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        raise ConfigError(f"invalid {what} {masked_url(url)!r}: {str(exc).splitlines()[0]}") from None
+    except (ArgumentError, ValueError):
+        return "not a database URL (e.g. sqlite:///var/system.db or postgresql+psycopg://user@host/db)"
+    try:
+        dialect = parsed.get_dialect()
+    except (NoSuchModuleError, ArgumentError, ValueError):
+        return f"unsupported database type {parsed.drivername!r} (tested: sqlite, postgresql+psycopg)"
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        module = getattr(exc, "name", None) or str(exc)
+        return (
+            f"the driver module {module!r} for {parsed.drivername!r} is not installed "
+            "(tested: sqlite, postgresql+psycopg)"
+        )
+    if persistent and parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory":
+            return "an in-memory SQLite database would be private to each process: name a file"
+    return None
+
+
+def check_url(url: str, what: str, *, persistent: bool = False) -> None:
+    problem = url_problem(url, persistent=persistent)
+    if problem is not None:
+        raise ConfigError(f"invalid {what} {masked_url(url)!r}: {problem}")
 
 
 def make_engine(url: str, *, pooled: bool = True, what: str = "database URL") -> Engine:

@@ -1,0 +1,143 @@
+"""What a value must be to be stored or used: one set of rules for command-line arguments, config values and
+the rows a child reads from a tenant DB, the same on SQLite and PostgreSQL.
+
+PostgreSQL enforces column types and lengths; SQLite enforces neither, so a row written by another program
+(the product's web app) may hold text in an integer column, a float, a blob, or a string longer than its
+column. Every check therefore takes any value, checks its Python type as well as its range, and returns the
+clean value or raises ``ValueError`` with a reason that names neither the field (the caller does: ``--host``
+or ``servers.host``) nor, for a password, the value.
+"""
+
+from __future__ import annotations
+
+import math
+
+from supervisor.storage.system_schema import tenants
+from supervisor.storage.tenant_schema import servers
+
+ENCRYPT_MODES = ("yes", "no", "optional", "strict")
+COLLECTION_MODES = ("auto", "procedure", "adhoc")
+
+PORT_MIN, PORT_MAX = 1, 65535
+#: Collection intervals in seconds: ``collector.collection_interval``, ``--interval`` and
+#: ``collection_configs.interval_seconds``.
+INTERVAL_MIN, INTERVAL_MAX = 1, 86400
+#: String lengths are the columns' (PostgreSQL enforces them; SQLite would store anything).
+SERVER_NAME_MAX = servers.c.name.type.length
+HOST_MAX = servers.c.host.type.length
+USERNAME_MAX = servers.c.username.type.length
+TENANT_NAME_MAX = tenants.c.name.type.length
+#: SQL Server's limit for the password of a SQL login.
+PASSWORD_MAX = 128
+#: A PostgreSQL ``integer`` column's largest value.
+INT32_MAX = 2**31 - 1
+
+_SHOWN_MAX = 60
+
+
+def shown(value: object) -> str:
+    """A value for an error message: ``repr``, cut short (a 100,000-character name stays one short line)."""
+    if isinstance(value, str) and len(value) > _SHOWN_MAX:
+        return repr(value[:_SHOWN_MAX]) + f"… ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= _SHOWN_MAX + 2 else text[:_SHOWN_MAX] + "…"
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be text, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid UTF-8 text") from None
+    return value
+
+
+def _printable(value: object, maximum: int) -> str:
+    text = _string(value)
+    if not 1 <= len(text) <= maximum or not text.isprintable():
+        raise ValueError(f"must be 1-{maximum} printable characters")
+    return text
+
+
+def server_name(value: object) -> str:
+    return _printable(value, SERVER_NAME_MAX)
+
+
+def tenant_name(value: object) -> str:
+    return _printable(value, TENANT_NAME_MAX)
+
+
+def host(value: object) -> str:
+    text = _string(value)
+    if not 1 <= len(text) <= HOST_MAX or not text.isprintable() or any(ch.isspace() for ch in text):
+        raise ValueError(f"must be a host name or IP address of 1-{HOST_MAX} characters without spaces")
+    return text
+
+
+def username(value: object) -> str | None:
+    """None: no SQL login (the connection string carries no UID/PWD)."""
+    if value is None:
+        return None
+    return _printable(value, USERNAME_MAX)
+
+
+def password(value: object) -> str:
+    """Any text the driver can carry: no NUL (it would end the value in the driver), at most 128 characters."""
+    text = _string(value)
+    if "\x00" in text:
+        raise ValueError("contains a NUL character")
+    if len(text) > PASSWORD_MAX:
+        raise ValueError(f"is longer than {PASSWORD_MAX} characters (SQL Server's limit)")
+    return text
+
+
+def whole_number(value: object, minimum: int, maximum: int) -> int:
+    """An integer (not a bool, a float or text: SQLite returns what was stored) in ``minimum..maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)  # 30.0 from a REAL column is 30
+        else:
+            raise ValueError(f"must be a whole number between {minimum} and {maximum}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"must be between {minimum} and {maximum}")
+    return value
+
+
+def port(value: object) -> int:
+    return whole_number(value, PORT_MIN, PORT_MAX)
+
+
+def interval(value: object) -> int | None:
+    """None: ``collector.collection_interval``."""
+    if value is None:
+        return None
+    return whole_number(value, INTERVAL_MIN, INTERVAL_MAX)
+
+
+def choice(value: object, options: tuple[str, ...]) -> str | None:
+    """None: the configured default. Exactly one of ``options`` (lower case) otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"expected one of {', '.join(options)} (or NULL for the default)")
+    return value
+
+
+def encrypt(value: object) -> str | None:
+    return choice(value, ENCRYPT_MODES)
+
+
+def collection_mode(value: object) -> str | None:
+    return choice(value, COLLECTION_MODES)
+
+
+def flag(value: object, *, nullable: bool) -> bool | None:
+    """A boolean column: PostgreSQL gives bool, SQLite 0 or 1 (anything else was written by someone else)."""
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError("expected true or false (1 or 0)" + (", or NULL for the default" if nullable else ""))
