@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 from sqlalchemy import Connection, Engine, RowMapping, Select, select
 
+from supervisor import rules
 from supervisor.clock import utcnow
-from supervisor.config import COLLECTION_MODES, ENCRYPT_MODES
 from supervisor.errors import UsageError
 from supervisor.storage.tenant_schema import collection_configs, servers
-
-MAX_NAME_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -62,18 +61,46 @@ class ServerInfo:
 
 
 def validate_spec(spec: ServerSpec) -> None:
-    if not spec.name or len(spec.name) > MAX_NAME_LENGTH or not spec.name.isprintable():
-        raise UsageError(f"invalid server name {spec.name!r}: 1-{MAX_NAME_LENGTH} printable characters")
-    if not spec.host or not spec.host.isprintable() or any(ch.isspace() for ch in spec.host):
-        raise UsageError(f"invalid --host {spec.host!r}: a host name or IP address without spaces")
-    if not 1 <= spec.port <= 65535:
-        raise UsageError(f"invalid --port {spec.port}: must be between 1 and 65535")
-    if spec.interval_seconds is not None and spec.interval_seconds < 1:
-        raise UsageError(f"invalid --interval {spec.interval_seconds}: must be at least 1 second")
-    if spec.encrypt is not None and spec.encrypt not in ENCRYPT_MODES:
-        raise UsageError(f"invalid --encrypt {spec.encrypt!r}: expected one of {', '.join(ENCRYPT_MODES)}")
-    if spec.collection_mode is not None and spec.collection_mode not in COLLECTION_MODES:
-        raise UsageError(f"invalid collection mode {spec.collection_mode!r}")
+    """The rules a child applies to the stored row (``supervisor.rules``), checked before storing it."""
+    _check(f"server name {rules.shown(spec.name)}", rules.server_name, spec.name)
+    _check(f"--host {rules.shown(spec.host)}", rules.host, spec.host)
+    _check(f"--port {spec.port}", rules.port, spec.port)
+    if spec.username is not None:
+        _check(f"--user {rules.shown(spec.username)}", rules.username, spec.username)
+    if spec.password is not None:
+        _check("password", rules.password, spec.password)
+    if spec.interval_seconds is not None:
+        _check(f"--interval {spec.interval_seconds}", rules.interval, spec.interval_seconds)
+    if spec.encrypt is not None:
+        _check(f"--encrypt {spec.encrypt!r}", rules.encrypt, spec.encrypt)
+    if spec.collection_mode is not None:
+        _check(f"--collection-mode {spec.collection_mode!r}", rules.collection_mode, spec.collection_mode)
+
+
+def _check(what: str, rule: Callable[[object], object], value: object) -> None:
+    try:
+        rule(value)
+    except ValueError as exc:
+        raise UsageError(f"invalid {what}: {exc}") from None
+
+
+def has_encrypted_passwords(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        query = select(servers.c.id).where(servers.c.password_encrypted.isnot(None)).limit(1)
+        return conn.execute(query).first() is not None
+
+
+def some_encrypted_password(engine: Engine) -> str | None:
+    """One stored password token (the newest), to check that the key in use is the one it was encrypted with."""
+    with engine.connect() as conn:
+        query = (
+            select(servers.c.password_encrypted)
+            .where(servers.c.password_encrypted.isnot(None))
+            .order_by(servers.c.id.desc())
+            .limit(1)
+        )
+        token = conn.execute(query).scalar()
+    return token if isinstance(token, str) else None
 
 
 def add_server(engine: Engine, spec: ServerSpec, password_encrypted: str | None) -> ServerInfo:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, RowMapping, select
 
+from supervisor import rules
 from supervisor.clock import utcnow
 from supervisor.errors import UsageError
 from supervisor.storage.system_schema import tenants
@@ -30,12 +31,19 @@ class Tenant:
 
 
 def validate_slug(slug: str) -> str:
-    if not SLUG_PATTERN.match(slug):
+    if not SLUG_PATTERN.fullmatch(slug):  # fullmatch: "$" alone would let a trailing newline through
         raise UsageError(
-            f"invalid tenant slug {slug!r}: use 1-63 characters a-z, 0-9 and '-', "
+            f"invalid tenant slug {rules.shown(slug)}: use 1-63 characters a-z, 0-9 and '-', "
             "starting and ending with a letter or digit"
         )
     return slug
+
+
+def validate_name(name: str) -> str:
+    try:
+        return rules.tenant_name(name)
+    except ValueError as exc:
+        raise UsageError(f"invalid --name {rules.shown(name)}: {exc}") from None
 
 
 def find_tenant(engine: Engine, slug: str) -> Tenant | None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor import databases
 from supervisor.config import Settings, load_settings
-from supervisor.secret_box import SecretBox
+from supervisor.errors import CollectorError, ConfigError
+from supervisor.secret_box import KEY_DIFFERS, SECRET_KEY_ENV, DeferredSecretBox, KeyFileMissing, SecretBox
+from supervisor.servers import has_encrypted_passwords, some_encrypted_password
 from supervisor.storage.migrations import upgrade_system
-from supervisor.tenants import Tenant, get_tenant
+from supervisor.tenants import Tenant, get_tenant, list_tenants
 
 
 class CliContext:
@@ -31,10 +37,65 @@ class CliContext:
 
     @cached_property
     def secret_box(self) -> SecretBox:
-        return SecretBox.load(self.settings.secret_key_file)
+        """The key to encrypt passwords with. Created on first use only: a missing key file while some tenant
+        has encrypted passwords is an error (a new key would not decrypt them, and passwords stored from now
+        on would be under another key than theirs)."""
+        key_file = self.settings.secret_key_file
+        try:
+            return SecretBox.load(key_file, create=False)
+        except KeyFileMissing:
+            holders = self._tenants_with_passwords()
+            if holders:
+                raise KeyFileMissing(
+                    f"the secret key file {key_file} is missing, but tenant {', '.join(holders)} has encrypted "
+                    f"passwords: restore the key file (or set {SECRET_KEY_ENV}); a new key would not decrypt them"
+                ) from None
+            return SecretBox.load(key_file, create=True)
+
+    @cached_property
+    def decryptor(self) -> DeferredSecretBox:
+        """For reading stored passwords: never creates a key; a server whose password it cannot decrypt is
+        reported with the reason."""
+        return DeferredSecretBox(self.settings.secret_key_file)
+
+    def check_key_matches(self, tenant: Tenant, engine: Engine) -> None:
+        """Refuse to encrypt with a key that cannot decrypt the tenant's stored passwords."""
+        token = some_encrypted_password(engine)
+        if token is None:
+            return
+        try:
+            self.secret_box.decrypt(token)
+        except ConfigError as exc:
+            if str(exc) == KEY_DIFFERS:
+                raise ConfigError(
+                    f"{KEY_DIFFERS} (tenant {tenant.slug!r}): restore the original key file "
+                    f"{self.settings.secret_key_file} (or {SECRET_KEY_ENV}) before adding passwords"
+                ) from None
 
     def tenant(self, slug: str) -> Tenant:
         return get_tenant(self.system_engine, slug)
 
     def tenant_engine(self, tenant: Tenant) -> Engine:
         return databases.tenant_engine(self.settings, tenant, pooled=False)
+
+    def _tenants_with_passwords(self) -> list[str]:
+        """Tenants whose DB holds an encrypted password (best effort: a DB that cannot be read is skipped, and
+        a SQLite file that does not exist is not created)."""
+        holders = []
+        for tenant in list_tenants(self.system_engine):
+            url = databases.tenant_url(self.settings, tenant)
+            with contextlib.suppress(Exception):
+                parsed = make_url(url)
+                if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+                    continue
+            engine = None
+            try:
+                engine = self.tenant_engine(tenant)
+                if has_encrypted_passwords(engine):
+                    holders.append(tenant.slug)
+            except (SQLAlchemyError, CollectorError):
+                continue
+            finally:
+                if engine is not None:
+                    engine.dispose()
+        return holders

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 import traceback
@@ -37,6 +38,16 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of seconds greater than 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a simulated fleet, supervised, with a live status table")
     demo.add_argument("--tenants", type=int, default=3)
     demo.add_argument("--servers", type=int, default=4)
-    demo.add_argument("--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)")
+    demo.add_argument("--seconds", type=_seconds, default=None, help="stop after this long (default: Ctrl-C)")
     demo.add_argument("--dir", default=None, help="demo folder (default: ./demo)")
     return parser
 

@@ -32,7 +32,14 @@ def read_password(args: argparse.Namespace) -> str | None:
             raise UsageError(f"--password-env: environment variable {args.password_env} is not set")
         return value
     if args.password_stdin:
-        value = sys.stdin.readline().rstrip("\r\n")
+        if sys.stdin is None:  # the process was started with standard input closed
+            raise UsageError("--password-stdin: standard input is closed")
+        try:
+            value = sys.stdin.readline().rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise UsageError("--password-stdin: the password on standard input is not UTF-8 text") from None
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--password-stdin: cannot read standard input: {exc}") from None
         if not value:
             raise UsageError("--password-stdin: no password on standard input")
         return value
@@ -54,8 +61,12 @@ def add(args: argparse.Namespace, ctx: CliContext) -> int:
         collection_mode=args.collection_mode,
     )
     validate_spec(spec)
-    engine = ctx.tenant_engine(ctx.tenant(args.tenant))
-    encrypted = ctx.secret_box.encrypt(password) if password is not None else None
+    tenant = ctx.tenant(args.tenant)
+    engine = ctx.tenant_engine(tenant)
+    encrypted = None
+    if password is not None:
+        ctx.check_key_matches(tenant, engine)
+        encrypted = ctx.secret_box.encrypt(password)
     info = add_server(engine, spec, encrypted)
     state = "enabled" if info.enabled else "disabled"
     print(f"server {info.name} added to {args.tenant} ({info.host}:{info.port}, collection {state})")

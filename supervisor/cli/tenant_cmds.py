@@ -18,6 +18,7 @@ from supervisor.tenants import (
     insert_tenant,
     list_tenants,
     set_tenant_status,
+    validate_name,
     validate_slug,
 )
 
@@ -28,8 +29,10 @@ def dispatch(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def add(args: argparse.Namespace, ctx: CliContext) -> int:
     slug = validate_slug(args.slug)
+    if args.name is not None:
+        validate_name(args.name)
     if args.db_url is not None:
-        check_url(args.db_url, "--db-url")
+        check_url(args.db_url, "--db-url", persistent=True)
     engine = ctx.system_engine
     if find_tenant(engine, slug) is not None:
         raise UsageError(f"tenant {slug!r} already exists")
