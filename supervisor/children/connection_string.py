@@ -48,6 +48,10 @@ def _check_common(value: str) -> None:
 
 def build(driver: OdbcDriver, endpoint: Endpoint) -> str:
     """Raises UnsafeValue (naming no value) when a value cannot be passed safely to this driver."""
+    if endpoint.encrypt not in _MSODBC_ENCRYPT:
+        raise UnsafeValue(f"unknown encrypt mode {endpoint.encrypt!r}")
+    if isinstance(endpoint.port, bool) or not isinstance(endpoint.port, int) or not 1 <= endpoint.port <= 65535:
+        raise UnsafeValue("the port is not a number between 1 and 65535")
     parts: list[tuple[str, str]] = [("DRIVER", driver.name)]
     if driver.kind == FREETDS:
         parts += [

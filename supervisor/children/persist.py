@@ -10,6 +10,7 @@ more CPU than SQLite's own work (``bench/collection_cost.py`` prints the storage
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, u
 
 from supervisor.children.records import SnapshotRow, WriteItem
 from supervisor.children.status import StatusUpdate
+from supervisor.clock import utcnow
 from supervisor.storage.tenant_schema import (
     counter_baselines,
     metric_snapshots,
@@ -34,7 +36,12 @@ _UPDATE_STATUS = (
     update(servers)
     .where(
         servers.c.id == bindparam("sid"),
-        or_(servers.c.last_checked_at.is_(None), servers.c.last_checked_at < bindparam("checked_at")),
+        or_(
+            servers.c.last_checked_at.is_(None),
+            servers.c.last_checked_at < bindparam("checked_at"),
+            # a time no check of ours can have (another program's, or text in SQLite) must not block updates
+            servers.c.last_checked_at > bindparam("implausible_after", type_=servers.c.last_checked_at.type),
+        ),
     )
     .values(
         status=bindparam("status"),
@@ -48,6 +55,9 @@ _UPDATE_STATUS = (
                                         servers.c.status_changed_at),
     )
 )
+
+#: A stored ``last_checked_at`` further ahead of now than this was not written by a check: it is overwritten.
+IMPLAUSIBLE_AHEAD = dt.timedelta(days=1)
 
 _BASELINE_COLUMNS = ("sqlserver_start_time", "sample_time", "batch_requests_total", "waits_json")
 _baseline_upserts: dict[str, Any] = {}
@@ -125,22 +135,24 @@ def _existing_keys(conn: Connection, snapshots: list[SnapshotRow]) -> set[tuple[
 def _apply_statuses(conn: Connection, updates: list[StatusUpdate]) -> None:
     """In batch order: runs of plain updates at once, each change alone (its event is added only if applied)."""
     plain: list[dict[str, object]] = []
+    implausible_after = utcnow() + IMPLAUSIBLE_AHEAD
     for status in updates:
         if not status.status_changed:
-            plain.append(_status_params(status))
+            plain.append(_status_params(status, implausible_after))
             continue
         if plain:
             conn.execute(_UPDATE_STATUS, plain)
             plain = []
-        if conn.execute(_UPDATE_STATUS, _status_params(status)).rowcount:
+        if conn.execute(_UPDATE_STATUS, _status_params(status, implausible_after)).rowcount:
             event = {"server_id": status.server_id, "at": status.checked_at, "status": status.status}
             conn.execute(_INSERT_STATUS_EVENT, {**event, "error": status.error})
     if plain:
         conn.execute(_UPDATE_STATUS, plain)
 
 
-def _status_params(status: StatusUpdate) -> dict[str, object]:
+def _status_params(status: StatusUpdate, implausible_after: dt.datetime) -> dict[str, object]:
     return {
+        "implausible_after": implausible_after,
         "sid": status.server_id,
         "checked_at": status.checked_at,
         "status": status.status,

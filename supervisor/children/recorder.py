@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from supervisor.children.collect import CollectionOutcome
 from supervisor.children.deltas import Baseline
+from supervisor.children.errors import CollectionFailure
 from supervisor.children.failure_log import FailureLogPolicy
 from supervisor.children.outcome import process_outcome
 from supervisor.children.records import WriteItem
 from supervisor.children.stats import TenantStats
-from supervisor.children.status import ServerState
+from supervisor.children.status import ServerState, apply_outcome
+from supervisor.children.targets import InvalidServer
+from supervisor.clock import utcnow
+from supervisor.errors import CONFIG
 from supervisor.logs import log_event
 
 log = logging.getLogger("supervisor.child")
@@ -29,6 +33,8 @@ class OutcomeRecorder:
         self.baselines: dict[int, Baseline] = {}
         self._put = put
         self._failure_log = FailureLogPolicy()
+        #: Servers whose row cannot be used, with the error last reported for each.
+        self.config_errors: dict[int, str] = {}
 
     def state_of(self, server_id: int) -> ServerState:
         return self.states.get(server_id, ServerState())
@@ -46,8 +52,10 @@ class OutcomeRecorder:
         context = {"tenant": self.tenant, "server": target.name, "duration_ms": outcome.duration_ms}
         previous = self.baselines.get(sid)
         processed = process_outcome(outcome, previous, self.state_of(sid), self.max_sample_gap)
-        self.states[sid] = processed.state
         update = processed.item.status
+        stale = sid in self.config_errors  # started before its row became unusable: that error is newer
+        if not stale:
+            self.states[sid] = processed.state
         if outcome.sample is not None and processed.baseline is not None:
             self.baselines[sid] = processed.baseline
             self.stats.succeeded(outcome.duration_ms, outcome.sample.sample_time)
@@ -73,9 +81,35 @@ class OutcomeRecorder:
                 log, level, "collection.failed", "collection from %s failed: %s", target.name, failure.message,
                 error_class=failure.error_class, error=failure.message, repeats=repeats, **context,
             )  # fmt: skip
-        if update.status_changed:
+        if update.status_changed and not stale:
             log_event(
                 log, logging.INFO, "server.status_changed", "server %s is %s", target.name, update.status,
                 status=update.status, error_class=update.error_class, error=update.error, **context,
             )  # fmt: skip
-        self._put(processed.item)
+        self._put(processed.item)  # a stale status is not applied: the stored config error is newer
+
+    def report_invalid(self, invalid: Iterable[InvalidServer]) -> None:
+        """Servers whose row cannot be used (the latest server-list read): each is a ``config`` failure,
+        stored (offline, ``last_error``) and logged once per change of its error, not on every read. A
+        server missing from ``invalid`` is usable again (or gone) and is reported afresh if it breaks again."""
+        current = {server.server_id: server for server in invalid}
+        for sid in [sid for sid in self.config_errors if sid not in current]:
+            del self.config_errors[sid]
+        for sid, server in current.items():
+            if self.config_errors.get(sid) == server.error:
+                continue
+            self.config_errors[sid] = server.error
+            self._failure_log.succeeded(sid)  # its next collection failure, once fixed, is news again
+            failure = CollectionFailure(CONFIG, server.error, phase="connect")
+            self.states[sid], update = apply_outcome(sid, self.state_of(sid), failure, utcnow())
+            context = {"tenant": self.tenant, "server": server.name}
+            log_event(
+                log, logging.ERROR, "server.config_error", "server %s is not collected: %s", server.name,
+                server.error, error_class=CONFIG, error=server.error, **context,
+            )  # fmt: skip
+            if update.status_changed:
+                log_event(
+                    log, logging.INFO, "server.status_changed", "server %s is %s", server.name, update.status,
+                    status=update.status, error_class=CONFIG, error=server.error, **context,
+                )  # fmt: skip
+            self._put(WriteItem(sid, update))

@@ -1,22 +1,29 @@
-"""The servers a child collects from: enabled, not removed, read from the tenant DB."""
+"""The servers a child collects from: enabled, not removed, read from the tenant DB.
+
+The rows are input: the product's web app writes them too, and SQLite stores any value in any column. Every
+value a child uses is checked with ``supervisor.rules`` (the CLI's rules); a row that fails, or whose
+password cannot be decrypted, becomes an ``InvalidServer`` (a ``config`` error for that one server) instead
+of a ``Target``, and the other servers are not affected. Columns are read without SQLAlchemy's result
+processing, which on SQLite would turn ``'bogus'`` in a boolean column into ``True`` or raise on a bad date.
+"""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, type_coerce
+from sqlalchemy.types import NullType
 
+from supervisor import rules
 from supervisor.children.connection_string import Endpoint
 from supervisor.children.deltas import Baseline
-from supervisor.children.status import ServerState
+from supervisor.children.status import OFFLINE, ONLINE, UNKNOWN, ServerState
 from supervisor.config import Settings
-from supervisor.errors import CONFIG, CollectorError
+from supervisor.errors import CollectorError
 from supervisor.logs import register_secret
 from supervisor.secret_box import PasswordDecryptor
 from supervisor.storage.tenant_schema import collection_configs, counter_baselines, servers
-
-log = logging.getLogger("supervisor.child.targets")
 
 
 @dataclass(frozen=True)
@@ -28,63 +35,167 @@ class Target:
     collection_mode: str  # auto / procedure / adhoc, the global setting filled in
 
 
+@dataclass(frozen=True)
+class InvalidServer:
+    """A server whose row cannot be used: not collected, reported as a ``config`` error."""
+
+    server_id: int
+    name: str  # the stored name if it is a valid one, else "#<id>"
+    error: str  # names the column and the bad value (never a password)
+
+
+@dataclass(frozen=True)
+class ServerRows:
+    targets: list[Target]
+    invalid: list[InvalidServer]
+
+
+class InvalidRow(ValueError):
+    pass
+
+
+def _raw(column: Any) -> Any:
+    return type_coerce(column, NullType()).label(column.name)
+
+
+_COLUMNS = (
+    servers.c.id,
+    servers.c.name,
+    servers.c.host,
+    servers.c.port,
+    servers.c.username,
+    servers.c.password_encrypted,
+    servers.c.encrypt,
+    servers.c.trust_server_certificate,
+    servers.c.collection_mode,
+)
+#: Disabled servers are left out by the query; a value that is neither true nor false is not, so it is reported.
+_QUERY = (
+    select(
+        *(_raw(column) for column in _COLUMNS),
+        _raw(collection_configs.c.server_id).label("config_server_id"),
+        _raw(collection_configs.c.enabled),
+        _raw(collection_configs.c.interval_seconds),
+    )
+    .outerjoin(collection_configs, collection_configs.c.server_id == servers.c.id)
+    .where(servers.c.removed_at.is_(None))
+    .order_by(servers.c.id)
+)
+
+
+def read_servers(
+    conn: Connection, settings: Settings, box: PasswordDecryptor, *, name: str | None = None
+) -> ServerRows:
+    """Enabled, non-removed servers, each a Target or an InvalidServer; with ``name``, that server whether
+    enabled or not."""
+    if name is None:
+        query = _QUERY.where(collection_configs.c.enabled.isnot(False))
+    else:
+        query = _QUERY.where(servers.c.name == name)
+    rows = ServerRows([], [])
+    for row in conn.execute(query).mappings():
+        server_id = row["id"]
+        display = _display_name(row["name"], server_id)
+        try:
+            target = _target(row, settings, box, only_enabled=name is None)
+        except InvalidRow as exc:
+            rows.invalid.append(InvalidServer(server_id, display, str(exc)))
+            continue
+        except Exception as exc:  # a rule this module lacks must not stop the other servers
+            rows.invalid.append(InvalidServer(server_id, display, f"unusable row: {type(exc).__name__}: {exc}"))
+            continue
+        if target is not None:
+            rows.targets.append(target)
+    return rows
+
+
 def load_targets(
     conn: Connection, settings: Settings, box: PasswordDecryptor, tenant: str, *, name: str | None = None
 ) -> list[Target]:
-    """Enabled, non-removed servers; with ``name``, that server whether enabled or not."""
-    query = (
-        select(servers, collection_configs.c.interval_seconds)
-        .join(collection_configs, collection_configs.c.server_id == servers.c.id)
-        .where(servers.c.removed_at.is_(None))
-        .order_by(servers.c.id)
+    """The usable servers only (``read_servers`` also says which are not, and why)."""
+    return read_servers(conn, settings, box, name=name).targets
+
+
+def _display_name(value: object, server_id: int) -> str:
+    try:
+        return rules.server_name(value)
+    except ValueError:
+        return f"#{server_id}"
+
+
+def _check(row: Any, column: str, rule: Any, *args: Any, **kwargs: Any) -> Any:
+    value = row[column]
+    try:
+        return rule(value, *args, **kwargs)
+    except ValueError as exc:
+        table = "collection_configs" if column in ("enabled", "interval_seconds") else "servers"
+        raise InvalidRow(f"invalid {table}.{column} = {rules.shown(value)}: {exc}") from None
+
+
+def _target(row: Any, settings: Settings, box: PasswordDecryptor, *, only_enabled: bool) -> Target | None:
+    if row["config_server_id"] is None:
+        raise InvalidRow("no collection_configs row for this server")
+    enabled = _check(row, "enabled", rules.flag, nullable=False)
+    if only_enabled and not enabled:
+        return None
+    name = _check(row, "name", rules.server_name)
+    host = _check(row, "host", rules.host)
+    port = _check(row, "port", rules.port)
+    username = _check(row, "username", rules.username)
+    encrypt = _check(row, "encrypt", rules.encrypt)
+    trust = _check(row, "trust_server_certificate", rules.flag, nullable=True)
+    mode = _check(row, "collection_mode", rules.collection_mode)
+    interval = _check(row, "interval_seconds", rules.interval)
+    password = _password(row["password_encrypted"], box)
+    endpoint = Endpoint(
+        host=host,
+        port=port,
+        username=username,
+        password=password,
+        encrypt=encrypt or settings.encrypt,
+        trust_server_certificate=settings.trust_server_certificate if trust is None else trust,
     )
-    only = collection_configs.c.enabled.is_(True) if name is None else servers.c.name == name
-    query = query.where(only)
-    targets = []
-    for row in conn.execute(query).mappings():
-        try:
-            password = box.decrypt(row["password_encrypted"]) if row["password_encrypted"] else None
-        except CollectorError as exc:
-            log.error(
-                "cannot decrypt the password of server %s: %s",
-                row["name"],
-                exc,
-                extra={
-                    "event": "servers.secret_error",
-                    "tenant": tenant,
-                    "server": row["name"],
-                    "error_class": CONFIG,
-                },
-            )
-            continue
-        register_secret(password)
-        endpoint = Endpoint(
-            host=row["host"],
-            port=row["port"],
-            username=row["username"],
-            password=password,
-            encrypt=row["encrypt"] or settings.encrypt,
-            trust_server_certificate=(
-                settings.trust_server_certificate
-                if row["trust_server_certificate"] is None
-                else bool(row["trust_server_certificate"])
-            ),
-        )
-        targets.append(
-            Target(
-                server_id=row["id"],
-                name=row["name"],
-                endpoint=endpoint,
-                interval_seconds=float(row["interval_seconds"] or settings.collection_interval),
-                collection_mode=row["collection_mode"] or settings.collection_mode,
-            )
-        )
-    return targets
+    return Target(
+        server_id=row["id"],
+        name=name,
+        endpoint=endpoint,
+        interval_seconds=float(interval or settings.collection_interval),
+        collection_mode=mode or settings.collection_mode,
+    )
+
+
+def _password(token: object, box: PasswordDecryptor) -> str | None:
+    if token is None:
+        return None
+    if not isinstance(token, str) or not token:
+        raise InvalidRow("invalid servers.password_encrypted: not an encrypted password (NULL for none)")
+    try:
+        plain = box.decrypt(token)
+    except CollectorError as exc:  # names the cause: key missing, unreadable or different, not a token
+        reason = str(exc) if str(exc).startswith("cannot decrypt") else f"cannot decrypt: {exc}"
+        raise InvalidRow(f"servers.password_encrypted: {reason}") from None
+    register_secret(plain)
+    try:
+        return rules.password(plain)
+    except ValueError as exc:
+        raise InvalidRow(f"invalid password (servers.password_encrypted, decrypted): {exc}") from None
+
+
+_STATUSES = frozenset({UNKNOWN, ONLINE, OFFLINE})
 
 
 def load_states(conn: Connection) -> dict[int, ServerState]:
-    rows = conn.execute(select(servers.c.id, servers.c.status, servers.c.consecutive_failures))
-    return {row.id: ServerState(row.status or "unknown", row.consecutive_failures or 0) for row in rows}
+    """Status and failure count per server. These columns are the collector's output: a value it would not
+    have written (another program's) is read as ``unknown`` / 0 and overwritten by the next result."""
+    rows = conn.execute(select(_raw(servers.c.id), _raw(servers.c.status), _raw(servers.c.consecutive_failures)))
+    states = {}
+    for server_id, status, failures in rows:
+        if status not in _STATUSES:
+            status = UNKNOWN
+        if isinstance(failures, bool) or not isinstance(failures, int) or not 0 <= failures < rules.INT32_MAX:
+            failures = 0
+        states[server_id] = ServerState(status, failures)
+    return states
 
 
 def load_baselines(conn: Connection) -> dict[int, Baseline]:
