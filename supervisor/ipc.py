@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from supervisor.logs import redact
+
 LOG = "log"
 HEARTBEAT = "heartbeat"
 
@@ -55,6 +57,8 @@ class ChildSpec:
 
 
 def record_to_message(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
+    """The record as a message, with every secret this process knows masked: only the child has decrypted
+    the passwords, so the parent could not mask them (a traceback may quote one)."""
     data = dict(record.__dict__)
     data["msg"] = record.getMessage()
     data["args"] = None
@@ -62,7 +66,17 @@ def record_to_message(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
         data["exc_text"] = record.exc_text or logging.Formatter().formatException(record.exc_info)
     data["exc_info"] = None
     data.pop("message", None)
+    for key, value in data.items():
+        if isinstance(value, str) and key not in _PLAIN_ATTRS:
+            data[key] = redact(value)
     return LOG, data
+
+
+#: LogRecord attributes that never hold user text (the rest, ``msg``, ``exc_text`` and every ``extra=`` field,
+#: are masked).
+_PLAIN_ATTRS = frozenset({
+    "name", "levelname", "pathname", "filename", "module", "funcName", "processName", "threadName", "taskName",
+})  # fmt: skip
 
 
 def message_to_record(payload: dict[str, Any]) -> logging.LogRecord:
