@@ -49,21 +49,25 @@ Server or a broken middlebox:
 
 - ``"connect"``: TCP connect() never completes (a listener whose accept queue is full and never
   drained: Linux drops the SYNs, the client stays in SYN_SENT until its own timeout).
-- ``"prelogin"``: the connection is accepted and the first message (PRELOGIN) read, never answered.
+- ``"prelogin"``: the connection is accepted and the first message (PRELOGIN) read, never answered
+  (a TDS 8.0 strict client gets its TLS handshake done first, then its PRELOGIN is not answered).
 - ``"tls"``: PRELOGIN is answered with encryption on, then the TLS handshake is never answered (nor is
   a TDS 8.0 strict client's ClientHello). Only for ``"tls": true`` servers (else a FleetError).
 - ``"login"``: LOGIN7 is read, never answered.
 - ``"query"``: login and every other request work; the collection procedure / batch (the requests
   ``slow_query_ms`` delays) is read and never answered.
 - ``"mid_result"``: of the collection's answer, the first result set (up to and including its
-  DONEINPROC/DONE) is sent and flushed in packets without EOM, then nothing more.
+  DONEINPROC/DONE) is sent and flushed in packets without EOM, then nothing more (an answer without
+  result sets, e.g. with ``permission_denied``: its first half).
 - ``"before_done"``: every result set of the collection is sent, not the final DONE/DONEPROC.
 
 In a stall the server answers nothing more on that connection, ATTENTION included (no DONE with the
 ATTN bit), and keeps the socket open until the client closes it (or the server goes down, restarts or
 is removed). A change of ``stall`` on SIGHUP applies to new connections ("connect", "prelogin", "tls",
-"login") and new requests (the others); connections already stalled stay stalled. ``down`` and
-``blackhole`` win over ``stall``; ``slow_query_ms`` is waited before a query-phase stall shows.
+"login"; into or out of "connect" only the listener is replaced, open sessions stay) and new
+requests (the others); connections already stalled stay stalled. ``down`` wins over
+``stall``, ``blackhole`` over every stall but "connect"; ``slow_query_ms`` is waited before a
+query-phase stall shows, and a query-phase stall wins over ``disconnect_mid_result``.
 ``ignore_attention`` without a stall: ATTENTION neither cancels a running request (the slow query's
 answer still comes, after its delay) nor is acknowledged, also on an idle connection.
 
