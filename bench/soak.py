@@ -3,7 +3,7 @@
     python -m bench.soak [--servers 60] [--tenants 4] [--interval 5] [--minutes 5] [--quick]
                          [--driver msodbc18|freetds]
 
-Faults (CONTRACT §6) on dedicated servers, the rest healthy: down, blackhole, slow query (beyond
+Faults (README "The SQL Server simulator") on dedicated servers, the rest healthy: down, blackhole, slow query (beyond
 ``collection_timeout``), login failed, permission denied, disconnect mid-result (all from the
 start); a server that restarts every ``restart_every`` seconds; a server that is down for a while in
 the middle (flap); a server with a slow login that still fits the deadline. During the run one

@@ -1,4 +1,4 @@
-"""``sqlserver-sim``: run a fleet of simulated SQL Servers (CONTRACT §6).
+"""``sqlserver-sim``: run a fleet of simulated SQL Servers (README "The SQL Server simulator").
 
     sqlserver-sim --fleet FILE.json
     sqlserver-sim --servers N --base-port P [--user U --password P] [--host H]

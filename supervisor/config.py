@@ -1,4 +1,4 @@
-"""Typed settings loaded from ``collector.ini`` (CONTRACT §3).
+"""Typed settings loaded from ``collector.ini`` (README "Configuration").
 
 Every key is declared once in ``_COLLECTOR_KEYS`` / ``_LOGGING_KEYS`` with its parser and default;
 unknown sections or keys and invalid values raise ``ConfigError`` naming ``section.key`` and the value.

@@ -1,4 +1,4 @@
-"""Log formatting (CONTRACT §5): one JSON object per line, or a text line for humans.
+"""Log formatting (README "Status and logs"): one JSON object per line, or a text line for humans.
 
 Every line has ``timestamp`` (UTC), ``level``, ``logger``, ``message``, ``event`` and ``pid``;
 ``tenant``, ``server``, ``duration_ms``, ``error``, ``error_class`` come from ``extra=``.

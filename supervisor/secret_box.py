@@ -1,4 +1,4 @@
-"""Encrypts server passwords at rest with a Fernet key (CONTRACT §3 ``secret_key_file``).
+"""Encrypts server passwords at rest with a Fernet key (README "Configuration", ``secret_key_file``).
 
 The key comes from ``COLLECTOR_SECRET_KEY`` if set, else from the key file, which is created with
 mode 0600 on first use — and only then: a key file that is missing while passwords are stored is an error

@@ -1,4 +1,4 @@
-"""Classifying collection failures (CONTRACT §5 ``error_class``) from pyodbc errors."""
+"""Classifying collection failures (``error_class``, README "Status and logs") from pyodbc errors."""
 
 from __future__ import annotations
 

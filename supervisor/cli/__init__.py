@@ -1,1 +1,1 @@
-"""The ``collector-supervisor`` command line (CONTRACT §2)."""
+"""The ``collector-supervisor`` command line (README "Command line")."""

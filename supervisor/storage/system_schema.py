@@ -1,4 +1,4 @@
-"""System DB: tenants (CONTRACT §4) and the supervisor's own bookkeeping.
+"""System DB: tenants (README "Databases") and the supervisor's own bookkeeping.
 
 - ``supervisor_instances``: one row per running (or past) supervisor process: host, pid, heartbeat.
 - ``tenant_leases``: which instance runs which tenant, until ``expires_at`` (renewed every poll).

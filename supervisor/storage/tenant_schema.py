@@ -1,4 +1,4 @@
-"""Tenant DB (CONTRACT §4): servers, their collection config, snapshots, waits, status events.
+"""Tenant DB (README "Databases"): servers, their collection config, snapshots, waits, status events.
 
 Column types are kept compact: the snapshot tables grow with every collection. The index
 ``ix_metric_snapshots_server_time`` (unique) serves the web app's "last N hours of server X".
