@@ -20,7 +20,7 @@ from sqlserver_sim.server import FleetRunner
 from sqlserver_sim.tls import CertificateStore
 from tests.sim import rawtds
 from tests.sim.conftest import PASSWORD, USER, Simulator
-from tests.sim.test_stalls import PROCEDURE, QUIET_S, assert_ok_answers, logged_in, wait_until
+from tests.sim.stallkit import PROCEDURE, QUIET_S, assert_ok_answers, logged_in, wait_until
 
 MakeSimulator = Callable[..., Simulator]
 
