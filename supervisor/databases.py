@@ -9,9 +9,9 @@ from supervisor.storage.engine import make_engine
 from supervisor.tenants import Tenant
 
 
-def system_engine(settings: Settings, *, pooled: bool = False) -> Engine:
+def system_engine(settings: Settings, *, pooled: bool = False, call_timeout: float | None = None) -> Engine:
     """Unpooled by default: the parent forks children and must hold no open DB handle."""
-    return make_engine(settings.system_db, pooled=pooled, what="collector.system_db")
+    return make_engine(settings.system_db, pooled=pooled, what="collector.system_db", call_timeout=call_timeout)
 
 
 def tenant_url(settings: Settings, tenant: Tenant) -> str:

@@ -19,4 +19,8 @@ def run(args: argparse.Namespace, ctx: CliContext) -> int:
     flags = SignalFlags()
     supervisor = Supervisor(settings, flags)
     flags.install()
-    return supervisor.run()
+    code = supervisor.run()
+    # Interpreter shutdown restores the default handlers: a stop signal arriving now (a second TERM
+    # right after the first) would kill the stopped process with 143. Held back, it dies with it.
+    block_signals()
+    return code

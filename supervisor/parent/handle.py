@@ -167,8 +167,11 @@ class ChildHandle:
         """The fork itself failed: back off as after a crash; returns the delay."""
         return self._enter_backoff(self.crash_backoff.next_delay(), now)
 
-    def on_heartbeat(self, beat: Heartbeat, now: float) -> None:
-        self.last_heartbeat, self.last_heartbeat_at = beat, now
+    def on_heartbeat(self, beat: Heartbeat, now: float, wall_now: float | None = None) -> None:
+        """``last_heartbeat_at`` is when the child *sent* it (on this clock): a parent that read its pipe late
+        (its loop stalled on the system DB) does not blame the child for the delay."""
+        sent_ago = 0.0 if wall_now is None else min(max(0.0, wall_now - beat.sent_at), now - (self.started_at or now))
+        self.last_heartbeat, self.last_heartbeat_at = beat, now - sent_ago
 
     def heartbeat_age(self, now: float) -> float:
         reference = self.last_heartbeat_at or self.started_at or now

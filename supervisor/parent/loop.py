@@ -114,7 +114,7 @@ class Supervisor:
             if kind == LOG:
                 relay_child_record(payload)
             elif kind == HEARTBEAT:
-                handle.on_heartbeat(payload, time.monotonic())
+                handle.on_heartbeat(payload, time.monotonic(), time.time())
 
     # -- system DB and reconciling ----------------------------------------------------------------
 
@@ -190,6 +190,9 @@ class Supervisor:
             elif due is Due.START:
                 self.start(handle)
             verdict = check_heartbeat(handle, now, self.settings.heartbeat_timeout)
+            if verdict is not None and handle.conn is not None and handle.conn.poll():
+                verdict = None  # messages wait unread (this loop was stalled): read them before judging
+                self.read_messages(handle, MESSAGES_PER_TURN)
             if verdict is None and check_memory_now:
                 verdict = check_memory(handle, self.settings.max_child_rss_mb)
             if verdict is not None:

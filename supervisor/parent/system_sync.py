@@ -31,6 +31,9 @@ from supervisor.tenants import ACTIVE, Tenant
 
 #: What a system DB call can raise when the DB is down, locked or broken.
 DB_ERRORS = (SQLAlchemyError, CollectorError)
+#: Longest wait of one system DB statement or connect: the loop (log relay, reaping, watchdog) stalls
+#: no longer than this per statement while the system DB is locked or unreachable.
+CALL_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class SystemDbSync:
         self.settings = settings
         self.identity = identity
         self.started_wall = utcnow()
-        self.engine: Engine = databases.system_engine(settings)
+        self.engine: Engine = databases.system_engine(settings, call_timeout=CALL_TIMEOUT)
         self.health = SystemDbHealth(settings.system_db, max_retry_delay=settings.poll_interval)
         self.schema_ready = False
         self.next_poll = 0.0
@@ -112,7 +115,7 @@ class SystemDbSync:
     def use_settings(self, settings: Settings) -> None:
         """After a reload: a new system DB URL gets a new engine; the next poll comes at once."""
         if settings.system_db != self.settings.system_db:
-            self.engine = databases.system_engine(settings)
+            self.engine = databases.system_engine(settings, call_timeout=CALL_TIMEOUT)
             self.health = SystemDbHealth(settings.system_db, max_retry_delay=settings.poll_interval)
             self.schema_ready = False
         self.settings = settings

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,23 +57,36 @@ def check_url(url: str, what: str, *, persistent: bool = False) -> None:
         raise ConfigError(f"invalid {what} {masked_url(url)!r}: {problem}")
 
 
-def make_engine(url: str, *, pooled: bool = True, what: str = "database URL") -> Engine:
-    """An engine for ``url``; ``pooled=False`` keeps no connection open between uses (fork-safe)."""
+def make_engine(
+    url: str, *, pooled: bool = True, what: str = "database URL", call_timeout: float | None = None
+) -> Engine:
+    """An engine for ``url``; ``pooled=False`` keeps no connection open between uses (fork-safe).
+
+    ``call_timeout`` bounds how long one statement may wait (a locked SQLite file, a PostgreSQL lock or
+    statement) and how long a connect may take; without it SQLite waits up to 10 s for a lock."""
     check_url(url, what)
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
     if not pooled:
         kwargs["poolclass"] = NullPool
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs.setdefault("connect_args", {})["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
+        busy_ms = SQLITE_BUSY_TIMEOUT_MS if call_timeout is None else max(1, round(call_timeout * 1000))
+        kwargs["connect_args"] = {"timeout": busy_ms / 1000}
     else:
         kwargs["pool_pre_ping"] = True
+        if backend == "postgresql" and call_timeout is not None:
+            ms = max(1, round(call_timeout * 1000))
+            kwargs["connect_args"] = {
+                "connect_timeout": max(2, math.ceil(call_timeout)),  # libpq's minimum is 2 s
+                "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+            }
     engine = create_engine(parsed, **kwargs)
-    if parsed.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _configure_sqlite)
+    if backend == "sqlite":
+        event.listen(engine, "connect", partial(_configure_sqlite, busy_ms=busy_ms))
     return engine
 
 
@@ -95,11 +110,11 @@ def ensure_database(url: str) -> None:
         maintenance.dispose()
 
 
-def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+def _configure_sqlite(dbapi_connection: Any, _record: Any, *, busy_ms: int) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms:d}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:

@@ -1,0 +1,53 @@
+"""Faults of the parent's own world: a locked system DB, stop signals in quick succession."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sqlite3
+import time
+
+from tests.helpers.deployment import Deployment
+
+
+def test_a_locked_system_db_does_not_make_the_watchdog_kill_healthy_children(deployment: Deployment) -> None:
+    """Before: every poll waited 10 s on the lock, and the watchdog then blamed the children for heartbeats
+    the stalled loop had not read ("no heartbeat for 12s"), stopping every one of them."""
+    deployment.write_config(heartbeat_timeout=6, lease_duration=90)
+    for slug in ("one", "two"):
+        deployment.add_tenant(slug)
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started", count=2)
+    before = supervisor.running_children()
+    locker = sqlite3.connect(deployment.root / "var" / "system.db", isolation_level=None, timeout=30)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        supervisor.wait_event("system_db.unavailable")
+        time.sleep(15)  # 2.5 x heartbeat_timeout with the lock held
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+    supervisor.wait_event("system_db.recovered")
+    assert not supervisor.events("child.watchdog") and not supervisor.events("child.exited")
+    assert supervisor.running_children() == before
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+
+
+def test_a_stop_signal_right_after_the_stop_still_exits_0(deployment: Deployment) -> None:
+    """Once in 12 runs a second TERM 0.1 s after the first landed after the handlers were gone (interpreter
+    shutdown restores the defaults) and the stopped parent died with 143. Here the second TERM follows the
+    ``supervisor.stopped`` line as closely as the log can be read."""
+    deployment.add_tenant("one")
+    codes = []
+    for attempt in range(5):
+        supervisor = deployment.start(f"supervisor-{attempt}")
+        supervisor.wait_event("fake.started", count=1)
+        supervisor.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while b'"supervisor.stopped"' not in supervisor.log_path.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        with contextlib.suppress(ProcessLookupError):
+            supervisor.signal(signal.SIGTERM)
+        codes.append(supervisor.wait_exit())
+    assert codes == [0] * 5
