@@ -1,4 +1,5 @@
-"""This supervisor's row in ``supervisor_instances``: registration, heartbeat, live peers, stop."""
+"""This supervisor's row in ``supervisor_instances``: registration, heartbeat, live peers, stop; peers of
+this host whose process is gone (taken over at once), old rows pruned."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ import secrets
 import socket
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select
+import psutil
+from sqlalchemy import Connection, func, or_, select
 
-from supervisor.storage.system_schema import supervisor_instances
+from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases
 
 RUNNING = "running"
 STOPPED = "stopped"
+#: An instance of this host whose process died without stopping (SIGKILL, OOM, power).
+GONE = "gone"
+#: A process started this long after an instance's recorded start is not that instance (a reused PID).
+PROCESS_START_SLACK = 1.0
+#: Rows of instances that stopped longer ago than this are deleted.
+KEEP_STOPPED = dt.timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -61,3 +69,63 @@ def mark_stopped(conn: Connection, me: InstanceIdentity, now: dt.datetime) -> No
         .where(supervisor_instances.c.id == me.id)
         .values(status=STOPPED, stopped_at=now, heartbeat_at=now)
     )
+
+
+def process_alive(host: str, pid: int, started_at: dt.datetime) -> bool | None:
+    """Whether the process of an instance on *this* host still runs; None for another host (its heartbeat
+    must tell). A PID reused by a process started after the instance does not count as alive."""
+    if host != socket.gethostname():
+        return None
+    try:
+        process = psutil.Process(pid)
+        created = process.create_time()
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+    return created <= started_at.replace(tzinfo=dt.UTC).timestamp() + PROCESS_START_SLACK
+
+
+def take_over_dead_peers(conn: Connection, me: InstanceIdentity, now: dt.datetime) -> list[str]:
+    """Instances of this host whose process is gone: marked gone, their leases released and their children's
+    rows marked stopped, so their tenants are claimed now instead of when the leases expire."""
+    rows = conn.execute(
+        select(supervisor_instances.c.id, supervisor_instances.c.pid, supervisor_instances.c.started_at).where(
+            supervisor_instances.c.host == me.host,
+            supervisor_instances.c.status == RUNNING,
+            supervisor_instances.c.id != me.id,
+        )
+    ).all()
+    dead = [row.id for row in rows if process_alive(me.host, row.pid, row.started_at) is False]
+    if dead:
+        conn.execute(
+            supervisor_instances.update()
+            .where(supervisor_instances.c.id.in_(dead))
+            .values(status=GONE, stopped_at=now)
+        )
+        conn.execute(
+            tenant_leases.update()
+            .where(tenant_leases.c.owner.in_(dead))
+            .values(owner=None, acquired_at=None, expires_at=None)
+        )
+        conn.execute(
+            tenant_children.update()
+            .where(tenant_children.c.instance_id.in_(dead), tenant_children.c.state != "STOPPED")
+            .values(state="STOPPED", last_error="its supervisor process is gone", updated_at=now)
+        )
+    return dead
+
+
+def prune(conn: Connection, now: dt.datetime, keep: dt.timedelta = KEEP_STOPPED) -> int:
+    """Delete rows of instances stopped (or gone) longer than ``keep`` ago, or silent that long."""
+    since = now - keep
+    return conn.execute(
+        supervisor_instances.delete().where(
+            or_(
+                (supervisor_instances.c.status != RUNNING) & (supervisor_instances.c.stopped_at < since),
+                supervisor_instances.c.heartbeat_at < since,
+            )
+        )
+    ).rowcount

@@ -9,6 +9,7 @@ before another instance may claim their tenant. See docs/architecture.md.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from supervisor import databases
 from supervisor.clock import utcnow
 from supervisor.config import Settings
 from supervisor.errors import CollectorError
+from supervisor.logs import log_event
 from supervisor.parent import instances, leases
 from supervisor.parent.children_table import record_children
 from supervisor.parent.db_health import SystemDbHealth
@@ -28,6 +30,8 @@ from supervisor.parent.instances import InstanceIdentity
 from supervisor.storage.migrations import upgrade_system
 from supervisor.storage.system_schema import tenants as tenants_table
 from supervisor.tenants import ACTIVE, Tenant
+
+log = logging.getLogger("supervisor.parent")
 
 #: What a system DB call can raise when the DB is down, locked or broken.
 DB_ERRORS = (SQLAlchemyError, CollectorError)
@@ -68,6 +72,8 @@ class SystemDbSync:
             busy = {h.tenant.id for h in handles if h.alive}
             with self.engine.begin() as conn:
                 instances.heartbeat(conn, self.identity, self.started_wall, now)
+                gone = instances.take_over_dead_peers(conn, self.identity, now)
+                instances.prune(conn, now)
                 live = instances.count_live(conn, now, self.settings.lease_duration)
                 rows = conn.execute(select(tenants_table).where(tenants_table.c.status == ACTIVE)).mappings()
                 active = {t.id: t for t in (Tenant.from_row(row) for row in rows)}
@@ -79,6 +85,11 @@ class SystemDbSync:
             self._failed(exc)
             return None
         self.health.succeeded()
+        for instance_id in gone:
+            log_event(
+                log, logging.WARNING, "instance.taken_over", "supervisor instance %s on this host is gone: its "
+                "tenants are taken over now", instance_id, instance=instance_id,
+            )  # fmt: skip
         self.lease_renewed_at = started
         self.next_poll = started + self.settings.poll_interval
         return PollResult(active, runnable)

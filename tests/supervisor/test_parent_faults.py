@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sqlite3
 import time
@@ -51,3 +52,31 @@ def test_a_stop_signal_right_after_the_stop_still_exits_0(deployment: Deployment
             supervisor.signal(signal.SIGTERM)
         codes.append(supervisor.wait_exit())
     assert codes == [0] * 5
+
+
+def test_a_killed_parent_is_taken_over_at_once_on_the_same_host(deployment: Deployment) -> None:
+    """Before: a respawned supervisor collected nothing until the dead one's leases expired (95-110 s), and
+    ``status`` showed the dead instance alive with RUNNING children meanwhile."""
+    deployment.write_config(lease_duration=90)
+    for slug in ("one", "two"):
+        deployment.add_tenant(slug)
+    first = deployment.start("first")
+    first.wait_event("fake.started", count=2)
+    first.signal(signal.SIGKILL)
+    first.wait_exit()
+    status = json.loads(deployment.cli("status", "--json").stdout)
+    [dead] = [i for i in status["instances"] if i["pid"] == first.pid]
+    assert dead["alive"] is False  # its row still says running; its process says otherwise
+    started = time.monotonic()
+    second = deployment.start("second")
+    [taken] = second.wait_event("instance.taken_over", timeout=20)
+    second.wait_event("child.started", count=2, timeout=20)
+    assert time.monotonic() - started < 90 / 2  # well before the leases would have expired
+    assert taken["instance"] == dead["id"]
+    second.wait_event("fake.started", count=2)
+    status = json.loads(deployment.cli("status", "--json").stdout)
+    [alive] = [i["id"] for i in status["instances"] if i["alive"]]
+    assert [i["status"] for i in status["instances"] if i["id"] == dead["id"]] == ["gone"]
+    assert {t["slug"]: t["owner"] for t in status["tenants"]} == {"one": alive, "two": alive}
+    second.signal(signal.SIGTERM)
+    assert second.wait_exit() == 0
