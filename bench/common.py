@@ -89,6 +89,7 @@ class SimServer:
     faults: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
     procedure_installed: bool = True
+    tls: bool = False
 
     def entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "host": self.host, "port": self.port}
@@ -98,6 +99,8 @@ class SimServer:
             entry["profile"] = dict(self.profile)
         if not self.procedure_installed:
             entry["procedure_installed"] = False
+        if self.tls:
+            entry["tls"] = True
         return entry
 
 
