@@ -1,7 +1,9 @@
-"""CI smoke test of the benchmarks: the quick fleet run and the quick fault soak, as subprocesses.
+"""CI smoke test of the benchmarks: the quick fleet run, the quick fault soak and the quick stalled fleet,
+as subprocesses.
 
 Checks that the scripts work end to end against the real supervisor and simulator, that the soak's
-audit passes and that nothing is lost. Never checks speed: the figures are printed, not judged.
+audit passes and that nothing is lost. Never checks speed: the figures are printed, not judged. The
+stalled fleet's verdict is behaviour (deadlines, a pool that stalled servers cannot hold), so it is checked.
 """
 
 from __future__ import annotations
@@ -67,3 +69,38 @@ def test_collection_cost_runs_both_paths_and_stores_every_collection(tmp_path: P
         assert pair["floor"]["failures"] == pair["ours"]["failures"] == 0
     assert figures["stored_snapshots"] == 2 * 3 * (1 + 2)  # per mode a warm-up and two rounds, every one stored
     assert set(figures["storage_cpu_ms_per_collection_by_batch"]) == {"1", "10", "50", "200"}
+
+
+@pytest.mark.timeout(400)
+def test_quick_stall_fleet_keeps_healthy_servers_on_time(tmp_path: Path) -> None:
+    out = tmp_path / "stall.json"
+    result = run_script("bench.stall_fleet", "--quick", "--json", str(out), timeout=360)
+    assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    plan, healthy, pool, timeouts, faulty = (
+        figures[key] for key in ("plan", "healthy", "pool", "timeouts", "faulty")
+    )
+    assert result.returncode == 0 and figures["verdict"]["passed"], result.stdout[-3000:]
+    assert set(figures["verdict"]) == {"healthy_late_ok", "timeouts_ok", "threads_flat", "fds_flat", "passed"}
+    slots_in_window = int(figures["window_s"] // plan["interval"])
+    # Healthy servers: every one counted, none failed, no slot missed (the pool always had a free thread).
+    assert healthy["slots"] >= figures["servers_by_kind"]["healthy"] * slots_in_window
+    assert healthy["failures"] == 0 and healthy["missed_slots"] == 0, healthy
+    assert healthy["late_or_missed_share"] <= 0.01, healthy
+    # Faulty servers: each one fails every slot and never stores a snapshot; at collection_timeout 2 s (login
+    # timeout 2 s, the drivers' timeouts rounded up past the deadline) every failure is the deadline's timeout.
+    assert faulty["servers_failed_in_window"] == faulty["servers"] > 0
+    assert faulty["servers_with_snapshots"] == []
+    assert faulty["failures"] >= faulty["servers"] * (slots_in_window - 1), faulty
+    assert timeouts["count"] == faulty["failures"], figures["by_kind"]
+    assert plan["collection_timeout"] <= timeouts["min_s"] <= timeouts["max_s"] <= plan["collection_timeout"] + 0.3
+    # Where the pool's time goes: a faulty collection holds its slot until the deadline, not longer.
+    held = pool["stalled_slot_s"] + pool["blackhole_slot_s"]
+    assert faulty["failures"] * plan["collection_timeout"] <= held <= faulty["failures"] * timeouts["target_s"]
+    assert pool["healthy_slot_s"] > 0 and 0 < pool["idle_share"] < 1
+    assert pool["peak_faulty_in_flight_per_tenant"] < plan["concurrency"]
+    # Children: one per tenant, none restarted, threads and fds flat.
+    assert len(figures["children"]) == plan["tenants"]
+    for slug, child in figures["children"].items():
+        assert not child["restarted"] and child["threads_flat"] and child["fds_flat"], (slug, child)
+    assert figures["stop"]["exit_code"] == 0
