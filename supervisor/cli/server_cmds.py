@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from supervisor import rules
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import age, print_json, print_table
 from supervisor.clock import utcnow
@@ -30,7 +31,7 @@ def read_password(args: argparse.Namespace) -> str | None:
         value = os.environ.get(args.password_env)
         if value is None:
             raise UsageError(f"--password-env: environment variable {args.password_env} is not set")
-        return value
+        return _checked(value, f"--password-env {args.password_env}")
     if args.password_stdin:
         if sys.stdin is None:  # the process was started with standard input closed
             raise UsageError("--password-stdin: standard input is closed")
@@ -42,8 +43,15 @@ def read_password(args: argparse.Namespace) -> str | None:
             raise UsageError(f"--password-stdin: cannot read standard input: {exc}") from None
         if not value:
             raise UsageError("--password-stdin: no password on standard input")
-        return value
+        return _checked(value, "--password-stdin")
     return None
+
+
+def _checked(password: str, source: str) -> str:
+    try:
+        return rules.password(password)
+    except ValueError as exc:
+        raise UsageError(f"{source}: invalid password: {exc}") from None
 
 
 def add(args: argparse.Namespace, ctx: CliContext) -> int:
