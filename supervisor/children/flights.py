@@ -22,6 +22,10 @@ from supervisor.children.pool import CollectionPool
 from supervisor.children.targets import Target
 from supervisor.errors import TIMEOUT
 
+#: How often the sockets of abandoned calls are shut down again while their threads are still inside
+#: the driver (Driver 18 opens a new connection when one is cut during its login).
+RECUT_EVERY = 0.1
+
 
 @dataclass
 class Flight:
@@ -66,6 +70,7 @@ class Flights:
         self._timeout = timeout
         self._flights: dict[int, Flight] = {}
         self._abandoned: list[Flight] = []  # settled by the deadline, thread still in the driver
+        self._next_cut = 0.0
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -132,12 +137,12 @@ class Flights:
                     del self._flights[server_id]
 
     def _cut_abandoned(self) -> None:
-        still_inside = []
-        for flight in self._abandoned:
-            if not flight.returned:
+        self._abandoned = [flight for flight in self._abandoned if not flight.returned]
+        now = time.monotonic()
+        if self._abandoned and now >= self._next_cut:
+            self._next_cut = now + RECUT_EVERY
+            for flight in self._abandoned:
                 flight.session.abandon()
-                still_inside.append(flight)
-        self._abandoned = still_inside
 
 
 def collect_within_deadline(session: ServerSession, timeout: float) -> CollectionOutcome:

@@ -3,7 +3,7 @@
 Like a ``ThreadPoolExecutor`` but a job that overran its deadline can be written off: its thread stops
 counting against ``size`` at once, a fresh thread takes the slot, and the written-off thread exits
 when the driver finally returns (``sockets.shut_down`` makes that prompt). So a stalled server never
-holds a slot past its deadline. Written-off threads are bounded by ``max_abandoned``: past it no
+holds a slot past its deadline. Written-off threads are bounded by ``max_abandoned`` (twice the size): past it no
 replacement is started (the pool shrinks instead of growing without limit) until some return.
 Threads are daemons: a thread stuck in a driver call never keeps the process from exiting.
 """
@@ -25,7 +25,7 @@ Job = Callable[[], None]
 class CollectionPool:
     def __init__(self, size: int, name: str, max_abandoned: int | None = None) -> None:
         self.size = size
-        self.max_abandoned = size if max_abandoned is None else max_abandoned
+        self.max_abandoned = 2 * size if max_abandoned is None else max_abandoned
         self._name = name
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
