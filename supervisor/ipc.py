@@ -67,9 +67,19 @@ def record_to_message(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
     data["exc_info"] = None
     data.pop("message", None)
     for key, value in data.items():
-        if isinstance(value, str) and key not in _PLAIN_ATTRS:
-            data[key] = redact(value)
+        if key not in _PLAIN_ATTRS:
+            data[key] = _masked(value)
     return LOG, data
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_masked(item) for item in value)
+    return value
 
 
 #: LogRecord attributes that never hold user text (the rest, ``msg``, ``exc_text`` and every ``extra=`` field,
