@@ -7,6 +7,7 @@ only after its items are committed, and a crash in between only costs a harmless
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -29,6 +30,7 @@ class Spool:
         self.tenant = tenant
 
     def write(self, items: Iterable[WriteItem]) -> Path | None:
+        """One new file with ``items``; an ``OSError`` (disk full, read-only) leaves no file at all."""
         lines = [json.dumps(item.to_json(), separators=(",", ":")) for item in items]
         if not lines:
             return None
@@ -36,11 +38,16 @@ class Spool:
         name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(_sequence):06d}.jsonl"
         final = self.folder / name
         temporary = self.folder / f".{name}.tmp"
-        with temporary.open("w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
+        try:
+            with temporary.open("w", encoding="utf-8") as handle:
+                handle.write("\n".join(lines) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)  # no half-written file left behind (a full disk)
+            raise
         return final
 
     def files(self) -> list[Path]:

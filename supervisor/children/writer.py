@@ -24,6 +24,7 @@ from supervisor.children.records import WriteItem
 from supervisor.children.retention import purge_batch
 from supervisor.children.spool import Spool
 from supervisor.errors import INTERNAL, STORAGE
+from supervisor.logs import log_event
 from supervisor.storage.migrations import describe_db_error
 
 log = logging.getLogger("supervisor.child.writer")
@@ -34,6 +35,9 @@ BATCH_SIZE = 200
 #: is most of the child's CPU (bench/fleet_run.py). Results reach the tenant DB at most this much later.
 BATCH_WINDOW = 2.0
 MAX_BUFFER = 10_000
+#: With the spool unwritable too, results are kept in memory up to this many times ``max_buffer``.
+HARD_BUFFER_FACTOR = 3
+SPOOL_RETRY_EVERY = 30.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0
 RETENTION_EVERY = 3600.0
@@ -67,7 +71,9 @@ class Writer:
         self._healthy = True
         self._failing_since: float | None = None
         self._next_retention = time.monotonic() + RETENTION_FIRST_AFTER
+        self._spool_retry_at = 0.0
         self.written = 0
+        self.dropped = 0
 
     # --- main thread ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -102,13 +108,16 @@ class Writer:
             self._in_hand = []
             self._buffer.clear()
         if leftover:
-            path = self._spool.write(leftover)
-            log.warning(
-                "spooled %d unwritten results to %s",
-                len(leftover),
-                path,
-                extra={"event": "writer.spooled", "tenant": self._tenant},
-            )
+            try:
+                path = self._spool.write(leftover)
+            except OSError as exc:
+                log_event(
+                    log, logging.ERROR, "writer.lost", "could not store or spool %d results, they are lost: %s",
+                    len(leftover), exc, tenant=self._tenant, error_class=STORAGE, error=str(exc), lost=len(leftover),
+                )  # fmt: skip
+                return
+            log_event(log, logging.WARNING, "writer.spooled", "spooled %d unwritten results to %s", len(leftover),
+                      path, tenant=self._tenant)  # fmt: skip
 
     # --- writer thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -220,14 +229,41 @@ class Writer:
             )
 
     def _spill_oldest_locked(self, count: int) -> None:
+        """The buffer is full: move its oldest ``count`` items to the spool. If the spool cannot be written
+        (a full or read-only disk), keep them in memory and try again later, up to ``HARD_BUFFER_FACTOR``
+        times ``max_buffer``; only beyond that are the oldest dropped, and counted."""
+        now = time.monotonic()
+        if now < self._spool_retry_at:
+            self._drop_beyond_hard_limit_locked()
+            return
         spilled = [self._buffer.popleft() for _ in range(count)]
-        path = self._spool.write(spilled)
-        log.warning(
-            "write buffer full: spooled %d results to %s",
-            count,
-            path,
-            extra={"event": "writer.spooled", "tenant": self._tenant, "error_class": STORAGE},
-        )
+        try:
+            path = self._spool.write(spilled)
+        except OSError as exc:
+            self._buffer.extendleft(reversed(spilled))
+            self._spool_retry_at = now + SPOOL_RETRY_EVERY
+            log_event(
+                log, logging.ERROR, "writer.spool_failed", "cannot spool (%s): keeping %d results in memory, "
+                "at risk if this process stops", exc, len(self._buffer), tenant=self._tenant, error_class=STORAGE,
+                error=str(exc), at_risk=len(self._buffer),
+            )  # fmt: skip
+            self._drop_beyond_hard_limit_locked()
+            return
+        self._spool_retry_at = 0.0
+        log_event(log, logging.WARNING, "writer.spooled", "write buffer full: spooled %d results to %s", count, path,
+                  tenant=self._tenant, error_class=STORAGE)  # fmt: skip
+
+    def _drop_beyond_hard_limit_locked(self) -> None:
+        excess = len(self._buffer) - HARD_BUFFER_FACTOR * self._max_buffer
+        if excess <= 0:
+            return
+        for _ in range(excess):
+            self._buffer.popleft()
+        self.dropped += excess
+        log_event(
+            log, logging.ERROR, "writer.lost", "tenant DB and spool both unavailable: dropped the %d oldest results "
+            "(%d in all)", excess, self.dropped, tenant=self._tenant, error_class=STORAGE, lost=self.dropped,
+        )  # fmt: skip
 
     def _note_failure(self, exc: SQLAlchemyError) -> None:
         if self._healthy:
