@@ -6,7 +6,8 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
-from sqlalchemy import Connection, Engine, RowMapping, Select, select
+from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, Select, select, type_coerce
+from sqlalchemy.types import NullType
 
 from supervisor import rules
 from supervisor.clock import utcnow
@@ -164,11 +165,17 @@ def remove_server(engine: Engine, name: str) -> ServerInfo:
 
 
 def _info_query() -> Select:
+    """Raw values (no result processing): a row another program wrote with text in a date or boolean column
+    (SQLite stores anything) is listed, not a crash; the child reports what is wrong with it."""
     return select(
-        servers,
-        collection_configs.c.enabled,
-        collection_configs.c.interval_seconds,
+        *(_raw(column) for column in servers.c),
+        _raw(collection_configs.c.enabled),
+        _raw(collection_configs.c.interval_seconds),
     ).join(collection_configs, collection_configs.c.server_id == servers.c.id)
+
+
+def _raw(column: ColumnElement) -> ColumnElement:
+    return type_coerce(column, NullType()).label(column.name)
 
 
 def _load(conn: Connection, name: str, *, include_removed: bool = False) -> ServerInfo:
@@ -181,6 +188,33 @@ def _load(conn: Connection, name: str, *, include_removed: bool = False) -> Serv
     return _info(row)
 
 
+_TIMES = frozenset({"status_changed_at", "last_checked_at", "last_success_at", "removed_at"})
+
+
 def _info(row: RowMapping) -> ServerInfo:
-    values = {field.name: row[field.name] for field in fields(ServerInfo)}
-    return ServerInfo(**{**values, "enabled": bool(values["enabled"])})
+    values = {}
+    for field in fields(ServerInfo):
+        value = row[field.name]
+        if field.name in _TIMES:
+            value = _time(value)
+        elif field.name in ("enabled", "trust_server_certificate"):
+            try:
+                value = rules.flag(value, nullable=field.name != "enabled")  # SQLite: 0/1 → bool
+            except ValueError:
+                value = value if isinstance(value, str) else repr(value)
+        elif value is not None and not isinstance(value, str | int | float):
+            value = repr(value)  # e.g. a blob: shown, and JSON-serialisable
+        values[field.name] = value
+    return ServerInfo(**values)
+
+
+def _time(value: object) -> dt.datetime | None:
+    """PostgreSQL gives datetimes, SQLite the stored text; text that is no time is shown as none."""
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value).replace(tzinfo=None)
+        except ValueError:
+            return None
+    return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -269,3 +270,25 @@ def test_server_add_accepts_only_what_a_child_accepts(workspace: Workspace, argu
     finally:
         engine.dispose()
     assert rules.SERVER_NAME_MAX == 128 and rules.HOST_MAX == 255
+
+
+def test_server_list_shows_rows_another_program_wrote_with_bad_values(tmp_path: Path, workspace: Workspace) -> None:
+    """A date column holding text or a blob, a boolean holding 'maybe' (SQLite stores anything): listed, not an
+    internal error."""
+    registered(workspace)
+    engine = create_engine(workspace.tenant_url("acme"), poolclass=NullPool)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.begin() as conn:
+        if sqlite:
+            conn.execute(text("UPDATE servers SET last_checked_at = 'garbage', status_changed_at = 5, port = 'x'"))
+            conn.execute(text("UPDATE servers SET created_at = x'00', trust_server_certificate = 'odd'"))
+            conn.execute(text("UPDATE collection_configs SET enabled = 'maybe', interval_seconds = 'abc'"))
+        else:
+            conn.execute(text("UPDATE servers SET last_checked_at = '9999-12-31', port = -1, encrypt = 'bogus'"))
+    engine.dispose()
+    listed = workspace.ok("server", "list", "acme")
+    assert "sql01" in listed
+    [row] = json.loads(workspace.ok("server", "list", "acme", "--json"))
+    assert row["name"] == "sql01"
+    if sqlite:
+        assert (row["port"], row["enabled"], row["last_checked_at"]) == ("x", "maybe", None)
