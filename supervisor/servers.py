@@ -184,7 +184,7 @@ def _load(conn: Connection, name: str, *, include_removed: bool = False) -> Serv
         query = query.where(servers.c.removed_at.is_(None))
     row = conn.execute(query).mappings().first()
     if row is None:
-        raise UsageError(f"unknown server {name!r}")
+        raise UsageError(f"unknown server {rules.shown(name)}")
     return _info(row)
 
 

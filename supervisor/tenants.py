@@ -55,7 +55,7 @@ def find_tenant(engine: Engine, slug: str) -> Tenant | None:
 def get_tenant(engine: Engine, slug: str) -> Tenant:
     tenant = find_tenant(engine, slug)
     if tenant is None:
-        raise UsageError(f"unknown tenant {slug!r}")
+        raise UsageError(f"unknown tenant {rules.shown(slug)}")
     return tenant
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyodbc
 
+from supervisor import rules
 from supervisor.children.collect import ServerSession
 from supervisor.children.connection_string import UnsafeValue, build
 from supervisor.children.errors import classify
@@ -31,9 +32,10 @@ def _target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target]:
     with engine.connect() as conn:
         rows = read_servers(conn, ctx.settings, ctx.decryptor, name=name)
     if rows.invalid:
-        raise ConfigError(f"server {name!r} in tenant {tenant.slug!r} cannot be used: {rows.invalid[0].error}")
+        error = rows.invalid[0].error
+        raise ConfigError(f"server {rules.shown(name)} in tenant {tenant.slug!r} cannot be used: {error}")
     if not rows.targets:
-        raise UsageError(f"unknown server {name!r} in tenant {tenant.slug!r}")
+        raise UsageError(f"unknown server {rules.shown(name)} in tenant {tenant.slug!r}")
     return engine, rows.targets[0]
 
 

@@ -292,3 +292,21 @@ def test_server_list_shows_rows_another_program_wrote_with_bad_values(tmp_path: 
     assert row["name"] == "sql01"
     if sqlite:
         assert (row["port"], row["enabled"], row["last_checked_at"]) == ("x", "maybe", None)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("server", "disable", "acme", "n" * 100_000),
+        ("server", "remove", "acme", "n" * 100_000),
+        ("server", "list", "t" * 100_000),
+        ("tenant", "suspend", "t" * 100_000),
+        ("collect-once", "acme", "n" * 100_000),
+    ],
+    ids=["disable", "remove", "list", "suspend", "collect-once"],
+)
+def test_a_huge_unknown_name_is_not_echoed_whole(workspace: Workspace, args: tuple[str, ...]) -> None:
+    registered(workspace)
+    result = workspace.run(*args)
+    assert_one_line_error(result, "unknown", "100,000 characters")
+    assert len(result.stderr) < 400
