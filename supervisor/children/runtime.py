@@ -70,7 +70,7 @@ class TenantRuntime:
         self._scheduler = Scheduler(salt=spec.slug)
         self._box = DeferredSecretBox(self.settings.secret_key_file)
         self.driver = resolve_driver(self.settings.odbc_driver)
-        self.engine = make_engine(spec.db_url, pooled=True, what="tenant db_url")
+        self.engine = make_engine(spec.db_url, pooled=True, what="tenant db_url", must_exist=True)
         self._spool = Spool(self.settings.spool_dir, self.tenant)
         self.writer = Writer(self.engine, self._spool, self.tenant, retention_days=self.settings.retention_days)
         self.stats = TenantStats()
@@ -106,7 +106,7 @@ class TenantRuntime:
         last_beat = 0.0
         while not self._should_stop():
             try:
-                upgrade_tenant(self.engine)
+                upgrade_tenant(self.engine, create=False)
                 with self.engine.connect() as conn:
                     self.recorder.states = load_states(conn)
                     self.recorder.baselines = load_baselines(conn)

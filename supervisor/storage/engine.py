@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, ProgrammingError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from supervisor.errors import ConfigError
@@ -58,22 +58,32 @@ def check_url(url: str, what: str, *, persistent: bool = False) -> None:
 
 
 def make_engine(
-    url: str, *, pooled: bool = True, what: str = "database URL", call_timeout: float | None = None
+    url: str,
+    *,
+    pooled: bool = True,
+    what: str = "database URL",
+    call_timeout: float | None = None,
+    must_exist: bool = False,
 ) -> Engine:
     """An engine for ``url``; ``pooled=False`` keeps no connection open between uses (fork-safe).
 
     ``call_timeout`` bounds how long one statement may wait (a locked SQLite file, a PostgreSQL lock or
-    statement) and how long a connect may take; without it SQLite waits up to 10 s for a lock."""
+    statement) and how long a connect may take; without it SQLite waits up to 10 s for a lock.
+    ``must_exist``: a SQLite file is never created (opened read-write only), and a pooled connection to
+    a file that was deleted or replaced since it was opened is not used again (writes to an unlinked
+    file would vanish): the tenant child's engine, since only ``init-db`` and ``tenant add`` create DBs."""
     check_url(url, what)
     parsed = make_url(url)
+    sqlite_file = _sqlite_file(parsed)
+    if must_exist and sqlite_file is not None:
+        parsed = parsed.set(database=f"file:{sqlite_file}", query={**parsed.query, "mode": "rw", "uri": "true"})
     kwargs: dict[str, Any] = {}
     if not pooled:
         kwargs["poolclass"] = NullPool
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if sqlite_file is not None and not must_exist:
+            Path(sqlite_file).parent.mkdir(parents=True, exist_ok=True)
         busy_ms = SQLITE_BUSY_TIMEOUT_MS if call_timeout is None else max(1, round(call_timeout * 1000))
         kwargs["connect_args"] = {"timeout": busy_ms / 1000}
     else:
@@ -87,7 +97,35 @@ def make_engine(
     engine = create_engine(parsed, **kwargs)
     if backend == "sqlite":
         event.listen(engine, "connect", partial(_configure_sqlite, busy_ms=busy_ms))
+    if must_exist and sqlite_file is not None:
+        path = Path(sqlite_file)
+        event.listen(engine, "connect", partial(_remember_file, path=path))
+        event.listen(engine, "checkout", partial(_check_file, path=path))
     return engine
+
+
+def _sqlite_file(parsed: URL) -> str | None:
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _remember_file(_dbapi_connection: Any, record: Any, *, path: Path) -> None:
+    record.info["file_identity"] = _file_identity(path)
+
+
+def _check_file(_dbapi_connection: Any, record: Any, _proxy: Any, *, path: Path) -> None:
+    if _file_identity(path) != record.info.get("file_identity"):
+        raise DisconnectionError(f"database file {path} was deleted or replaced")
 
 
 def ensure_database(url: str) -> None:

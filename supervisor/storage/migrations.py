@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, MetaData, Table, select
+from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.errors import CollectorError
@@ -27,16 +27,34 @@ def upgrade_system(engine: Engine) -> None:
     _upgrade(engine, system_schema.metadata, system_schema.schema_info, "system", SYSTEM_VERSION, SYSTEM_STEPS)
 
 
-def upgrade_tenant(engine: Engine) -> None:
-    _upgrade(engine, tenant_schema.metadata, tenant_schema.schema_info, "tenant", TENANT_VERSION, TENANT_STEPS)
+def upgrade_tenant(engine: Engine, *, create: bool = True) -> None:
+    """``create=False`` (the tenant child): upgrade an existing tenant schema, never create one: a DB that
+    lost its schema (deleted, replaced) is an error, not a fresh start with no servers."""
+    _upgrade(
+        engine, tenant_schema.metadata, tenant_schema.schema_info, "tenant", TENANT_VERSION, TENANT_STEPS, create
+    )
 
 
-def _upgrade(engine: Engine, metadata: MetaData, info: Table, name: str, version: int, steps: dict[int, Step]) -> None:
+def _upgrade(
+    engine: Engine,
+    metadata: MetaData,
+    info: Table,
+    name: str,
+    version: int,
+    steps: dict[int, Step],
+    create: bool = True,
+) -> None:
     try:
         if _is_current(engine, info, name, version):
             return
-        ensure_database(str(engine.url.render_as_string(hide_password=False)))
+        if create:
+            ensure_database(str(engine.url.render_as_string(hide_password=False)))
         with engine.begin() as conn:
+            if not create and not inspect(conn).has_table(info.name):
+                raise CollectorError(
+                    f"{name} DB {masked_url(str(engine.url))} has no collector schema (it was never created, or "
+                    "was deleted or replaced): 'collector-supervisor init-db' creates it"
+                )
             metadata.create_all(conn, checkfirst=True)
             stored = conn.execute(select(info.c.version).where(info.c.name == name)).scalar()
             if stored is None:
