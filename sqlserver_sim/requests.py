@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlserver_sim import rpc
 from sqlserver_sim.engine import SimulatedInstance
 from sqlserver_sim.packets import RPC, SQL_BATCH, TRANSACTION_MANAGER, Message, ProtocolError
+from sqlserver_sim.rpc import TransactionRequest
 from sqlserver_sim.statements import (
     SessionState,
     Step,
@@ -232,7 +233,7 @@ class RequestHandler:
 
     # Transaction manager
 
-    def transaction(self, request: rpc.TransactionRequest) -> bytes:
+    def transaction(self, request: TransactionRequest) -> bytes:
         session = self.session
         out = bytearray()
         if request.request_type == rpc.TM_BEGIN_XACT:

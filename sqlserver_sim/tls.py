@@ -93,7 +93,7 @@ class TlsChannel:
 
     @property
     def transport(self) -> asyncio.WriteTransport:
-        return self.raw_writer.transport  # type: ignore[return-value]
+        return self.raw_writer.transport
 
     async def handshake_in_prelogin_packets(self) -> None:
         """TDS 7.x: handshake records wrapped in PRELOGIN packets, both ways."""

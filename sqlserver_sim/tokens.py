@@ -215,7 +215,7 @@ class ResultTable:
     """One result set: its columns and rows."""
 
     columns: Sequence[ColumnDef]
-    rows: list[Sequence[object]] = field(default_factory=list)
+    rows: Sequence[Sequence[object]] = field(default_factory=list)
 
     def encode(self) -> bytes:
         return colmetadata(self.columns) + b"".join(row(self.columns, r) for r in self.rows)

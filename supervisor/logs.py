@@ -123,9 +123,8 @@ def log_event(
     event: str,
     message: str,
     *args: object,
-    exc_info: bool = False,
     **fields: object,
 ) -> None:
     """Log ``message % args`` as the contract's event ``event`` with ``fields`` as JSON fields."""
     if logger.isEnabledFor(level):
-        logger.log(level, message, *args, exc_info=exc_info, extra={"event": event, **fields}, stacklevel=2)
+        logger.log(level, message, *args, extra={"event": event, **fields}, stacklevel=2)

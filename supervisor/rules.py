@@ -11,6 +11,9 @@ or ``servers.host``) nor, for a password, the value.
 from __future__ import annotations
 
 import math
+from typing import Any
+
+from sqlalchemy import Column
 
 from supervisor.storage.system_schema import tenants
 from supervisor.storage.tenant_schema import servers
@@ -18,15 +21,21 @@ from supervisor.storage.tenant_schema import servers
 ENCRYPT_MODES = ("yes", "no", "optional", "strict")
 COLLECTION_MODES = ("auto", "procedure", "adhoc")
 
+def _length(column: Column[Any]) -> int:
+    length = getattr(column.type, "length", None)
+    assert isinstance(length, int), column
+    return length
+
+
 PORT_MIN, PORT_MAX = 1, 65535
 #: Collection intervals in seconds: ``collector.collection_interval``, ``--interval`` and
 #: ``collection_configs.interval_seconds``.
 INTERVAL_MIN, INTERVAL_MAX = 1, 86400
 #: String lengths are the columns' (PostgreSQL enforces them; SQLite would store anything).
-SERVER_NAME_MAX = servers.c.name.type.length
-HOST_MAX = servers.c.host.type.length
-USERNAME_MAX = servers.c.username.type.length
-TENANT_NAME_MAX = tenants.c.name.type.length
+SERVER_NAME_MAX = _length(servers.c.name)
+HOST_MAX = _length(servers.c.host)
+USERNAME_MAX = _length(servers.c.username)
+TENANT_NAME_MAX = _length(tenants.c.name)
 #: SQL Server's limit for the password of a SQL login.
 PASSWORD_MAX = 128
 #: A PostgreSQL ``integer`` column's largest value.

@@ -130,11 +130,13 @@ def add_server(engine: Engine, spec: ServerSpec, password_encrypted: str | None)
                 collection_configs.update().where(collection_configs.c.server_id == server_id).values(**config)
             )
         else:
-            server_id = conn.execute(
+            inserted = conn.execute(
                 servers.insert().values(
                     name=spec.name, status="unknown", consecutive_failures=0, created_at=now, **values
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert inserted is not None
+            server_id = inserted[0]
             conn.execute(collection_configs.insert().values(server_id=server_id, **config))
         return _load(conn, spec.name)
 

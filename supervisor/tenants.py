@@ -72,9 +72,11 @@ def insert_tenant(engine: Engine, slug: str, name: str, db_url: str | None, stat
     with engine.begin() as conn:
         if conn.execute(select(tenants.c.id).where(tenants.c.slug == slug)).first():
             raise UsageError(f"tenant {slug!r} already exists")
-        tenant_id = conn.execute(
+        inserted = conn.execute(
             tenants.insert().values(slug=slug, name=name, status=status, db_url=db_url, created_at=now, updated_at=now)
-        ).inserted_primary_key[0]
+        ).inserted_primary_key
+        assert inserted is not None
+        tenant_id = inserted[0]
     return Tenant(id=tenant_id, slug=slug, name=name, status=status, db_url=db_url)
 
 

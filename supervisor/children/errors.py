@@ -43,7 +43,7 @@ class DriverError:
 
 
 def parse_driver_error(exc: BaseException) -> DriverError:
-    args = getattr(exc, "args", ())
+    args: tuple[object, ...] = tuple(getattr(exc, "args", ()))
     if len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
         sqlstate, text = args[0], args[1]
     else:

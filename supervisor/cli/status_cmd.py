@@ -128,7 +128,7 @@ def _server_summary(ctx: CliContext, tenant: Tenant, now: dt.datetime) -> dict[s
         engine = ctx.tenant_engine(tenant)
         with engine.connect() as conn:
             by_status = select(servers.c.status, func.count()).where(servers.c.removed_at.is_(None))
-            counts = dict(conn.execute(by_status.group_by(servers.c.status)).all())
+            counts: dict[str, int] = {status: n for status, n in conn.execute(by_status.group_by(servers.c.status))}
             newest = conn.execute(select(func.max(metric_snapshots.c.collected_at))).scalar()
         engine.dispose()
     except (SQLAlchemyError, CollectorError) as exc:

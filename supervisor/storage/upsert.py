@@ -15,4 +15,4 @@ def conflict_insert(dialect: str) -> Callable[..., Any] | None:
     if dialect not in ON_CONFLICT_DIALECTS:
         return None
     module = importlib.import_module(f"sqlalchemy.dialects.{dialect}")
-    return module.insert  # type: ignore[no-any-return]
+    return module.insert
