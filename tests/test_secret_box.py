@@ -37,7 +37,7 @@ def test_deferred_box_needs_the_key_only_when_a_password_is_decrypted(
 ) -> None:
     monkeypatch.delenv(SECRET_KEY_ENV, raising=False)
     missing = DeferredSecretBox(str(tmp_path / "missing.key"))  # building it reads nothing
-    with pytest.raises(CollectorError, match="secret key file .* is missing"):
+    with pytest.raises(CollectorError, match=r"secret key file .* is missing"):
         missing.decrypt("token")
     assert not (tmp_path / "missing.key").exists()
 
