@@ -19,6 +19,7 @@ from pathlib import Path
 from supervisor.children.deltas import Baseline
 from supervisor.children.records import WriteItem
 from supervisor.errors import STORAGE
+from supervisor.logs import log_event
 
 log = logging.getLogger("supervisor.child.spool")
 _sequence = itertools.count()
@@ -64,13 +65,8 @@ class Spool:
                 try:
                     items.append(WriteItem.from_json(json.loads(line)))
                 except (ValueError, KeyError, TypeError) as exc:
-                    log.error(
-                        "skipping unreadable spool line %s:%d: %s",
-                        path.name,
-                        number,
-                        exc,
-                        extra={"event": "spool.corrupt", "tenant": self.tenant, "error_class": STORAGE},
-                    )
+                    log_event(log, logging.ERROR, "spool.corrupt", "skipping unreadable spool line %s:%d: %s",
+                              path.name, number, exc, tenant=self.tenant, error_class=STORAGE)  # fmt: skip
         return items
 
     def remove(self, path: Path) -> None:

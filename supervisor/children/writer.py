@@ -190,11 +190,8 @@ class Writer:
             except SQLAlchemyError as exc:
                 if _is_outage(exc):
                     raise
-                log.error(
-                    "dropping a result the tenant DB rejects: %s",
-                    describe_db_error(exc),
-                    extra={"event": "writer.rejected", "tenant": self._tenant, "error_class": STORAGE},
-                )
+                log_event(log, logging.ERROR, "writer.rejected", "dropping a result the tenant DB rejects: %s",
+                          describe_db_error(exc), tenant=self._tenant, error_class=STORAGE)  # fmt: skip
 
     def _replay_spool(self) -> None:
         for path in self._spool.files():
@@ -205,12 +202,8 @@ class Writer:
                 if not self._store(items[start : start + BATCH_SIZE]):
                     return
             self._spool.remove(path)
-            log.info(
-                "replayed %d spooled results from %s",
-                len(items),
-                path.name,
-                extra={"event": "writer.replayed", "tenant": self._tenant},
-            )
+            log_event(log, logging.INFO, "writer.replayed", "replayed %d spooled results from %s", len(items),
+                      path.name, tenant=self._tenant)  # fmt: skip
 
     def _maybe_purge(self) -> None:
         if self._retention_days <= 0 or time.monotonic() < self._next_retention:
@@ -222,11 +215,8 @@ class Writer:
                     return
         except SQLAlchemyError as exc:
             self._next_retention = time.monotonic() + 60.0
-            log.warning(
-                "retention failed: %s",
-                describe_db_error(exc),
-                extra={"event": "retention.failed", "tenant": self._tenant, "error_class": STORAGE},
-            )
+            log_event(log, logging.WARNING, "retention.failed", "retention failed: %s", describe_db_error(exc),
+                      tenant=self._tenant, error_class=STORAGE)  # fmt: skip
 
     def _spill_oldest_locked(self, count: int) -> None:
         """The buffer is full: move its oldest ``count`` items to the spool. If the spool cannot be written
@@ -268,26 +258,16 @@ class Writer:
     def _note_failure(self, exc: SQLAlchemyError) -> None:
         if self._healthy:
             self._failing_since = time.monotonic()
-            log.warning(
-                "tenant DB unavailable, keeping results and retrying: %s",
-                describe_db_error(exc),
-                extra={
-                    "event": "writer.db_unavailable",
-                    "tenant": self._tenant,
-                    "error_class": STORAGE,
-                    "error": describe_db_error(exc),
-                },
-            )
+            error = describe_db_error(exc)
+            log_event(log, logging.WARNING, "writer.db_unavailable", "tenant DB unavailable, keeping results and "
+                      "retrying: %s", error, tenant=self._tenant, error_class=STORAGE, error=error)  # fmt: skip
         self._healthy = False
 
     def _note_success(self) -> None:
         if not self._healthy:
             outage = time.monotonic() - (self._failing_since or time.monotonic())
-            log.info(
-                "tenant DB available again after %.0f s",
-                outage,
-                extra={"event": "writer.db_available", "tenant": self._tenant},
-            )
+            log_event(log, logging.INFO, "writer.db_available", "tenant DB available again after %.0f s", outage,
+                      tenant=self._tenant)  # fmt: skip
         self._healthy = True
 
     def _sleep(self, seconds: float) -> None:

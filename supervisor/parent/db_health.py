@@ -7,6 +7,7 @@ import time
 
 from supervisor.backoff import Backoff
 from supervisor.errors import STORAGE
+from supervisor.logs import log_event
 from supervisor.storage.engine import masked_url
 from supervisor.storage.migrations import describe_db_error
 
@@ -27,22 +28,15 @@ class SystemDbHealth:
         """Record a failed use; returns how long to wait before the next attempt."""
         if self.outage_started is None:
             self.outage_started = time.monotonic()
-            log.error(
-                "system DB %s unavailable, children keep running: %s",
-                masked_url(self.url),
-                describe_db_error(exc),
-                extra={"event": "system_db.unavailable", "error": describe_db_error(exc), "error_class": STORAGE},
-            )
+            error = describe_db_error(exc)
+            log_event(log, logging.ERROR, "system_db.unavailable", "system DB %s unavailable, children keep running: "
+                      "%s", masked_url(self.url), error, error=error, error_class=STORAGE)  # fmt: skip
         return self._backoff.next_delay()
 
     def succeeded(self) -> None:
         if self.outage_started is not None:
             seconds = time.monotonic() - self.outage_started
-            log.info(
-                "system DB %s available again after %.0fs",
-                masked_url(self.url),
-                seconds,
-                extra={"event": "system_db.recovered", "duration_ms": int(seconds * 1000)},
-            )
+            log_event(log, logging.INFO, "system_db.recovered", "system DB %s available again after %.0fs",
+                      masked_url(self.url), seconds, duration_ms=int(seconds * 1000))  # fmt: skip
             self.outage_started = None
         self._backoff.reset()
