@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import configparser
+import dataclasses
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from supervisor.config import Settings, load_settings
+from supervisor.config import LoggingSettings, Settings, load_settings, resolve_paths
 from supervisor.errors import ConfigError
 from tests.helpers.cli import run_cli
 
@@ -23,16 +25,19 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_collector_ini_documents_every_key_and_loads_to_the_defaults(tmp_path: Path) -> None:
     shipped = REPO / "collector.ini"
     settings = load_settings(shipped)
-    defaults = Settings()
-    for name in ("poll_interval", "concurrency", "collection_interval", "collection_timeout", "login_timeout",
-                 "shutdown_timeout", "odbc_driver", "encrypt", "trust_server_certificate", "heartbeat_timeout",
-                 "max_child_rss_mb", "retention_days", "collection_mode", "keep_connections"):  # fmt: skip
-        assert getattr(settings, name) == getattr(defaults, name), name
-    assert settings.logging == defaults.logging
+    # Every key, not a chosen few: the shipped file is Settings() with its paths resolved against its folder.
+    defaults = resolve_paths(Settings(), shipped.resolve().parent)
+    for key in (f.name for f in dataclasses.fields(Settings) if f.name != "config_path"):
+        assert getattr(settings, key) == getattr(defaults, key), key
+    assert replace(settings, config_path=None) == defaults
+    assert settings.config_path == str(shipped.resolve())
 
     lines = shipped.read_text().splitlines()
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(shipped.read_text())
+    collector_keys = {f.name for f in dataclasses.fields(Settings)} - {"logging", "config_path"}
+    assert set(parser["collector"]) == collector_keys  # every key is in the file, not left to its default
+    assert set(parser["logging"]) == {f.name for f in dataclasses.fields(LoggingSettings)}
     for section in parser.sections():
         for key in parser[section]:
             index = next(i for i, line in enumerate(lines) if line.startswith(f"{key} ="))

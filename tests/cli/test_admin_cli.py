@@ -104,6 +104,14 @@ def test_password_from_stdin(workspace: Workspace) -> None:
     )  # fmt: skip
     names = [s["name"] for s in json.loads(workspace.ok("server", "list", "acme", "--json"))]
     assert names == ["sql01", "sql02"]
+    engine = create_engine(workspace.tenant_url("acme"), poolclass=NullPool)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT name, password_encrypted FROM servers")).all())
+    engine.dispose()
+    box = SecretBox.load(str(workspace.path / "var" / "secret.key"), create=False)
+    # The line read from stdin without its newline, and nothing else: the other server's password is untouched.
+    assert box.decrypt(stored["sql02"]) == "from-stdin"
+    assert box.decrypt(stored["sql01"]) == PASSWORD
 
 
 BAD_INPUTS = [
