@@ -228,8 +228,13 @@ def test_deploy_script_installs_the_procedure(make_simulator: object, driver: st
 
 
 def test_slow_login_gives_login_timeout(sim: Simulator, driver: str) -> None:
-    with pytest.raises(pyodbc.Error):
+    started = time.monotonic()
+    with pytest.raises(pyodbc.OperationalError) as raised:
         pyodbc.connect(connection_string(driver, sim.port("slow-login")), timeout=1)
+    elapsed = time.monotonic() - started
+    sqlstate, message = raised.value.args[:2]
+    assert sqlstate == "HYT00" and "timeout expired" in message.lower(), message
+    assert 1.0 <= elapsed < 5.0, elapsed  # the driver's 1 s login timeout, not the server's answer at 5 s
 
 
 def test_attention_on_idle_connection_is_acknowledged(sim: Simulator, driver: str) -> None:
