@@ -32,8 +32,8 @@ from supervisor.errors import STORAGE, CollectorError, ConfigError
 from supervisor.ipc import CHILD_EXIT_OK, CHILD_EXIT_ORPHANED, ChildSpec, Heartbeat
 from supervisor.logs import log_event
 from supervisor.secret_box import DeferredSecretBox
-from supervisor.storage.engine import make_engine
-from supervisor.storage.migrations import describe_db_error, upgrade_tenant
+from supervisor.storage.engine import describe_db_error, make_engine
+from supervisor.storage.migrations import upgrade_tenant
 
 log = logging.getLogger("supervisor.child")
 

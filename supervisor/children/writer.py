@@ -25,7 +25,7 @@ from supervisor.children.retention import purge_batch
 from supervisor.children.spool import Spool
 from supervisor.errors import INTERNAL, STORAGE
 from supervisor.logs import log_event
-from supervisor.storage.migrations import describe_db_error
+from supervisor.storage.engine import describe_db_error
 
 log = logging.getLogger("supervisor.child.writer")
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from supervisor import __version__
 from supervisor.cli.context import CliContext
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE, CollectorError
-from supervisor.storage.migrations import describe_db_error
+from supervisor.storage.engine import describe_db_error
 
 PROG = "collector-supervisor"
 

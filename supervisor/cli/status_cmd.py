@@ -22,7 +22,7 @@ from supervisor.clock import utcnow
 from supervisor.config import Settings
 from supervisor.errors import CollectorError
 from supervisor.parent.instances import RUNNING, process_alive
-from supervisor.storage.migrations import describe_db_error
+from supervisor.storage.engine import describe_db_error
 from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases, tenants
 from supervisor.storage.tenant_schema import metric_snapshots, servers
 from supervisor.tenants import Tenant

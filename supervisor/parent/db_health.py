@@ -8,8 +8,7 @@ import time
 from supervisor.backoff import Backoff
 from supervisor.errors import STORAGE
 from supervisor.logs import log_event
-from supervisor.storage.engine import masked_url
-from supervisor.storage.migrations import describe_db_error
+from supervisor.storage.engine import describe_db_error, masked_url
 
 log = logging.getLogger("supervisor.system_db")
 

@@ -51,6 +51,13 @@ def url_problem(url: str, *, persistent: bool = False) -> str | None:
     return None
 
 
+def describe_db_error(exc: BaseException) -> str:
+    """The first line of a driver error, without SQLAlchemy's background links."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip().splitlines()
+    return text[0] if text else type(original).__name__
+
+
 def check_url(url: str, what: str, *, persistent: bool = False) -> None:
     problem = url_problem(url, persistent=persistent)
     if problem is not None:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.errors import CollectorError
 from supervisor.storage import system_schema, tenant_schema
-from supervisor.storage.engine import ensure_database, masked_url
+from supervisor.storage.engine import describe_db_error, ensure_database, masked_url
 
 Step = Callable[[Connection], None]
 
@@ -82,10 +82,3 @@ def _is_current(engine: Engine, info: Table, name: str, version: int) -> bool:
             return conn.execute(select(info.c.version).where(info.c.name == name)).scalar() == version
     except SQLAlchemyError:
         return False  # no schema_info yet, or no database: the full path creates them or says why
-
-
-def describe_db_error(exc: BaseException) -> str:
-    """The first line of a driver error, without SQLAlchemy's background links."""
-    original = getattr(exc, "orig", None) or exc
-    text = str(original).strip().splitlines()
-    return text[0] if text else type(original).__name__
