@@ -65,6 +65,7 @@ from bench.common import (
     sample_tree,
     split_tenants,
 )
+from sqlserver_sim.faults import QUERY_STALLS
 
 HEALTHY = "healthy"
 STALLED = "stalled"
@@ -97,6 +98,12 @@ CHILD_BASE_THREADS = 2
 class Kind:
     category: str  # HEALTHY, STALLED or BLACKHOLE
     fault: str  # "" for healthy, the stall phase, or "blackhole"
+
+    @property
+    def after_login(self) -> bool:
+        """A stall of the collection itself: the server is online (login works); the others fail before
+        the login finishes and make the server offline."""
+        return self.category == HEALTHY or self.fault in QUERY_STALLS
 
     @property
     def label(self) -> str:
@@ -197,11 +204,31 @@ def count_entries(path: str) -> int | None:
         return None
 
 
+def cpu_ticks(path: str) -> int | None:
+    """utime + stime (clock ticks) from a /proc stat file."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
 @dataclass
 class ChildSeries:
     pid: int
     threads: list[int] = field(default_factory=list)
     fds: list[int] = field(default_factory=list)
+    #: CPU ticks of the whole child and of its main thread (tid = pid), at the first and last sample.
+    cpu: list[tuple[int | None, int | None]] = field(default_factory=list)
+
+    def cpu_seconds(self) -> tuple[float, float] | None:
+        """(whole child, main thread) CPU seconds between the first and the last sample."""
+        if len(self.cpu) < 2 or None in (*self.cpu[0], *self.cpu[-1]):
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        (child0, main0), (child1, main1) = self.cpu[0], self.cpu[-1]
+        return (child1 - child0) / tick, (main1 - main0) / tick  # type: ignore[operator]
 
 
 class ChildSampler:
@@ -221,7 +248,13 @@ class ChildSampler:
                 series.threads.append(threads)
                 series.fds.append(fds)
 
+    def sample_cpu(self) -> None:
+        for series in self.series.values():
+            series.cpu.append((cpu_ticks(f"/proc/{series.pid}/stat"),
+                               cpu_ticks(f"/proc/{series.pid}/task/{series.pid}/stat")))
+
     def start(self) -> ChildSampler:
+        self.sample_cpu()
         self.sample()
         self._thread.start()
         return self
@@ -231,9 +264,12 @@ class ChildSampler:
             self.sample()
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(10)
         self.sample()
+        self.sample_cpu()
 
 
 def held_for_good(series: list[int]) -> tuple[int, int] | None:
@@ -333,6 +369,10 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             for slug, series in sampler.series.items()
         }
         result["cpu"] = cpu_figures(start_tree.cpu_seconds, end_tree.cpu_seconds, sim_cpu, result)
+        children_cpu = [c for c in result["children"].values() if c["cpu_s"] is not None]
+        result["cpu"]["children_cores"] = sum(c["cpu_s"] for c in children_cpu) / result["window_s"]
+        result["cpu"]["children_main_thread_cores"] = (
+            sum(c["main_thread_cpu_s"] for c in children_cpu) / result["window_s"])
         result["load"] = {"launch": load_at_launch, "window_start": load_start, "window_end": load_end}
         result["stop"] = {"exit_code": exit_code, "seconds": stop_seconds}
         result["verdict"] = verdict(result, args)
@@ -445,7 +485,12 @@ def figures(args: argparse.Namespace, plan: FleetPlan, tenants: dict[str, Tenant
             "stalled_share": slot_s[STALLED] / capacity if capacity else math.nan,
             "blackhole_share": slot_s[BLACKHOLE] / capacity if capacity else math.nan,
             "idle_share": (capacity - busy) / capacity if capacity else math.nan,
+            "before_login_slot_s": sum(f.duration_ms for f in failures
+                                       if not plan.kinds.get(f.server, Kind(HEALTHY, "")).after_login) / 1000,
             "peak_faulty_in_flight_per_tenant": max((peak_overlap(s) for s in spans.values()), default=0),
+            "peak_faulty_in_flight_by_tenant": {slug: peak_overlap(spans.get(slug, [])) for slug in plan.groups},
+            "mean_faulty_in_flight_per_tenant": (slot_s[STALLED] + slot_s[BLACKHOLE]) / len(plan.groups) / window_s
+            if window_s else math.nan,
         },
         "timeouts": {
             "count": len(timeouts),
@@ -468,6 +513,7 @@ def figures(args: argparse.Namespace, plan: FleetPlan, tenants: dict[str, Tenant
                 "error_classes": dict(Counter(f.error_class for f in items)),
                 "duration_p50_s": percentile([f.duration_ms / 1000 for f in items], 50),
                 "duration_max_s": max(f.duration_ms / 1000 for f in items),
+                "slot_s": sum(f.duration_ms for f in items) / 1000,
             }
             for label, items in sorted(by_kind.items())
         },
@@ -480,9 +526,12 @@ def child_figures(series: ChildSeries, concurrency: int, *, restarted: bool) -> 
             return {"start": None, "end": None, "min": None, "max": None}
         return {"start": values[0], "end": values[-1], "min": min(values), "max": max(values)}
 
+    cpu = series.cpu_seconds()
     return {
         "pid": series.pid,
         "samples": len(series.threads),
+        "cpu_s": None if cpu is None else cpu[0],
+        "main_thread_cpu_s": None if cpu is None else cpu[1],
         "restarted": restarted,
         "threads": summary(series.threads),
         "fds": summary(series.fds),
@@ -537,8 +586,15 @@ def report(result: dict[str, Any]) -> None:
           f"{fmt(pool['stalled_slot_s'], 0)} ({fmt(100 * pool['stalled_share'], 1)} %) + black holes "
           f"{fmt(pool['blackhole_slot_s'], 0)} ({fmt(100 * pool['blackhole_share'], 1)} %) + idle "
           f"{fmt(pool['idle_slot_s'], 0)} ({fmt(100 * pool['idle_share'], 1)} %)")
-    print(f"  faulty collections in flight at most {pool['peak_faulty_in_flight_per_tenant']} of "
-          f"{plan['concurrency']} slots in one tenant; {result['faulty']['failures']} failures of "
+    faulty_s = pool["stalled_slot_s"] + pool["blackhole_slot_s"]
+    print(f"  of the faulty slot-seconds   {fmt(pool['before_login_slot_s'], 0)} "
+          f"({fmt(100 * pool['before_login_slot_s'] / faulty_s if faulty_s else math.nan, 1)} %) before the login "
+          f"(offline servers: black holes, connect/prelogin/tls/login stalls), "
+          f"{fmt(faulty_s - pool['before_login_slot_s'], 0)} after it (online servers whose collection stalls)")
+    print(f"  faulty collections in flight per tenant: mean {fmt(pool['mean_faulty_in_flight_per_tenant'])} slots, "
+          f"peak {pool['peak_faulty_in_flight_per_tenant']} of {plan['concurrency']} "
+          f"(by tenant {list(pool['peak_faulty_in_flight_by_tenant'].values())})")
+    print(f"  faulty servers               {result['faulty']['failures']} failures of "
           f"{result['faulty']['servers_failed_in_window']}/{result['faulty']['servers']} faulty servers, "
           f"{len(result['faulty']['servers_with_snapshots'])} of them with snapshots")
     print(f"  timeouts                     {timeouts['count']}: p50 / p95 / max {fmt(timeouts['p50_s'])} / "
@@ -547,7 +603,8 @@ def report(result: dict[str, Any]) -> None:
     for label, kind in result["by_kind"].items():
         classes = ", ".join(f"{k} {v}" for k, v in sorted(kind["error_classes"].items()))
         print(f"    {label:<22} {kind['servers']:>5} servers, {kind['failures']:>5} failures ({classes}), "
-              f"duration p50 {fmt(kind['duration_p50_s'])} s, max {fmt(kind['duration_max_s'])} s")
+              f"duration p50 {fmt(kind['duration_p50_s'])} s, max {fmt(kind['duration_max_s'])} s, "
+              f"{fmt(kind['slot_s'], 0)} slot-s")
     print(f"  per child: start -> end (min..max) [held for good: first -> last quarter's minimum]; threads flat: "
           f"held <= {CHILD_BASE_THREADS} + {plan['concurrency']}, fds flat: held grows <= "
           f"{SQLITE_SECOND_CONNECTION_FDS}")
@@ -561,6 +618,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"  collector tree CPU           {fmt(cpu['collector_cores'], 3)} cores, "
           f"{fmt(cpu['cpu_s_per_1000_collections'])} CPU s per 1,000 collections (logging at DEBUG); "
           f"simulator {fmt(cpu['simulator_cores'], 3)} cores")
+    print(f"  children's CPU               {fmt(cpu['children_cores'], 3)} cores, of it their main threads "
+          f"{fmt(cpu['children_main_thread_cores'], 3)} (scheduling, deadlines, socket cuts, outcomes, logging)")
     print(f"  SIGTERM to full stop         {fmt(result['stop']['seconds'])} s, exit {result['stop']['exit_code']}")
     v = result["verdict"]
     print(f"verdict: {'PASS' if v['passed'] else 'FAIL'}: healthy late or missed "
