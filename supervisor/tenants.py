@@ -10,6 +10,7 @@ from sqlalchemy import Engine, RowMapping, select
 from supervisor import rules
 from supervisor.clock import utcnow
 from supervisor.errors import UsageError
+from supervisor.storage.engine import masked_url, url_problem
 from supervisor.storage.system_schema import tenants
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -28,6 +29,20 @@ class Tenant:
     @classmethod
     def from_row(cls, row: RowMapping) -> Tenant:
         return cls(id=row["id"], slug=row["slug"], name=row["name"], status=row["status"], db_url=row["db_url"])
+
+
+def row_problem(row: RowMapping) -> str | None:
+    """Why an active ``tenants`` row cannot be run (None if it can). The product's web app writes these rows
+    too: a slug names files (``tenant_db_url``'s ``{slug}``) and processes, so it must be a slug."""
+    slug = row["slug"]
+    if not isinstance(slug, str) or not SLUG_PATTERN.fullmatch(slug):
+        return f"slug {rules.shown(slug)} is not 1-63 characters a-z, 0-9 and '-'"
+    db_url = row["db_url"]
+    if db_url is not None:
+        problem = url_problem(db_url, persistent=True) if isinstance(db_url, str) else "not text"
+        if problem is not None:
+            return f"db_url {masked_url(db_url) if isinstance(db_url, str) else rules.shown(db_url)}: {problem}"
+    return None
 
 
 def validate_slug(slug: str) -> str:

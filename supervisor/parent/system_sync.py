@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, RowMapping, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor import databases
 from supervisor.clock import utcnow
 from supervisor.config import Settings
-from supervisor.errors import CollectorError
+from supervisor.errors import CONFIG, CollectorError
 from supervisor.logs import log_event
 from supervisor.parent import instances, leases
 from supervisor.parent.children_table import record_children
@@ -29,7 +29,7 @@ from supervisor.parent.handle import ChildHandle
 from supervisor.parent.instances import InstanceIdentity
 from supervisor.storage.migrations import upgrade_system
 from supervisor.storage.system_schema import tenants as tenants_table
-from supervisor.tenants import ACTIVE, Tenant
+from supervisor.tenants import ACTIVE, Tenant, row_problem
 
 log = logging.getLogger("supervisor.parent")
 
@@ -56,6 +56,7 @@ class SystemDbSync:
         self.schema_ready = False
         self.next_poll = 0.0
         self.lease_renewed_at: float | None = None
+        self._row_problems: dict[int, str] = {}
 
     def poll_due(self, now: float) -> bool:
         return now >= self.next_poll
@@ -75,8 +76,8 @@ class SystemDbSync:
                 gone = instances.take_over_dead_peers(conn, self.identity, now)
                 instances.prune(conn, now)
                 live = instances.count_live(conn, now, self.settings.lease_duration)
-                rows = conn.execute(select(tenants_table).where(tenants_table.c.status == ACTIVE)).mappings()
-                active = {t.id: t for t in (Tenant.from_row(row) for row in rows)}
+                rows = conn.execute(select(tenants_table).where(tenants_table.c.status == ACTIVE)).mappings().all()
+                active = {row["id"]: Tenant.from_row(row) for row in self._usable(rows)}
                 runnable = leases.sync_leases(
                     conn, self.identity.id, list(active), busy, live, now, self.settings.lease_duration
                 )
@@ -93,6 +94,23 @@ class SystemDbSync:
         self.lease_renewed_at = started
         self.next_poll = started + self.settings.poll_interval
         return PollResult(active, runnable)
+
+    def _usable(self, rows: Sequence[RowMapping]) -> list[RowMapping]:
+        """The rows that can be run; an unusable one is logged once per change of its problem, not per poll."""
+        usable, problems = [], {}
+        for row in rows:
+            problem = row_problem(row)
+            if problem is None:
+                usable.append(row)
+                continue
+            problems[row["id"]] = problem
+            if self._row_problems.get(row["id"]) != problem:
+                log_event(
+                    log, logging.ERROR, "tenant.invalid", "tenant row %s cannot be run: %s", row["id"], problem,
+                    tenant_id=row["id"], error=problem, error_class=CONFIG,
+                )  # fmt: skip
+        self._row_problems = problems
+        return usable
 
     def record_children(self, handles: Iterable[ChildHandle]) -> None:
         """Write starts and exits as they happen (polls write everything anyway); skipped during an outage."""

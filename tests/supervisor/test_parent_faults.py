@@ -80,3 +80,28 @@ def test_a_killed_parent_is_taken_over_at_once_on_the_same_host(deployment: Depl
     assert {t["slug"]: t["owner"] for t in status["tenants"]} == {"one": alive, "two": alive}
     second.signal(signal.SIGTERM)
     assert second.wait_exit() == 0
+
+
+def test_hostile_tenant_rows_cost_only_themselves(deployment: Deployment) -> None:
+    """The web app writes ``tenants`` too: a slug that is a path (``{slug}`` names the tenant's DB file) or
+    an unusable ``db_url`` is that tenant's config error, logged once, never a crash of the supervisor."""
+    deployment.add_tenant("good")
+    db = sqlite3.connect(deployment.root / "var" / "system.db")
+    now = "2026-01-01 00:00:00"
+    for slug, url in [("../../etc/evil", None), ("UPPER", None), ("fine-slug", "mysql://u:secret@h/db")]:
+        db.execute(
+            "INSERT INTO tenants (slug, name, status, db_url, created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?)",
+            (slug, slug, url, now, now),
+        )
+    db.commit()
+    db.close()
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started", count=1)
+    time.sleep(2)  # several polls (poll_interval 0.5 s)
+    invalid = supervisor.events("tenant.invalid")
+    assert len(invalid) == 3 and all(e["error_class"] == "config" for e in invalid)  # once per row, not per poll
+    assert "secret" not in json.dumps(invalid)
+    assert set(supervisor.running_children()) == {"good"}
+    assert not list(deployment.root.rglob("evil*"))
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
