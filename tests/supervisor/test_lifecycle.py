@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 
 import psutil
 from sqlalchemy import create_engine, select
 
+from supervisor.clock import utcnow
 from supervisor.ipc import CHILD_EXIT_CONFIG
-from supervisor.storage.system_schema import tenant_children, tenants
+from supervisor.storage.system_schema import tenant_children, tenant_leases, tenants
 from tests.helpers.deployment import Deployment, pids_gone
 from tests.helpers.waiting import wait_until
+
+#: How late the loop may act after a deadline it sleeps until (a wake-up, a log line), on a loaded machine.
+WAKE_SLACK_S = 0.5
+#: A restart after its backoff delay: the wake-up, the fork and the "child.started" line.
+START_SLACK_S = 0.5
+
+
+def _at(record: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
 
 
 def test_children_follow_the_active_tenants(deployment: Deployment) -> None:
@@ -74,9 +85,17 @@ def test_killed_child_is_restarted_and_a_crash_loop_backs_off(deployment: Deploy
     supervisor.wait_event("child.restarting", tenant="victim")
     supervisor.wait_event("child.started", tenant="victim", count=2)
 
-    restarts = supervisor.wait_event("child.restarting", tenant="crash-loop", count=4, timeout=30)
-    delays = [r["delay_s"] for r in restarts]
-    assert delays == sorted(delays) and delays[3] >= 4, delays  # 1, 2, 4, 8 s with up to half of jitter
+    restarts = supervisor.wait_event("child.restarting", tenant="crash-loop", count=4, timeout=1 + 2 + 4 + 8 + 15)
+    delays = [r["delay_s"] for r in restarts[:4]]
+    for n, delay in enumerate(delays):  # equal jitter: delay n in [2**n / 2, 2**n] (logged rounded to 0.01 s)
+        assert 2**n / 2 - 0.005 <= delay <= 2**n + 0.005, (n, delays)
+    assert [r["restarts"] for r in restarts[:4]] == [1, 2, 3, 4]
+    # The logged delay is the one applied: the next start comes that long after the restart line, no sooner.
+    starts = [_at(r) for r in supervisor.wait_event("child.started", tenant="crash-loop", count=5, timeout=8 + 10)]
+    for n, restart in enumerate(restarts[:4]):
+        next_start = min(at for at in starts if at >= _at(restart))
+        waited = (next_start - _at(restart)).total_seconds()
+        assert delays[n] - 0.01 <= waited <= delays[n] + START_SLACK_S, (n, delays[n], waited)
     crash_lines = supervisor.events("child.crashed", tenant="crash-loop")
     assert crash_lines and "simulated crash" in crash_lines[0]["exc_info"]
     assert "Traceback" not in crash_lines[0]["message"]
@@ -121,8 +140,18 @@ def test_stop_kills_stragglers_and_a_second_signal_kills_at_once(deployment: Dep
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait_exit(timeout=2 + 10) == 0
     [killed] = supervisor.events("child.killed")
-    assert killed["tenant"] == "stubborn-one"
+    assert killed["tenant"] == "stubborn-one" and killed["reason"] == "did not stop within 2s"
     assert pids_gone(pids)
+    # The TERM went out right after the stopping line; the KILL is due shutdown_timeout later, not sooner, and
+    # the loop wakes at that deadline (it never sleeps past a child's kill_at).
+    [stopping] = supervisor.events("supervisor.stopping")
+    grace = (_at(killed) - _at(stopping)).total_seconds()
+    assert 2 - 0.01 <= grace <= 2 + WAKE_SLACK_S, grace
+    [polite] = supervisor.events("child.exited", tenant="polite")
+    assert polite["exit_code"] == 0 and _at(polite) < _at(killed)
+    [stubborn] = supervisor.events("child.exited", tenant="stubborn-one")
+    assert stubborn["exit_code"] == -signal.SIGKILL
+    assert (_at(stubborn) - _at(killed)).total_seconds() <= WAKE_SLACK_S  # reaped as soon as it died
 
     deployment.write_config(shutdown_timeout=600)
     second = deployment.start("second")
@@ -162,6 +191,45 @@ def test_log_lines_of_a_stopping_child_are_all_written_whole(deployment: Deploym
         assert len({r["pid"] for r in chatty}) == 1 and chatty[0]["pid"] != supervisor.pid
     assert lines[-1]["event"] == "supervisor.stopped"
     assert all(set(r) >= {"timestamp", "level", "logger", "message", "event", "pid"} for r in lines)
+
+
+def _lease_left_s(deployment: Deployment) -> float:
+    engine = create_engine(deployment.system_db.replace("///", f"///{deployment.root}/"))
+    try:
+        with engine.connect() as conn:
+            [expires_at] = conn.execute(select(tenant_leases.c.expires_at).where(tenant_leases.c.owner.is_not(None)))
+    finally:
+        engine.dispose()
+    return (expires_at[0] - utcnow()).total_seconds()
+
+
+def test_sighup_reload_is_applied_to_the_loop_the_leases_and_new_children(deployment: Deployment) -> None:
+    """Not just the log line: each setting a reload changes takes effect where it is used."""
+    deployment.write_config(lease_duration=10, shutdown_timeout=5)
+    deployment.add_tenant("stubborn-early")
+    supervisor = deployment.start()
+    [early] = supervisor.wait_event("fake.started", tenant="stubborn-early")
+    assert early["collection_interval"] == 30  # the default: not in the file yet
+    assert _lease_left_s(deployment) <= 10
+    deployment.write_config(lease_duration=40, shutdown_timeout=1, collection_interval=7)
+    supervisor.signal(signal.SIGHUP)
+    supervisor.wait_event("config.reloaded")
+    # The system DB side: the next poll comes at once and renews the lease for the new duration.
+    left = wait_until(lambda: (left := _lease_left_s(deployment)) > 10 and left, 10, "a lease renewed for 40 s")
+    assert 40 - 0.5 - 1 <= left <= 40, left  # renewed within the last poll interval (0.5 s), read just after
+    # New children get the new settings; the running child is not restarted for it.
+    deployment.add_tenant("stubborn-late")
+    [late] = supervisor.wait_event("fake.started", tenant="stubborn-late")
+    assert late["collection_interval"] == 7
+    assert len(supervisor.events("child.started", tenant="stubborn-early")) == 1
+    # The loop itself: the stop waits the new shutdown_timeout (1 s, not 5 s) before killing the stragglers.
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit(timeout=5 + 10) == 0
+    killed = supervisor.events("child.killed")
+    assert sorted(k["tenant"] for k in killed) == ["stubborn-early", "stubborn-late"]
+    assert {k["reason"] for k in killed} == {"did not stop within 1s"}
+    [stopping] = supervisor.events("supervisor.stopping")
+    assert all(1 - 0.01 <= (_at(k) - _at(stopping)).total_seconds() <= 1 + WAKE_SLACK_S for k in killed), killed
 
 
 def test_sighup_reloads_and_survives_an_invalid_file(deployment: Deployment) -> None:

@@ -42,7 +42,8 @@ class TenantRuntime:
         ballast = bytearray(120 * 1024 * 1024) if slug.startswith("fat-") else b""
         for offset in range(0, len(ballast), 4096):
             ballast[offset] = 1
-        extra = {"event": "fake.started", "tenant": slug}
+        # A setting of the spec it was given: shows which settings a child got (after a reload: the new ones).
+        extra = {"event": "fake.started", "tenant": slug, "collection_interval": self.spec.settings.collection_interval}
         log.info("fake runtime of %s started", slug, extra=extra)
         while True:
             stopped = self.stop.wait(0.3)
