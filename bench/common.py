@@ -367,8 +367,10 @@ class Deployment:
             **settings,
         }
         level = values.pop("log_level", "INFO")
+        listen = values.pop("metrics_listen", "")  # off unless asked: runs side by side need no port
         lines = ["[collector]", *(f"{key} = {value}" for key, value in values.items())]
         lines += ["", "[logging]", f"level = {level}", "format = json", f"file = {self.log_path}"]
+        lines += ["", "[metrics]", f"listen = {listen}"]
         self.config_path = directory / "collector.ini"
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.process: subprocess.Popen[bytes] | None = None

@@ -33,6 +33,19 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    #: ``host:port`` the parent serves /metrics, /healthz and /readyz on; "" = off; port 0 = any free port.
+    listen: str = "127.0.0.1:9478"
+    per_server: bool = False
+
+    def address(self) -> tuple[str, int] | None:
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Settings:
     system_db: str = "sqlite:///var/system.db"
     tenant_db_url: str = "sqlite:///var/tenants/{slug}.db"
@@ -56,6 +69,7 @@ class Settings:
     lease_duration: float = 90.0
     spool_dir: str = "var/spool"
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     #: The file these settings came from (None: built-in defaults).
     config_path: str | None = None
 
@@ -187,10 +201,28 @@ _LOGGING_KEYS: dict[str, Parser] = {
     "file": _text,
 }
 
+def _listen(text: str) -> str:
+    """``host:port`` (``[v6]:port`` for IPv6), or empty for off."""
+    value = text.strip()
+    if not value:
+        return ""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected host:port (port 0-65535), or nothing to serve no metrics")
+    if not host.strip("[]").isprintable() or any(c.isspace() for c in host):
+        raise ValueError("the host must not contain spaces or control characters")
+    return value
+
+
+_METRICS_KEYS: dict[str, Parser] = {
+    "listen": _listen,
+    "per_server": _boolean,
+}
+
 #: Values shown with their password masked in an error message.
 _URL_KEYS = frozenset({"system_db", "tenant_db_url"})
 
-_SECTIONS = {"collector": _COLLECTOR_KEYS, "logging": _LOGGING_KEYS}
+_SECTIONS = {"collector": _COLLECTOR_KEYS, "logging": _LOGGING_KEYS, "metrics": _METRICS_KEYS}
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:
@@ -206,7 +238,7 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{config_path}: cannot parse: {first_line}") from None
 
-    values: dict[str, dict[str, Any]] = {"collector": {}, "logging": {}}
+    values: dict[str, dict[str, Any]] = {"collector": {}, "logging": {}, "metrics": {}}
     for section in parser.sections():
         keys = _SECTIONS.get(section)
         if keys is None:
@@ -224,6 +256,7 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
     settings = Settings(
         **values["collector"],
         logging=LoggingSettings(**values["logging"]),
+        metrics=MetricsSettings(**values["metrics"]),
         config_path=str(config_path.resolve()),
     )
     _check_consistency(settings, config_path)

@@ -33,6 +33,19 @@ CHILD_EXIT_CONFIG = 3
 CHILD_EXIT_ORPHANED = 4
 
 
+#: Upper bounds (seconds) of the collection-duration histogram; collection_timeout (5 s) is the last that matters.
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class ServerReport:
+    """One server in a heartbeat, only with ``[metrics] per_server = yes``."""
+
+    name: str
+    up: bool
+    last_duration_ms: int | None
+
+
 @dataclass(frozen=True)
 class Heartbeat:
     sent_at: float  # time.time() in the child
@@ -43,6 +56,14 @@ class Heartbeat:
     collections_failed: int = 0
     newest_snapshot_at: str | None = None  # ISO 8601 UTC
     pending_writes: int = 0
+    servers_disabled: int = 0
+    #: Collections since the child started, by result (``ok`` or the error class).
+    results: tuple[tuple[str, int], ...] = ()
+    #: Non-cumulative counts per ``DURATION_BUCKETS`` bound plus one for +Inf, and the sum in seconds.
+    duration_counts: tuple[int, ...] = ()
+    duration_sum: float = 0.0
+    spooled_results: int = 0
+    servers: tuple[ServerReport, ...] | None = None
 
 
 @dataclass(frozen=True)

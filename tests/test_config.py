@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import LoggingSettings, Settings, load_settings, resolve_paths
+from supervisor.config import LoggingSettings, MetricsSettings, Settings, load_settings, resolve_paths
 from supervisor.errors import ConfigError
 from tests.helpers.cli import run_cli
 
@@ -35,9 +35,10 @@ def test_shipped_collector_ini_documents_every_key_and_loads_to_the_defaults(tmp
     lines = shipped.read_text().splitlines()
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(shipped.read_text())
-    collector_keys = {f.name for f in dataclasses.fields(Settings)} - {"logging", "config_path"}
+    collector_keys = {f.name for f in dataclasses.fields(Settings)} - {"logging", "metrics", "config_path"}
     assert set(parser["collector"]) == collector_keys  # every key is in the file, not left to its default
     assert set(parser["logging"]) == {f.name for f in dataclasses.fields(LoggingSettings)}
+    assert set(parser["metrics"]) == {f.name for f in dataclasses.fields(MetricsSettings)}
     for section in parser.sections():
         for key in parser[section]:
             index = next(i for i, line in enumerate(lines) if line.startswith(f"{key} ="))

@@ -16,6 +16,8 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 
+from setproctitle import setproctitle
+
 from supervisor.errors import CONFIG, INTERNAL, ConfigError
 from supervisor.ipc import (
     CHILD_EXIT_CONFIG,
@@ -33,6 +35,7 @@ _PR_SET_PDEATHSIG = 1
 
 def child_main(spec: ChildSpec, conn: Connection) -> None:
     parent_pid = os.getppid()
+    setproctitle(f"collector-supervisor: tenant {spec.slug}")
     stop = threading.Event()
     _install_signal_handlers(stop)
     _die_with_parent()

@@ -31,6 +31,7 @@ class OutcomeRecorder:
         self.stats = stats
         self.states: dict[int, ServerState] = {}
         self.baselines: dict[int, Baseline] = {}
+        self.last_duration: dict[int, int] = {}  # ms, per server (the per-server metrics)
         self._put = put
         self._failure_log = FailureLogPolicy()
         #: Servers whose row cannot be used, with the error last reported for each.
@@ -49,6 +50,7 @@ class OutcomeRecorder:
     def record(self, outcome: CollectionOutcome) -> None:
         target = outcome.target
         sid = target.server_id
+        self.last_duration[sid] = outcome.duration_ms
         context = {"tenant": self.tenant, "server": target.name, "duration_ms": outcome.duration_ms}
         previous = self.baselines.get(sid)
         processed = process_outcome(outcome, previous, self.state_of(sid), self.max_sample_gap)
@@ -75,7 +77,7 @@ class OutcomeRecorder:
         else:
             failure = outcome.failure
             assert failure is not None
-            self.stats.failed(outcome.duration_ms)
+            self.stats.failed(outcome.duration_ms, failure.error_class)
             level, repeats = self._failure_log.failed(sid, failure.error_class, time.monotonic())
             log_event(
                 log, level, "collection.failed", "collection from %s failed: %s", target.name, failure.message,

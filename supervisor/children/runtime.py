@@ -25,11 +25,11 @@ from supervisor.children.server_list import ServerList
 from supervisor.children.spool import Spool
 from supervisor.children.stats import TenantStats
 from supervisor.children.status import OFFLINE, ONLINE, ServerState
-from supervisor.children.targets import load_baselines, load_states, read_servers
+from supervisor.children.targets import count_disabled, load_baselines, load_states, read_servers
 from supervisor.children.writer import Writer
 from supervisor.config import Settings
 from supervisor.errors import STORAGE, CollectorError, ConfigError
-from supervisor.ipc import CHILD_EXIT_OK, CHILD_EXIT_ORPHANED, ChildSpec, Heartbeat
+from supervisor.ipc import CHILD_EXIT_OK, CHILD_EXIT_ORPHANED, ChildSpec, Heartbeat, ServerReport
 from supervisor.logs import log_event
 from supervisor.secret_box import DeferredSecretBox
 from supervisor.storage.engine import describe_db_error, make_engine
@@ -67,6 +67,7 @@ class TenantRuntime:
         self._parent_alive = parent_alive
         self._orphaned = False
         self._refresh_failing = False
+        self._disabled = 0
         self._scheduler = Scheduler(salt=spec.slug)
         self._box = DeferredSecretBox(self.settings.secret_key_file)
         self.driver = resolve_driver(self.settings.odbc_driver)
@@ -176,6 +177,7 @@ class TenantRuntime:
                 rows = read_servers(conn, self.settings, self._box)  # unusable rows: rows.invalid, not raised
                 targets = {t.server_id: t for t in rows.targets}
                 listed = [*targets, *(server.server_id for server in rows.invalid)]
+                self._disabled = count_disabled(conn)
                 unknown = [sid for sid in listed if sid not in self.recorder.states]
                 if unknown:
                     states = load_states(conn)
@@ -246,9 +248,22 @@ class TenantRuntime:
             collections_failed=self.stats.collections_failed,
             newest_snapshot_at=None if newest is None else newest.isoformat() + "Z",
             pending_writes=self.writer.pending(),
+            servers_disabled=self._disabled,
+            results=tuple(sorted(self.stats.results.items())),
+            duration_counts=tuple(self.stats.duration_counts),
+            duration_sum=self.stats.duration_sum,
+            spooled_results=self.writer.spooled,
+            servers=self._server_reports() if self.settings.metrics.per_server else None,
         )
         with contextlib.suppress(OSError, EOFError, ValueError):  # parent gone: parent_alive() notices
             self._send_heartbeat(beat)
+
+    def _server_reports(self) -> tuple[ServerReport, ...]:
+        recorder = self.recorder
+        return tuple(
+            ServerReport(target.name, recorder.state_of(sid).status == ONLINE, recorder.last_duration.get(sid))
+            for sid, target in self.servers.targets.items()
+        )
 
     def _summary(self) -> None:
         window = self.stats.take_window()

@@ -51,6 +51,14 @@ class Spool:
             raise
         return final
 
+    def count_items(self) -> int:
+        """Lines in the spool files now (each line is one result); unreadable files count as empty."""
+        count = 0
+        for path in self.files():
+            with contextlib.suppress(OSError), path.open("rb") as handle:
+                count += sum(1 for line in handle if line.strip())
+        return count
+
     def files(self) -> list[Path]:
         if not self.folder.is_dir():
             return []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select, type_coerce
+from sqlalchemy import Connection, func, select, type_coerce
 from sqlalchemy.types import NullType
 
 from supervisor import rules
@@ -208,3 +208,13 @@ def load_baselines(conn: Connection) -> dict[int, Baseline]:
             waits=Baseline.parse_waits(row["waits_json"]),
         )
     return baselines
+
+
+def count_disabled(conn: Connection) -> int:
+    """Servers not removed whose collection is switched off (``collector_servers{status="disabled"}``)."""
+    query = (
+        select(func.count())
+        .select_from(servers.join(collection_configs, collection_configs.c.server_id == servers.c.id))
+        .where(servers.c.removed_at.is_(None), collection_configs.c.enabled.is_(False))
+    )
+    return int(conn.execute(query).scalar() or 0)

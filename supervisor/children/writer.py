@@ -73,6 +73,8 @@ class Writer:
         self._next_retention = time.monotonic() + RETENTION_FIRST_AFTER
         self._spool_retry_at = 0.0
         self.written = 0
+        #: Results waiting in spool files (this run's and earlier ones'), for the heartbeat.
+        self.spooled = spool.count_items()
         self.dropped = 0
 
     # --- main thread ---------------------------------------------------------------------------------
@@ -110,6 +112,7 @@ class Writer:
         if leftover:
             try:
                 path = self._spool.write(leftover)
+                self.spooled += len(leftover)
             except OSError as exc:
                 log_event(
                     log, logging.ERROR, "writer.lost", "could not store or spool %d results, they are lost: %s",
@@ -202,6 +205,7 @@ class Writer:
                 if not self._store(items[start : start + BATCH_SIZE]):
                     return
             self._spool.remove(path)
+            self.spooled = max(0, self.spooled - len(items))
             log_event(log, logging.INFO, "writer.replayed", "replayed %d spooled results from %s", len(items),
                       path.name, tenant=self._tenant)  # fmt: skip
 
@@ -229,6 +233,7 @@ class Writer:
         spilled = [self._buffer.popleft() for _ in range(count)]
         try:
             path = self._spool.write(spilled)
+            self.spooled += len(spilled)
         except OSError as exc:
             self._buffer.extendleft(reversed(spilled))
             self._spool_retry_at = now + SPOOL_RETRY_EVERY

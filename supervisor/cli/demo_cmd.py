@@ -135,6 +135,9 @@ def _write_config(folder: Path) -> Path:
         "odbc_driver = auto\n"
         "[logging]\n"
         "file = supervisor.log\n"
+        "[metrics]\n"
+        "# any free port: a demo never fails on a port in use (supervisor.started in the log names it)\n"
+        "listen = 127.0.0.1:0\n"
     )
     return config
 

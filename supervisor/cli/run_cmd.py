@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from setproctitle import setproctitle
+
 from supervisor.cli.context import CliContext
 from supervisor.logs import configure_logging
 from supervisor.parent.fork import preload_child_modules
@@ -13,6 +15,7 @@ from supervisor.parent.signals import SignalFlags, block_signals
 
 def run(args: argparse.Namespace, ctx: CliContext) -> int:
     block_signals()  # until the handlers are in place: a TERM now is acted on once the loop can
+    setproctitle("collector-supervisor: parent")
     settings = ctx.settings
     configure_logging(settings.logging)
     preload_child_modules()

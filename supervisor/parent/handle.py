@@ -19,8 +19,10 @@ import enum
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import zip_longest
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext
 from multiprocessing.process import BaseProcess
@@ -63,6 +65,22 @@ class Due(enum.Enum):
     PROMOTED = "promoted"  # STARTING → RUNNING happened (the loop logs it)
     KILL = "kill"  # the stop's grace is over
     START = "start"  # the backoff delay is over
+
+
+@dataclass(frozen=True)
+class CollectionTotals:
+    """A tenant's collection counters summed over its children (each child counts from zero)."""
+
+    results: Counter[str] = field(default_factory=Counter)
+    duration_counts: tuple[int, ...] = ()
+    duration_sum: float = 0.0
+
+    def plus(self, beat: Heartbeat | None) -> CollectionTotals:
+        if beat is None:
+            return self
+        counts = [a + b for a, b in zip_longest(self.duration_counts, beat.duration_counts, fillvalue=0)]
+        return CollectionTotals(self.results + Counter(dict(beat.results)), tuple(counts),
+                                self.duration_sum + beat.duration_sum)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,8 @@ class ChildHandle:
         self.last_exit_wall: dt.datetime | None = None
         self.last_error: str | None = None
         self.rss_mb: float | None = None
+        self.carried = CollectionTotals()  # the counters of this tenant's earlier children
+        self._counted_beat: Heartbeat | None = None  # the running child's newest heartbeat, not yet carried
         self.crash_backoff = crash_backoff()
         self.config_backoff = config_error_backoff()
 
@@ -172,6 +192,10 @@ class ChildHandle:
         (its loop stalled on the system DB) does not blame the child for the delay."""
         sent_ago = 0.0 if wall_now is None else min(max(0.0, wall_now - beat.sent_at), now - (self.started_at or now))
         self.last_heartbeat, self.last_heartbeat_at = beat, now - sent_ago
+        self._counted_beat = beat
+
+    def totals(self) -> CollectionTotals:
+        return self.carried.plus(self._counted_beat)
 
     def heartbeat_age(self, now: float) -> float:
         reference = self.last_heartbeat_at or self.started_at or now
@@ -242,6 +266,7 @@ class ChildHandle:
         if self.conn is not None:
             self.conn.close()
         self.process = self.conn = None
+        self.carried, self._counted_beat = self.totals(), None
         self.last_exit_code, self.last_exit_wall = code, utcnow()
         self.kill_at = None
         if result.requested is None:

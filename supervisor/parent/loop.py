@@ -15,6 +15,7 @@ import multiprocessing
 import signal
 import time
 from multiprocessing.connection import Connection, wait
+from typing import Any
 
 from supervisor import databases
 from supervisor.config import Settings, load_settings
@@ -25,6 +26,7 @@ from supervisor.parent.fork import preload_database_driver, run_child
 from supervisor.parent.handle import ChildExit, ChildHandle, ChildState, ChildTarget, Due, StopReason
 from supervisor.parent.instances import InstanceIdentity
 from supervisor.parent.log_relay import relay_child_record
+from supervisor.parent.metrics import Endpoints, open_endpoint
 from supervisor.parent.signals import SignalFlags
 from supervisor.parent.system_sync import SystemDbSync
 from supervisor.parent.watchdog import check_heartbeat, check_memory
@@ -52,15 +54,21 @@ class Supervisor:
         self.next_memory_check = 0.0
         self.lease_fenced = False
         self.children_changed = False
+        self.tick_seconds = TICK_SECONDS
+        self.last_turn = time.monotonic()
+        self.endpoint = open_endpoint(settings, Endpoints(self))  # last: it may refuse the address
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> int:
+        metrics = "http://{}:{}/metrics".format(*self.endpoint.address) if self.endpoint.address else ""
         log_event(
-            log, logging.INFO, "supervisor.started", "supervisor started (instance %s, pid %d)",
-            self.identity.id, self.identity.pid, instance=self.identity.id, host=self.identity.host,
+            log, logging.INFO, "supervisor.started", "supervisor started (instance %s, pid %d)%s",
+            self.identity.id, self.identity.pid, f", metrics on {metrics}" if metrics else "",
+            instance=self.identity.id, host=self.identity.host, metrics=metrics or None,
         )  # fmt: skip
         while not self.flags.stop_requests:
+            self.last_turn = time.monotonic()
             self.wait_and_dispatch(self.next_timeout())
             if self.flags.stop_requests:
                 break
@@ -79,15 +87,21 @@ class Supervisor:
         now = time.monotonic()
         deadlines = [self.system_db.next_poll, now + TICK_SECONDS]
         deadlines += [d for d in (h.next_deadline() for h in self.handles.values()) if d is not None]
+        if (client_deadline := self.endpoint.next_deadline()) is not None:
+            deadlines.append(client_deadline)
         return max(0.0, min(deadlines) - now)
 
     def wait_and_dispatch(self, timeout: float) -> None:
         by_conn = {id(h.conn): h for h in self.handles.values() if h.conn is not None}
         by_sentinel = {h.process.sentinel: h for h in self.handles.values() if h.process is not None}
-        waitables: list[object] = [self.flags.wakeup_fd, *(h.conn for h in by_conn.values()), *by_sentinel]
-        ready = wait(waitables, timeout)  # type: ignore[arg-type]
+        waitables: list[Any] = [self.flags.wakeup_fd, *(h.conn for h in by_conn.values()), *by_sentinel]
+        ready = wait([*waitables, *self.endpoint.waitables()], timeout)
+        http = [item for item in ready if self.endpoint.owns(item)]
+        self.endpoint.handle(http)
         exited: list[ChildHandle] = []
         for item in ready:
+            if item in http:
+                continue
             if item == self.flags.wakeup_fd:
                 self.flags.drain()
             elif isinstance(item, Connection):
@@ -299,6 +313,7 @@ class Supervisor:
                 "could not record the stop in the system DB (leases expire on their own): %s", failure,
                 error=str(failure), error_class=STORAGE,
             )  # fmt: skip
+        self.endpoint.close()
         log_event(log, logging.INFO, "supervisor.stopped", "supervisor stopped", instance=self.identity.id)
 
     def alive(self) -> list[ChildHandle]:

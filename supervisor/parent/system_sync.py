@@ -58,6 +58,11 @@ class SystemDbSync:
         self.lease_renewed_at: float | None = None
         self._row_problems: dict[int, str] = {}
 
+    @property
+    def healthy(self) -> bool:
+        """The last use of the system DB worked (what /readyz and collector_system_db_up say)."""
+        return self.schema_ready and self.health.available
+
     def poll_due(self, now: float) -> bool:
         return now >= self.next_poll
 

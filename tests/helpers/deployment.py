@@ -57,6 +57,8 @@ class Deployment:
             "lease_duration": 10,
         }
         self.logging: dict[str, Any] = {"level": "INFO"}
+        #: No metrics port unless a test asks for one: parallel tests would compete for the default port.
+        self.metrics: dict[str, Any] = {"listen": ""}
 
     @property
     def config(self) -> Path:
@@ -67,6 +69,7 @@ class Deployment:
         lines = ["[collector]", f"system_db = {self.system_db}"]
         lines += [f"{key} = {value}" for key, value in self.options.items()]
         lines += ["[logging]", *(f"{key} = {value}" for key, value in self.logging.items())]
+        lines += ["[metrics]", *(f"{key} = {value}" for key, value in self.metrics.items())]
         self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return self.config
 
