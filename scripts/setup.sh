@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine (as root) for collector-supervisor: ODBC drivers, PostgreSQL
-# (for the tests), supervisord (for its test), and a virtual environment in .venv with the project.
+# (for the tests), supervisord, Prometheus and systemd-analyze (for their tests), and a virtual
+# environment in .venv with the project.
 # Safe to run again: every step checks before it changes anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-PACKAGES=(unixodbc tdsodbc freetds-bin libgssapi-krb5-2 libltdl7 python3-venv python3-pip postgresql supervisor)
+# prometheus: promtool and the server for the alert rules' and the scrape test; systemd: systemd-analyze
+# for the unit's test (already there on a booted Debian, not in a bare container image).
+PACKAGES=(unixodbc tdsodbc freetds-bin libgssapi-krb5-2 libltdl7 python3-venv python3-pip postgresql supervisor
+    prometheus systemd)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
