@@ -89,8 +89,10 @@ def process_alive(host: str, pid: int, started_at: dt.datetime) -> bool | None:
 
 
 def take_over_dead_peers(conn: Connection, me: InstanceIdentity, now: dt.datetime) -> list[str]:
-    """Instances of this host whose process is gone: marked gone, their leases released and their children's
-    rows marked stopped, so their tenants are claimed now instead of when the leases expire."""
+    """Instances of this host whose process is gone: their tenants are released for the taking now instead of
+    when the leases expire, each as soon as its orphaned child has exited too (it gets SIGTERM when its
+    parent dies and may still finish a collection: two children of one tenant must never run at once).
+    An instance is marked gone, and returned, once none of its children is left."""
     rows = conn.execute(
         select(supervisor_instances.c.id, supervisor_instances.c.pid, supervisor_instances.c.started_at).where(
             supervisor_instances.c.host == me.host,
@@ -99,23 +101,40 @@ def take_over_dead_peers(conn: Connection, me: InstanceIdentity, now: dt.datetim
         )
     ).all()
     dead = [row.id for row in rows if process_alive(me.host, row.pid, row.started_at) is False]
-    if dead:
-        conn.execute(
-            supervisor_instances.update()
-            .where(supervisor_instances.c.id.in_(dead))
-            .values(status=GONE, stopped_at=now)
-        )
-        conn.execute(
-            tenant_leases.update()
-            .where(tenant_leases.c.owner.in_(dead))
-            .values(owner=None, acquired_at=None, expires_at=None)
-        )
+    if not dead:
+        return []
+    children = conn.execute(
+        select(tenant_children.c.tenant_id, tenant_children.c.instance_id, tenant_children.c.pid,
+               tenant_children.c.started_at).where(tenant_children.c.instance_id.in_(dead))
+    ).all()
+    orphans = {
+        child.tenant_id
+        for child in children
+        if child.pid is not None
+        and child.started_at is not None
+        and process_alive(me.host, child.pid, child.started_at)
+    }
+    released = [child.tenant_id for child in children if child.tenant_id not in orphans]
+    conn.execute(
+        tenant_leases.update()
+        .where(tenant_leases.c.owner.in_(dead), tenant_leases.c.tenant_id.not_in(sorted(orphans)))
+        .values(owner=None, acquired_at=None, expires_at=None)
+    )
+    if released:
         conn.execute(
             tenant_children.update()
-            .where(tenant_children.c.instance_id.in_(dead), tenant_children.c.state != "STOPPED")
+            .where(tenant_children.c.tenant_id.in_(released), tenant_children.c.state != "STOPPED")
             .values(state="STOPPED", last_error="its supervisor process is gone", updated_at=now)
         )
-    return dead
+    waiting = {child.instance_id for child in children if child.tenant_id in orphans}
+    gone = [instance_id for instance_id in dead if instance_id not in waiting]
+    if gone:
+        conn.execute(
+            supervisor_instances.update()
+            .where(supervisor_instances.c.id.in_(gone))
+            .values(status=GONE, stopped_at=now)
+        )
+    return gone
 
 
 def prune(conn: Connection, now: dt.datetime, keep: dt.timedelta = KEEP_STOPPED) -> int:

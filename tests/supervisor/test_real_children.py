@@ -160,13 +160,6 @@ def test_a_killed_supervisors_tenants_are_collected_by_the_survivor(
         first.kill_group()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: instances.take_over_dead_peers releases a dead same-host peer's leases as soon as its process is "
-    "gone, not once its children have exited: the orphaned child still finishing its in-flight collection (up to "
-    "collection_timeout) runs alongside the survivor's new child for the same tenant",
-)
 def test_the_survivor_starts_a_taken_over_tenant_only_after_the_orphan_exited(
     tmp_path: Path, simulator: Callable[[list[dict[str, Any]]], Simulator], subreaper
 ) -> None:
@@ -188,7 +181,7 @@ def test_the_survivor_starts_a_taken_over_tenant_only_after_the_orphan_exited(
     second = deployment.start("second")
     try:
         [started] = second.wait_event("child.started", tenant="one", timeout=30)
-        orphan_alive_at_start = psutil.pid_exists(orphan)
+        orphan_alive_at_start = _running(orphan)  # an exited child not yet reaped (a zombie) is gone
         assert subreaper(orphan, timeout + 10) == CHILD_EXIT_OK
         orphan_gone = time.time()
         assert not orphan_alive_at_start and _epoch(started) >= orphan_gone - 0.2, (
@@ -197,6 +190,13 @@ def test_the_survivor_starts_a_taken_over_tenant_only_after_the_orphan_exited(
         second.signal(signal.SIGTERM)
         second.wait_exit(timeout=30)
         first.kill_group()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _epoch(record: dict[str, Any]) -> float:
