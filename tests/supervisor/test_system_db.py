@@ -175,3 +175,37 @@ def test_children_stop_before_an_unrenewable_lease_expires_and_come_back(deploym
     supervisor.wait_event("fake.started", count=2, timeout=20)  # the tenant runs again once the lease is ours
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait_exit() == 0
+
+
+def test_a_supervisor_joining_later_gets_its_fair_share(deployment: Deployment) -> None:
+    """The first supervisor runs all six tenants; a second one starts later: the first gives back the excess
+    over ⌈6 / 2⌉ once those children have exited, the second claims them, and no tenant ever runs on both. The
+    last tenant's child ignores its TERM (killed after shutdown_timeout): its lease must wait for that."""
+    deployment.write_config(lease_duration=10, shutdown_timeout=2)
+    slugs = [f"t{n}" for n in range(5)] + ["stubborn-t5"]
+    for slug in slugs:
+        deployment.add_tenant(slug)
+    first = deployment.start("first")
+    wait_until(lambda: sorted(first.running_children()) == sorted(slugs), 30, "the first supervisor to run all six")
+    before = first.running_children()
+    second = deployment.start("second")
+
+    def halves() -> bool:
+        a, b = first.running_children(), second.running_children()
+        return len(a) == len(b) == 3 and set(a).isdisjoint(b)
+
+    wait_until(halves, 30 + 2, lambda: f"a 3/3 split: {first.running_children()} / {second.running_children()}")
+    time.sleep(4 * 0.5)  # four more polls of each: the split holds still
+    assert halves()
+    kept = first.running_children()
+    assert all(before[slug] == pid for slug, pid in kept.items())  # the first keeps its children running
+    given_back = set(slugs) - set(kept)
+    stopped = first.events("child.exited")
+    assert sorted(e["tenant"] for e in stopped) == sorted(given_back)
+    assert all(e["reason"] == "tenant no longer active here" for e in stopped)
+    assert {e["tenant"]: e["exit_code"] for e in stopped if e["exit_code"] != 0} == {"stubborn-t5": -signal.SIGKILL}
+    assert not second.events("child.exited")
+    _assert_never_both(first, second)
+    for supervisor in (first, second):
+        supervisor.signal(signal.SIGTERM)
+        assert supervisor.wait_exit() == 0
