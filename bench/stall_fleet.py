@@ -26,11 +26,15 @@ collector logs at DEBUG here so that every failed collection is a ``collection.f
   over concurrency x tenants x window; also the most slots a tenant's faulty servers held at once;
 - p50/p95/max duration of the collections settled as ``timeout`` [<= collection_timeout + 0.3 s];
 - each child's thread count (``/proc/<pid>/task``) and fd count (``/proc/<pid>/fd``), sampled every
-  second: at the start and end of the window and their min/max; and the CPU of the collector's tree;
-- the load average (``os.getloadavg``) at the start and end: the machine is shared.
+  second: at the start and end of the window and their min/max; the CPU of the collector's tree and of
+  the children's main threads (scheduling, deadlines, cutting sockets, recording outcomes, logging);
+- the load average (``os.getloadavg``) at the start and end: the machine is shared;
+- how far the wall clock moved against the monotonic clock in the window (``collected_at`` is wall
+  clock, the scheduler's grid monotonic: a clock step or a pause of the machine makes every later
+  collection look late), which must stay below 0.5 s for the run to count.
 
 The last line is the verdict: healthy late-or-missed <= 1 %, every timeout <= collection_timeout + 0.3 s,
-threads and fds flat (see ``threads_flat()``, ``fds_flat()``). Exit 1 when a target is missed.
+threads and fds flat (see ``threads_flat()``, ``fds_flat()``), and the clock steady. Exit 1 when one is not.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ HEALTHY_LATE_TARGET = 0.01
 #: refresh overlaps the writer (README, Performance): the only fds a child may gain for good.
 SQLITE_SECOND_CONNECTION_FDS = 3
 SAMPLE_EVERY = 1.0
+#: How far the wall clock may move against the monotonic clock in the window: half the 1 s lateness tolerance.
+CLOCK_TOLERANCE_S = 0.5
 #: A child's threads besides the pool's: main and writer (neither ODBC driver starts threads of its own:
 #: a process that connects, queries and closes with either keeps its one thread).
 CHILD_BASE_THREADS = 2
@@ -236,11 +242,15 @@ class ChildSampler:
 
     def __init__(self, pids: dict[str, int], every: float = SAMPLE_EVERY) -> None:
         self.series = {slug: ChildSeries(pid) for slug, pid in pids.items()}
+        #: time.time() - time.monotonic() at each sample: constant unless the wall clock is stepped or
+        #: slewed (collected_at, and so lateness, is wall clock; the scheduler's grid is monotonic).
+        self.clock_offsets: list[float] = []
         self.every = every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
+        self.clock_offsets.append(time.time() - time.monotonic())
         for series in self.series.values():
             threads = count_entries(f"/proc/{series.pid}/task")
             fds = count_entries(f"/proc/{series.pid}/fd")
@@ -373,6 +383,7 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         result["cpu"]["children_cores"] = sum(c["cpu_s"] for c in children_cpu) / result["window_s"]
         result["cpu"]["children_main_thread_cores"] = (
             sum(c["main_thread_cpu_s"] for c in children_cpu) / result["window_s"])
+        result["clock_moved_s"] = max(sampler.clock_offsets) - min(sampler.clock_offsets)
         result["load"] = {"launch": load_at_launch, "window_start": load_start, "window_end": load_end}
         result["stop"] = {"exit_code": exit_code, "seconds": stop_seconds}
         result["verdict"] = verdict(result, args)
@@ -563,6 +574,9 @@ def verdict(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "timeouts_ok": timeouts["count"] > 0 and timeouts["max_s"] <= timeouts["target_s"],
         "threads_flat": all(c["threads_flat"] for c in children),
         "fds_flat": all(c["fds_flat"] for c in children),
+        # Not a target: a run in which the wall clock moved says nothing about lateness (a step shifts
+        # every later collected_at against the monotonic grid, and the window's wall length is off).
+        "clock_steady": result["clock_moved_s"] <= CLOCK_TOLERANCE_S,
     }
     return {**checks, "passed": all(checks.values())}
 
@@ -577,6 +591,9 @@ def report(result: dict[str, Any]) -> None:
     load = result["load"]
     print(f"  load average (1/5/15 min)    launch {_load(load['launch'])}, window start {_load(load['window_start'])}, "
           f"end {_load(load['window_end'])}")
+    if not result["verdict"]["clock_steady"]:
+        print(f"  WARNING: the wall clock moved {fmt(result['clock_moved_s'])} s against the monotonic clock in the "
+              f"window (stepped, or the machine paused): the lateness figures below are not reliable")
     print(f"  measured window              {fmt(result['window_s'], 0)} s (after warm-up); "
           f"{result['collections_ok']} snapshots stored")
     print(f"  healthy late or missed       {fmt(100 * healthy['late_or_missed_share'])} % ({healthy['late']} late, "
@@ -626,7 +643,8 @@ def report(result: dict[str, Any]) -> None:
           f"{fmt(100 * healthy['late_or_missed_share'])} % [<= {100 * HEALTHY_LATE_TARGET:g} %] "
           f"{_ok(v['healthy_late_ok'])}; "
           f"timeouts max {fmt(timeouts['max_s'])} s [<= {fmt(timeouts['target_s'])} s] {_ok(v['timeouts_ok'])}; "
-          f"threads flat {_ok(v['threads_flat'])}; fds flat {_ok(v['fds_flat'])}")
+          f"threads flat {_ok(v['threads_flat'])}; fds flat {_ok(v['fds_flat'])}"
+          + ("" if v["clock_steady"] else f"; wall clock moved {fmt(result['clock_moved_s'])} s: run again"))
 
 
 def _load(values: list[float] | tuple[float, ...]) -> str:

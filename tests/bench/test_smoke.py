@@ -81,7 +81,9 @@ def test_quick_stall_fleet_keeps_healthy_servers_on_time(tmp_path: Path) -> None
         figures[key] for key in ("plan", "healthy", "pool", "timeouts", "faulty")
     )
     assert result.returncode == 0 and figures["verdict"]["passed"], result.stdout[-3000:]
-    assert set(figures["verdict"]) == {"healthy_late_ok", "timeouts_ok", "threads_flat", "fds_flat", "passed"}
+    assert set(figures["verdict"]) == {
+        "healthy_late_ok", "timeouts_ok", "threads_flat", "fds_flat", "clock_steady", "passed"
+    }
     slots_in_window = int(figures["window_s"] // plan["interval"])
     # Healthy servers: every one counted, none failed, no slot missed (the pool always had a free thread).
     assert healthy["slots"] >= figures["servers_by_kind"]["healthy"] * slots_in_window
