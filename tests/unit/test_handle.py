@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from supervisor.backoff import HEALTHY_RUN_SECONDS
-from supervisor.ipc import CHILD_EXIT_CONFIG, CHILD_EXIT_CRASH, CHILD_EXIT_OK, ChildSpec
+from supervisor.ipc import CHILD_EXIT_CONFIG, CHILD_EXIT_CRASH, CHILD_EXIT_OK, ChildSpec, Heartbeat
 from supervisor.parent.handle import FINAL_STOPS, STARTSECS, ChildHandle, ChildState, Due, StopReason
 from supervisor.tenants import Tenant
 from tests.unit.fakes import FakeConnection, FakeContext, FakeProcess, SignalRecorder
@@ -46,7 +46,7 @@ class Rig:
     def running(self) -> FakeProcess:
         """Started, heartbeating and past STARTSECS."""
         process = self.start()
-        self.handle.on_heartbeat(object(), self.started_at + 0.1)  # type: ignore[arg-type]
+        self.handle.on_heartbeat(Heartbeat(sent_at=0.0), self.started_at + 0.1)
         assert self.handle.transition(self.started_at + STARTSECS, wanted=True) is Due.PROMOTED
         return process
 
@@ -104,7 +104,7 @@ def test_running_needs_a_heartbeat_and_startsecs(rig: Rig) -> None:
     handle, t0 = rig.handle, rig.started_at
     assert handle.transition(t0 + 100 * STARTSECS, wanted=True) is Due.NOTHING  # no heartbeat yet
     assert handle.state is ChildState.STARTING
-    handle.on_heartbeat(object(), t0 + 0.1)  # type: ignore[arg-type]
+    handle.on_heartbeat(Heartbeat(sent_at=0.0), t0 + 0.1)
     assert handle.heartbeat_age(t0 + 0.6) == pytest.approx(0.5)
     assert handle.transition(t0 + STARTSECS - 0.01, wanted=True) is Due.NOTHING
     assert handle.state is ChildState.STARTING
@@ -118,7 +118,7 @@ def test_the_heartbeat_age_counts_from_the_start_until_the_first_heartbeat(rig: 
     rig.start()
     t0 = rig.started_at
     assert rig.handle.heartbeat_age(t0 + 3) == pytest.approx(3)
-    rig.handle.on_heartbeat(object(), t0 + 2)  # type: ignore[arg-type]
+    rig.handle.on_heartbeat(Heartbeat(sent_at=0.0), t0 + 2)
     assert rig.handle.heartbeat_age(t0 + 3) == pytest.approx(1)
 
 
@@ -357,6 +357,6 @@ def test_a_failed_fork_closes_the_pipe_and_backs_off(rig: Rig) -> None:
 def test_next_deadline_is_none_while_nothing_is_timed(rig: Rig) -> None:
     rig.start()
     assert rig.handle.next_deadline() is None  # STARTING: promotion waits for a heartbeat, not a time
-    rig.handle.on_heartbeat(object(), rig.started_at)  # type: ignore[arg-type]
+    rig.handle.on_heartbeat(Heartbeat(sent_at=0.0), rig.started_at)
     rig.handle.transition(rig.started_at + STARTSECS, wanted=True)
     assert rig.handle.state is ChildState.RUNNING and rig.handle.next_deadline() is None

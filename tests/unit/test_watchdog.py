@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from supervisor.ipc import ChildSpec
+from supervisor.ipc import ChildSpec, Heartbeat
 from supervisor.parent.handle import STARTSECS, ChildHandle, ChildState, Due, StopReason
 from supervisor.parent.watchdog import MIB, check_heartbeat, check_memory
 from supervisor.tenants import Tenant
@@ -45,7 +45,7 @@ def t0(handle: ChildHandle) -> float:
 def test_a_heartbeat_exactly_heartbeat_timeout_old_is_still_fine(context: FakeContext) -> None:
     handle = started(context)
     beat_at = t0(handle) + 5
-    handle.on_heartbeat(object(), beat_at)  # type: ignore[arg-type]
+    handle.on_heartbeat(Heartbeat(sent_at=0.0), beat_at)
     assert check_heartbeat(handle, beat_at + TIMEOUT, TIMEOUT) is None
     verdict = check_heartbeat(handle, beat_at + TIMEOUT + 0.01, TIMEOUT)
     assert verdict is not None and verdict.reason is StopReason.NO_HEARTBEAT
@@ -62,7 +62,7 @@ def test_a_fresh_heartbeat_clears_the_verdict(context: FakeContext) -> None:
     handle = started(context)
     late = t0(handle) + TIMEOUT + 5
     assert check_heartbeat(handle, late, TIMEOUT) is not None
-    handle.on_heartbeat(object(), late - 1)  # type: ignore[arg-type]
+    handle.on_heartbeat(Heartbeat(sent_at=0.0), late - 1)
     assert check_heartbeat(handle, late, TIMEOUT) is None
 
 
@@ -70,7 +70,7 @@ def test_only_starting_and_running_children_are_judged(context: FakeContext) -> 
     handle = started(context)
     stale = t0(handle) + 10 * TIMEOUT
     assert handle.state is ChildState.STARTING and check_heartbeat(handle, stale, TIMEOUT) is not None
-    handle.on_heartbeat(object(), t0(handle))  # type: ignore[arg-type]
+    handle.on_heartbeat(Heartbeat(sent_at=0.0), t0(handle))
     assert handle.transition(t0(handle) + STARTSECS, wanted=True) is Due.PROMOTED
     assert check_heartbeat(handle, stale, TIMEOUT) is not None  # RUNNING
     handle.request_stop(StopReason.NO_HEARTBEAT, stale, 5.0)
