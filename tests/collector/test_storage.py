@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from supervisor.children.deltas import Baseline
 from supervisor.children.persist import write_items
 from supervisor.children.records import SnapshotRow, WriteItem
+from supervisor.children.retention import BATCH_SIZE as PURGE_BATCH
 from supervisor.children.retention import purge_batch
 from supervisor.children.sample import WaitCounts
 from supervisor.children.spool import Spool
@@ -95,14 +96,20 @@ def test_batches_are_idempotent(tenant_url: str) -> None:
 
 
 def test_retention_deletes_old_snapshots_in_batches(tenant_url: str) -> None:
+    """More expired rows than a batch: each call deletes at most BATCH_SIZE of them with their wait rows, until
+    none is left; the newer ones stay."""
     engine, sid = make_tenant(tenant_url)
+    expired = 2 * PURGE_BATCH + 100
     with engine.begin() as conn:
-        write_items(conn, [item(sid, s) for s in range(0, 20, 2)])
-    now = T0 + dt.timedelta(days=30, seconds=9)
-    assert purge_batch(engine, 30, now) == 5
-    assert purge_batch(engine, 30, now) == 0
-    assert purge_batch(engine, 0, now + dt.timedelta(days=365)) == 0
-    assert counts(engine)[:2] == (5, 10)
+        write_items(conn, [item(sid, 2 * n) for n in range(expired + 10)])
+    # The cutoff falls between the last expired snapshot and the first kept one.
+    now = T0 + dt.timedelta(days=30, seconds=2 * expired - 1)
+    assert [purge_batch(engine, 30, now) for _ in range(4)] == [PURGE_BATCH, PURGE_BATCH, 100, 0]
+    assert purge_batch(engine, 0, now + dt.timedelta(days=365)) == 0  # 0 days keeps everything
+    assert counts(engine)[:2] == (10, 20)
+    with engine.connect() as conn:
+        oldest = conn.execute(select(func.min(metric_snapshots.c.collected_at))).scalar_one()
+    assert oldest == T0 + dt.timedelta(seconds=2 * expired)
     engine.dispose()
 
 
