@@ -11,6 +11,8 @@ or ``servers.host``) nor, for a password, the value.
 from __future__ import annotations
 
 import math
+import os
+import shlex
 from typing import Any
 
 from sqlalchemy import Column
@@ -20,6 +22,10 @@ from supervisor.storage.tenant_schema import servers
 
 ENCRYPT_MODES = ("yes", "no", "optional", "strict")
 COLLECTION_MODES = ("auto", "procedure", "adhoc")
+SQL_AUTH = "sql"
+ENTRA_TOKEN = "entra-token"
+AUTH_MODES = (SQL_AUTH, ENTRA_TOKEN)
+DEFAULT_DATABASE = "master"
 
 def _length(column: Column[Any]) -> int:
     length = getattr(column.type, "length", None)
@@ -35,6 +41,9 @@ INTERVAL_MIN, INTERVAL_MAX = 1, 86400
 SERVER_NAME_MAX = _length(servers.c.name)
 HOST_MAX = _length(servers.c.host)
 USERNAME_MAX = _length(servers.c.username)
+DATABASE_MAX = _length(servers.c.database)
+#: ``token_command`` / ``token_file`` are text columns; a longer value is surely not meant.
+TOKEN_SOURCE_MAX = 4096
 TENANT_NAME_MAX = _length(tenants.c.name)
 #: SQL Server's limit for the password of a SQL login.
 PASSWORD_MAX = 128
@@ -150,3 +159,58 @@ def flag(value: object, *, nullable: bool) -> bool | None:
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     raise ValueError("expected true or false (1 or 0)" + (", or NULL for the default" if nullable else ""))
+
+
+def database(value: object) -> str | None:
+    """None: ``master``. A database name (sysname: 1-128 printable characters)."""
+    if value is None:
+        return None
+    return _printable(value, DATABASE_MAX)
+
+
+def auth(value: object) -> str | None:
+    """None: ``sql`` (the server's username and password, if any)."""
+    return choice(value, AUTH_MODES)
+
+
+def token_command(value: object) -> str | None:
+    """A command line the child runs to get an access token: split like a shell's words, never run by a shell."""
+    if value is None:
+        return None
+    text = _printable(value, TOKEN_SOURCE_MAX)
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"cannot be split into words: {exc}") from None
+    if not words:
+        raise ValueError("names no program")
+    return text
+
+
+def token_file(value: object) -> str | None:
+    """The absolute path of a file holding an access token (re-read whenever it changes)."""
+    if value is None:
+        return None
+    text = _printable(value, TOKEN_SOURCE_MAX)
+    if not os.path.isabs(text):
+        raise ValueError("must be an absolute path")
+    return text
+
+
+def authentication(
+    mode: str | None, username: str | None, token_command: str | None, token_file: str | None
+) -> str:
+    """The combination of a server's authentication values; returns the effective mode (``sql`` for None).
+
+    ``entra-token`` needs exactly one token source and no username (the driver refuses a user with a token);
+    ``sql`` takes no token source."""
+    effective = mode or SQL_AUTH
+    sources = [name for name, value in (("token_command", token_command), ("token_file", token_file)) if value]
+    if effective == ENTRA_TOKEN:
+        if len(sources) != 1:
+            raise ValueError("entra-token needs exactly one token source: a token command or a token file")
+        if username is not None:
+            raise ValueError("entra-token takes no username (the token names the principal)")
+    elif sources:
+        raise ValueError(f"a token source ({sources[0]}) is only used with auth entra-token")
+    return effective

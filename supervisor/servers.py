@@ -29,6 +29,10 @@ class ServerSpec:
     encrypt: str | None = None
     trust_server_certificate: bool | None = None
     collection_mode: str | None = None
+    database: str | None = None  # None: master
+    auth: str | None = None  # None: sql; or entra-token with one of the two token sources
+    token_command: str | None = None
+    token_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,10 @@ class ServerInfo:
     encrypt: str | None
     trust_server_certificate: bool | None
     collection_mode: str | None
+    database: str | None
+    auth: str | None
+    token_command: str | None
+    token_file: str | None
     status: str
     status_changed_at: dt.datetime | None
     last_checked_at: dt.datetime | None
@@ -76,6 +84,18 @@ def validate_spec(spec: ServerSpec) -> None:
         _check(f"--encrypt {spec.encrypt!r}", rules.encrypt, spec.encrypt)
     if spec.collection_mode is not None:
         _check(f"--collection-mode {spec.collection_mode!r}", rules.collection_mode, spec.collection_mode)
+    if spec.database is not None:
+        _check(f"--database {rules.shown(spec.database)}", rules.database, spec.database)
+    if spec.auth is not None:
+        _check(f"--auth {rules.shown(spec.auth)}", rules.auth, spec.auth)
+    if spec.token_command is not None:
+        _check(f"--token-command {rules.shown(spec.token_command)}", rules.token_command, spec.token_command)
+    if spec.token_file is not None:
+        _check(f"--token-file {rules.shown(spec.token_file)}", rules.token_file, spec.token_file)
+    try:
+        rules.authentication(spec.auth, spec.username, spec.token_command, spec.token_file)
+    except ValueError as exc:
+        raise UsageError(f"invalid --auth {spec.auth or rules.SQL_AUTH}: {exc}") from None
 
 
 def _check(what: str, rule: Callable[[object], object], value: object) -> None:
@@ -116,6 +136,10 @@ def add_server(engine: Engine, spec: ServerSpec, password_encrypted: str | None)
         "encrypt": spec.encrypt,
         "trust_server_certificate": spec.trust_server_certificate,
         "collection_mode": spec.collection_mode,
+        "database": spec.database,
+        "auth": spec.auth,
+        "token_command": spec.token_command,
+        "token_file": spec.token_file,
         "removed_at": None,
     }
     config = {"enabled": spec.enabled, "interval_seconds": spec.interval_seconds}

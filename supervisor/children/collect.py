@@ -22,6 +22,7 @@ from typing import Any
 import pyodbc
 
 from supervisor.children import sockets
+from supervisor.children.access_token import TOKENS, attrs_before
 from supervisor.children.connection_string import UnsafeValue, build
 from supervisor.children.errors import MISSING_PROCEDURE_NUMBER, CollectionFailure, classify, has_number
 from supervisor.children.odbc_driver import OdbcDriver
@@ -135,10 +136,19 @@ class ServerSession:
         self.phase = CONNECT
         endpoint = self.target.endpoint
         self._peers = sockets.resolve(endpoint.host, endpoint.port)
+        # auth entra-token: the access token goes to the driver before it connects (access_token.py).
+        extra = {"attrs_before": attrs_before(TOKENS.token(endpoint, deadline))} if endpoint.uses_token else {}
         left = deadline - time.monotonic()
         if left <= 0:
             raise CollectionFailure(TIMEOUT, "no time left for the login", phase=CONNECT)
-        conn = pyodbc.connect(connection_string, timeout=driver_timeout(self._login_timeout, left), autocommit=True)
+        try:
+            conn = pyodbc.connect(
+                connection_string, timeout=driver_timeout(self._login_timeout, left), autocommit=True, **extra
+            )
+        except pyodbc.Error:
+            if endpoint.token_command:
+                TOKENS.forget(endpoint.token_command)  # a rejected token is fetched anew next time
+            raise
         with self._handle_lock:
             self._conn = conn
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from supervisor.children.odbc_driver import FREETDS, OdbcDriver
+from supervisor.rules import DEFAULT_DATABASE, ENTRA_TOKEN, SQL_AUTH
 
 APP_NAME = "collector-supervisor"
 
@@ -20,10 +21,19 @@ class Endpoint:
     password: str | None
     encrypt: str  # yes / no / optional / strict
     trust_server_certificate: bool
+    database: str = DEFAULT_DATABASE
+    auth: str = SQL_AUTH  # sql / entra-token
+    token_command: str | None = None  # entra-token: exactly one of these two
+    token_file: str | None = None
+
+    @property
+    def uses_token(self) -> bool:
+        return self.auth == ENTRA_TOKEN
 
 
 class UnsafeValue(ValueError):
-    """A value the driver's connection-string parser cannot carry without it leaking into other keys."""
+    """A value the driver's connection-string parser cannot carry without it leaking into other keys, or a
+    setting this driver cannot honour at all."""
 
 
 def brace(value: str) -> str:
@@ -52,6 +62,11 @@ def build(driver: OdbcDriver, endpoint: Endpoint) -> str:
         raise UnsafeValue(f"unknown encrypt mode {endpoint.encrypt!r}")
     if isinstance(endpoint.port, bool) or not isinstance(endpoint.port, int) or not 1 <= endpoint.port <= 65535:
         raise UnsafeValue("the port is not a number between 1 and 65535")
+    if endpoint.uses_token and driver.kind == FREETDS:
+        raise UnsafeValue(
+            "auth entra-token needs Microsoft ODBC Driver 18 (FreeTDS cannot pass an access token, "
+            "SQL_COPT_SS_ACCESS_TOKEN): set collector.odbc_driver to Driver 18"
+        )
     parts: list[tuple[str, str]] = [("DRIVER", driver.name)]
     if driver.kind == FREETDS:
         parts += [
@@ -67,7 +82,9 @@ def build(driver: OdbcDriver, endpoint: Endpoint) -> str:
             ("TrustServerCertificate", "yes" if endpoint.trust_server_certificate else "no"),
         ]
     parts.append(("APP", APP_NAME))
-    if endpoint.username is not None:
+    parts.append(("DATABASE", endpoint.database))
+    # With an access token (passed before connecting, see access_token.py) the driver refuses UID/PWD.
+    if endpoint.username is not None and not endpoint.uses_token:
         parts.append(("UID", endpoint.username))
         parts.append(("PWD", endpoint.password or ""))
     quote = brace_freetds if driver.kind == FREETDS else brace

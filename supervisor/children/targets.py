@@ -68,6 +68,10 @@ _COLUMNS = (
     servers.c.encrypt,
     servers.c.trust_server_certificate,
     servers.c.collection_mode,
+    servers.c.database,
+    servers.c.auth,
+    servers.c.token_command,
+    servers.c.token_file,
 )
 #: Disabled servers are left out by the query; a value that is neither true nor false is not, so it is reported.
 _QUERY = (
@@ -146,6 +150,14 @@ def _target(row: Any, settings: Settings, box: PasswordDecryptor, *, only_enable
     trust = _check(row, "trust_server_certificate", rules.flag, nullable=True)
     mode = _check(row, "collection_mode", rules.collection_mode)
     interval = _check(row, "interval_seconds", rules.interval)
+    database = _check(row, "database", rules.database)
+    auth = _check(row, "auth", rules.auth)
+    token_command = _check(row, "token_command", rules.token_command)
+    token_file = _check(row, "token_file", rules.token_file)
+    try:
+        auth = rules.authentication(auth, username, token_command, token_file)
+    except ValueError as exc:
+        raise InvalidRow(f"invalid servers.auth = {rules.shown(row['auth'])}: {exc}") from None
     password = _password(row["password_encrypted"], box)
     endpoint = Endpoint(
         host=host,
@@ -154,6 +166,10 @@ def _target(row: Any, settings: Settings, box: PasswordDecryptor, *, only_enable
         password=password,
         encrypt=encrypt or settings.encrypt,
         trust_server_certificate=settings.trust_server_certificate if trust is None else trust,
+        database=database or rules.DEFAULT_DATABASE,
+        auth=auth,
+        token_command=token_command,
+        token_file=token_file,
     )
     return Target(
         server_id=row["id"],

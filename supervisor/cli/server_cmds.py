@@ -67,6 +67,10 @@ def add(args: argparse.Namespace, ctx: CliContext) -> int:
         encrypt=args.encrypt,
         trust_server_certificate=args.trust_server_certificate,
         collection_mode=args.collection_mode,
+        database=args.database,
+        auth=args.auth,
+        token_command=args.token_command,
+        token_file=os.path.abspath(args.token_file) if args.token_file else None,
     )
     validate_spec(spec)
     tenant = ctx.tenant(args.tenant)

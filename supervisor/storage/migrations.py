@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select
+from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.errors import CollectorError
@@ -17,10 +17,31 @@ from supervisor.storage.engine import describe_db_error, ensure_database, masked
 
 Step = Callable[[Connection], None]
 
+
+def _add_columns(table: Table, *names: str) -> Step:
+    """A step that adds ``names`` (as ``table`` defines them, all nullable, no default) to an existing table;
+    a column already there is left alone."""
+
+    def step(conn: Connection) -> None:
+        present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+        quote = conn.dialect.identifier_preparer.quote
+        for name in names:
+            column = table.c[name]
+            assert column.nullable and column.server_default is None, column
+            if name not in present:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(name)} {kind}"))
+
+    return step
+
+
 SYSTEM_STEPS: dict[int, Step] = {}
-TENANT_STEPS: dict[int, Step] = {}
+TENANT_STEPS: dict[int, Step] = {
+    # 2: per-server database, authentication (sql / entra-token) and the access token's source.
+    2: _add_columns(tenant_schema.servers, "database", "auth", "token_command", "token_file"),
+}
 SYSTEM_VERSION = 1
-TENANT_VERSION = 1
+TENANT_VERSION = 2
 
 
 def upgrade_system(engine: Engine) -> None:

@@ -43,6 +43,13 @@ servers = Table(
     Column("encrypt", String(16), nullable=True),
     Column("trust_server_certificate", Boolean, nullable=True),
     Column("collection_mode", String(16), nullable=True),
+    # Schema version 2 (migrations.py): the database to log in to (NULL: master), how to authenticate
+    # (NULL: sql, the username and password above; entra-token: an Entra ID access token) and where the
+    # token comes from (a command the child runs, or a file; exactly one with entra-token).
+    Column("database", String(128), nullable=True),
+    Column("auth", String(16), nullable=True),
+    Column("token_command", Text, nullable=True),
+    Column("token_file", Text, nullable=True),
     Column("status", String(16), nullable=False, default="unknown"),
     Column("status_changed_at", DateTime, nullable=True),
     Column("last_checked_at", DateTime, nullable=True),

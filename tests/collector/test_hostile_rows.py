@@ -44,6 +44,12 @@ COMMON_BAD = {
     "mode-unknown": ("servers", "collection_mode", "'turbo'"),
     "password-other-key": ("servers", "password_encrypted", f"'{OTHER_KEY_TOKEN}'"),
     "password-not-a-token": ("servers", "password_encrypted", "'hunter2'"),
+    "database-empty": ("servers", "database", "''"),
+    "database-control": ("servers", "database", "'ma' || chr(10) || 'ster'"),
+    "auth-unknown": ("servers", "auth", "'kerberos'"),
+    "auth-token-without-source": ("servers", "auth", "'entra-token'"),
+    "token-file-relative": ("servers", "token_file", "'token.jwt'"),
+    "token-command-blank": ("servers", "token_command", "'   '"),
 }
 #: What only SQLite stores (PostgreSQL's types refuse them at the web app's INSERT).
 SQLITE_BAD = {
@@ -57,6 +63,8 @@ SQLITE_BAD = {
     "enabled-text": ("collection_configs", "enabled", "'yes'"),
     "user-nul": ("servers", "username", "'mon' || char(0) || 'itor'"),
     "name-blob": ("servers", "name", "x'00ff'"),
+    "database-too-long": ("servers", "database", "printf('%.129c', 'd')"),
+    "auth-number": ("servers", "auth", "1"),
 }
 #: The column each bad server's error must name.
 EXPECTED_COLUMN = {name: f"{table}.{column}" for name, (table, column, _) in {**COMMON_BAD, **SQLITE_BAD}.items()}

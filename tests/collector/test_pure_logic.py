@@ -56,10 +56,11 @@ def parse_odbc(text: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_msodbc_values_cannot_inject(value: str) -> None:
-    text = build(MS, Endpoint(value, 1433, value, value, "no", False))
+    text = build(MS, Endpoint(value, 1433, value, value, "no", False, database=value))
     pairs = parse_odbc(text)
-    assert set(pairs) == {"DRIVER", "SERVER", "Encrypt", "TrustServerCertificate", "APP", "UID", "PWD"}
+    assert set(pairs) == {"DRIVER", "SERVER", "Encrypt", "TrustServerCertificate", "APP", "DATABASE", "UID", "PWD"}
     assert pairs["PWD"] == value and pairs["UID"] == value and pairs["SERVER"] == f"{value},1433"
+    assert pairs["DATABASE"] == value
     assert pairs["APP"] == "collector-supervisor"
 
 

@@ -122,6 +122,11 @@ RULES = {
     "collection_mode": rules.collection_mode,
     "interval_seconds": rules.interval,
     "enabled": lambda value: rules.flag(value, nullable=False),
+    "database": rules.database,
+    # The hostile row has a username and no token source: entra-token, or a token source alone, is refused.
+    "auth": lambda value: rules.authentication(rules.auth(value), "monitor", None, None),
+    "token_command": lambda value: rules.authentication(None, "monitor", rules.token_command(value), None),
+    "token_file": lambda value: rules.authentication(None, "monitor", None, rules.token_file(value)),
 }
 
 
@@ -209,6 +214,8 @@ def check_row(db: TenantDB, table: str, column: Any, value: Any) -> None:
         rules.port(target.endpoint.port)
         rules.username(target.endpoint.username)
         rules.password(target.endpoint.password or "")
+        rules.database(target.endpoint.database)
+        assert target.endpoint.auth in rules.AUTH_MODES
         assert rules.INTERVAL_MIN <= target.interval_seconds <= rules.INTERVAL_MAX
         assert target.endpoint.encrypt in rules.ENCRYPT_MODES and target.collection_mode in rules.COLLECTION_MODES
         assert isinstance(target.endpoint.trust_server_certificate, bool)
