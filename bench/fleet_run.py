@@ -166,19 +166,15 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
             deployment: Deployment) -> dict[str, Any]:
     window_s = (window_end - window_start).total_seconds()
     punctual = Punctuality()
-    collections = 0
+    collections = duplicates = 0
     snapshots_total = 0
     for tenant in tenants.values():
         for snaps in tenant.snapshots.values():
             snapshots_total += len(snaps)
             inside = in_window(snaps, window_start, window_end)
-            collections += len(inside)
-            one = punctuality([s.collected_at for s in inside], plan.interval)
-            # Slots at the window's edges are not between the first and last snapshot: a server must
-            # have at least floor(window / interval) collections in the window.
-            edge = max(0, math.floor(window_s / plan.interval) - (one.collections + one.missed))
-            one.missed += edge
-            one.slots += edge
+            one, extra = server_slots([s.collected_at for s in inside], plan.interval, window_s)
+            collections += one.collections
+            duplicates += extra
             punctual.add(one)
     for tenant in tenants.values():  # servers without a single snapshot in the window
         for sid in tenant.servers:
@@ -204,6 +200,7 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
         "registration_s": registration_s,
         "window_s": window_s,
         "collections": collections,
+        "duplicates": duplicates,
         "collections_per_s": collections / window_s if window_s else math.nan,
         "expected_per_s": plan.servers / plan.interval,
         "failed_collections_logged": failures,
@@ -244,6 +241,22 @@ def figures(plan: RunPlan, tenants: dict[str, TenantData], start: TreeSample, en
     }
 
 
+def server_slots(times: list[dt.datetime], interval: float, window_s: float) -> tuple[Punctuality, int]:
+    """One server's snapshots in the window: its punctuality over the grid slots it filled, and how many
+    snapshots were duplicates (a second one in a slot already filled). A duplicate is no collection: counted as
+    one, it would hide a missed slot at the window's edge."""
+    slots: dict[int, dt.datetime] = {}
+    for at in sorted(times):
+        slots.setdefault(round((at - min(times)).total_seconds() / interval), at)  # the first in each slot
+    one = punctuality(sorted(slots.values()), interval)
+    # Slots at the window's edges are not between the first and last snapshot: a server must have at least
+    # floor(window / interval) distinct collections in the window.
+    edge = max(0, math.floor(window_s / interval) - (one.collections + one.missed))
+    one.missed += edge
+    one.slots += edge
+    return one, len(times) - len(slots)
+
+
 def _first_last_max(series: list[float]) -> list[float] | None:
     return [round(v / MIB, 2) for v in (series[0], series[-1], max(series))] if series else None
 
@@ -257,7 +270,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"  registration                 {fmt(result['registration_s'], 1)} s")
     print(f"  measured window              {fmt(result['window_s'], 0)} s (after warm-up)")
     print(f"  collections/s                {fmt(result['collections_per_s'])} (expected "
-          f"{fmt(result['expected_per_s'])}); failures logged {result['failed_collections_logged']}")
+          f"{fmt(result['expected_per_s'])}); failures logged {result['failed_collections_logged']}; "
+          f"duplicates {result['duplicates']} (not counted)")
     print(f"  late starts (>1 s) + missed  {fmt(100 * result['late_share'])} % ({result['late']} late, "
           f"{result['missed_slots']} missed of {result['slots']} slots; from collected_at, see bench/analysis.py)")
     print(f"  duration_ms p50/p95/p99      {fmt(d['p50'], 0)} / {fmt(d['p95'], 0)} / {fmt(d['p99'], 0)}")
