@@ -14,7 +14,8 @@ from supervisor.errors import ConfigError
 MSODBC = "msodbc"
 FREETDS = "freetds"
 
-_PREFERRED_NAMES = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Server")
+DRIVER_18 = "ODBC Driver 18 for SQL Server"
+DRIVER_17 = "ODBC Driver 17 for SQL Server"
 _BUNDLED_LIBRARY = "libs/linux/debian_ubuntu/x86_64/lib"
 
 
@@ -62,17 +63,49 @@ def resolve_driver(setting: str) -> OdbcDriver:
                 f"(registered: {', '.join(pyodbc.drivers()) or 'none'})"
             )
         return OdbcDriver(value, kind_of(value))
+    # Microsoft's Driver 18 first (registered, then the library of mssql-python-odbc), then Driver 17, then
+    # FreeTDS: Driver 18 says plainly what FreeTDS reports as a bare "Unable to connect".
     registered = pyodbc.drivers()
-    for name in _PREFERRED_NAMES:
-        if name in registered:
-            return OdbcDriver(name, MSODBC)
-    for name in registered:
-        if kind_of(name) == FREETDS:
-            return OdbcDriver(name, FREETDS)
+    if DRIVER_18 in registered:
+        return OdbcDriver(DRIVER_18, MSODBC)
     library = bundled_library()
     if library:
         return OdbcDriver(library, MSODBC)
+    if DRIVER_17 in registered:
+        return OdbcDriver(DRIVER_17, MSODBC)
+    for name in registered:
+        if kind_of(name) == FREETDS:
+            return OdbcDriver(name, FREETDS)
     raise ConfigError(
         "no ODBC driver for SQL Server is installed: install Microsoft ODBC Driver 18 (msodbcsql18), "
         "FreeTDS (tdsodbc) or the PyPI package mssql-python-odbc, or set collector.odbc_driver"
     )
+
+
+#: Words of a connect failure that mean the server was not reached at all (no TLS was tried).
+_UNREACHED = ("unavailable or does not exist", "login timeout expired", "connection refused", "timed out")
+#: Words of a failure to trust the server's certificate.
+_CERTIFICATE = ("certificate",)
+ENCRYPT_HINT = "hint: the server may not support encryption: try --encrypt optional (or no)"
+CERTIFICATE_HINT = "hint: the server's certificate is not trusted: install its CA or use --trust-server-certificate"
+
+
+def connection_hint(message: str, encrypt: str) -> str | None:
+    """What to try after a failed connection with encryption on (``encrypt`` yes or strict), or None.
+
+    FreeTDS reports a server without TLS as a bare ``Unable to connect to data source``; Driver 18 says
+    ``Encryption not supported`` (or, with strict, a reset connection). A server that was not reached at all
+    gets no hint, nor does an unencrypted connection."""
+    if encrypt not in ("yes", "strict"):
+        return None
+    text = message.lower()
+    if any(word in text for word in _CERTIFICATE):
+        return CERTIFICATE_HINT
+    if any(word in text for word in _UNREACHED):
+        return None
+    return ENCRYPT_HINT
+
+
+def with_hint(message: str, encrypt: str) -> str:
+    hint = connection_hint(message, encrypt)
+    return message if hint is None or hint in message else f"{message} ({hint})"
