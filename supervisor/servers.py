@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, Select, select, type_coerce
 from sqlalchemy.types import NullType
@@ -244,3 +244,56 @@ def _time(value: object) -> dt.datetime | None:
         except ValueError:
             return None
     return None
+
+
+def get_server(engine: Engine, name: str, *, include_removed: bool = False) -> ServerInfo:
+    with engine.connect() as conn:
+        return _load(conn, name, include_removed=include_removed)
+
+
+#: ``ServerSpec`` fields stored in ``collection_configs``; the others (but ``password``) are ``servers`` columns.
+_CONFIG_FIELDS = frozenset({"enabled", "interval_seconds"})
+
+
+def update_server(engine: Engine, name: str, changes: dict[str, object], password_encrypted: str | None) -> ServerInfo:
+    """``server set``: change the given ``ServerSpec`` fields of ``name`` (same id: its history stays attached).
+
+    The stored settings with the changes applied are checked as ``server add`` checks a new server, so what is
+    stored can be collected. ``password`` in ``changes`` is the plaintext, checked; ``password_encrypted`` is
+    what is stored. A running child sees the changed row at its next server-list read and reconnects."""
+    unknown = sorted(set(changes) - {f.name for f in fields(ServerSpec)} - {"name"})
+    if unknown or "name" in changes:
+        raise UsageError(f"server set cannot change {', '.join(unknown or ['name'])}")
+    with engine.begin() as conn:
+        info = _load(conn, name)
+        row = conn.execute(
+            select(*(_raw(c) for c in servers.c), *(_raw(c) for c in collection_configs.c if c.name != "server_id"))
+            .outerjoin(collection_configs, collection_configs.c.server_id == servers.c.id)
+            .where(servers.c.id == info.id)
+        ).mappings().one()
+        current = {}
+        for field in fields(ServerSpec):
+            if field.name in row and field.name != "password":
+                value = row[field.name]
+                if field.name in ("enabled", "trust_server_certificate") and value in (0, 1, None):
+                    value = rules.flag(value, nullable=True)  # SQLite: 0/1; anything else is kept as it is
+                current[field.name] = value
+        validate_spec(replace(ServerSpec(**current), **changes))  # type: ignore[arg-type]
+        server_values: dict[str, object] = {}
+        config_values: dict[str, object] = {}
+        for key, value in changes.items():
+            if key == "password":
+                server_values["password_encrypted"] = password_encrypted
+            elif key in _CONFIG_FIELDS:
+                config_values[key] = value
+            elif key in servers.c:
+                server_values[key] = value
+            else:
+                raise UsageError(f"server set cannot change {key} (no column stores it)")
+        if server_values:
+            conn.execute(servers.update().where(servers.c.id == info.id).values(**server_values))
+        if config_values:  # _load found the server, so its collection_configs row exists
+            conn.execute(
+                collection_configs.update().where(collection_configs.c.server_id == info.id).values(**config_values)
+            )
+        return _load(conn, name)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor import __version__
 from supervisor.cli.context import CliContext
+from supervisor.cli.options import copy_options
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE, CollectorError
 from supervisor.storage.engine import describe_db_error
 
@@ -30,6 +31,7 @@ HANDLERS = {
     "collect-once": "supervisor.cli.collect_cmds:collect_once",
     "procedures": "supervisor.cli.collect_cmds:procedures",
     "demo": "supervisor.cli.demo_cmd:demo",
+    "init-config": "supervisor.cli.config_cmd:init_config",
 }
 
 
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", help="manage a tenant's SQL Servers").add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=OneLineParser
     )
-    add = server.add_parser("add", help="register a server with collection enabled")
+    add = add_server = server.add_parser("add", help="register a server with collection enabled")
     add.add_argument("tenant")
     add.add_argument("name")
     add.add_argument("--host", required=True)
@@ -95,9 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     token = add.add_mutually_exclusive_group()
     token.add_argument("--token-command", metavar="CMD", help="entra-token: a command printing an access token")
     token.add_argument("--token-file", metavar="FILE", help="entra-token: a file holding an access token")
-    listing = server.add_parser("list", help="list a tenant's servers")
-    listing.add_argument("tenant")
+    server_set = server.add_parser("set", help="change a server: any option of server add")  # options: below
+    listing = server.add_parser("list", help="list servers: one tenant's, or every tenant's")
+    listing.add_argument("tenant", nargs="?", help="only this tenant (default: every tenant, with a tenant column)")
+    listing.add_argument("--status", choices=("online", "offline", "unknown"), help="only servers with this status")
+    listing.add_argument("--wide", action="store_true", help="the full error text (else cut to fit)")
     listing.add_argument("--json", action="store_true")
+    show = server.add_parser("show", help="a server's stored history: latest values, charts, waits, events")
+    show.add_argument("tenant")
+    show.add_argument("name")
+    show.add_argument("--since", default="1h", help="the window: 90s, 30m, 1h, 7d, 2w (default 1h)")
+    show.add_argument("--json", action="store_true", help="the series and the rest as JSON")
+    show.add_argument("--png", metavar="FILE", help="also write the charts as a PNG (needs the plot extra)")
     for action in ("enable", "disable", "remove"):
         sub = server.add_parser(action, help=f"{action} a server")
         sub.add_argument("tenant")
@@ -123,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--servers", type=int, default=4)
     demo.add_argument("--seconds", type=_seconds, default=None, help="stop after this long (default: Ctrl-C)")
     demo.add_argument("--dir", default=None, help="demo folder (default: ./demo)")
+
+    init_config = commands.add_parser("init-config", help="write the commented sample collector.ini")
+    init_config.add_argument("path", nargs="?", help="file or folder to write (default: the -c file)")
+
+    # Last, once server add is complete: server set takes every option of add (none required, none defaulted).
+    server_set.add_argument("tenant")
+    server_set.add_argument("name")
+    copy_options(add_server, server_set)
+    server_set.add_argument("--enabled", action="store_true", default=argparse.SUPPRESS, help="enable collection")
+    server_set.add_argument(
+        "--no-trust-server-certificate", action="store_true", default=argparse.SUPPRESS, help="validate it again"
+    )
     return parser
 
 

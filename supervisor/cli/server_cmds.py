@@ -1,20 +1,19 @@
-"""``server add|list|enable|disable|remove``. Passwords come from an env var or stdin, never argv."""
+"""``server add|enable|disable|remove`` (``set``, ``list``, ``show``: their own modules). Passwords come from an env
+var or stdin, never argv."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 from supervisor import rules
 from supervisor.cli.context import CliContext
-from supervisor.cli.output import age, print_json, print_table
-from supervisor.clock import utcnow
 from supervisor.errors import UsageError
 from supervisor.servers import (
     ServerSpec,
     add_server,
-    list_servers,
     remove_server,
     set_enabled,
     validate_spec,
@@ -22,8 +21,24 @@ from supervisor.servers import (
 
 
 def dispatch(args: argparse.Namespace, ctx: CliContext) -> int:
-    actions = {"add": add, "list": list_, "enable": enable, "disable": disable, "remove": remove}
+    if args.action in ("set", "list", "show"):  # each in its own module
+        return _other_action(args.action)(args, ctx)
+    actions = {"add": add, "enable": enable, "disable": disable, "remove": remove}
     return actions[args.action](args, ctx)
+
+
+def _other_action(action: str) -> Callable[[argparse.Namespace, CliContext], int]:
+    if action == "set":
+        from supervisor.cli.server_set import set_
+
+        return set_
+    if action == "list":
+        from supervisor.cli.server_listing import list_
+
+        return list_
+    from supervisor.cli.show_cmd import show
+
+    return show
 
 
 def read_password(args: argparse.Namespace) -> str | None:
@@ -82,31 +97,6 @@ def add(args: argparse.Namespace, ctx: CliContext) -> int:
     info = add_server(engine, spec, encrypted)
     state = "enabled" if info.enabled else "disabled"
     print(f"server {info.name} added to {args.tenant} ({info.host}:{info.port}, collection {state})")
-    return 0
-
-
-def list_(args: argparse.Namespace, ctx: CliContext) -> int:
-    infos = list_servers(ctx.tenant_engine(ctx.tenant(args.tenant)))
-    if args.json:
-        print_json([info.as_json() for info in infos])
-        return 0
-    now = utcnow()
-    print_table(
-        ["name", "address", "enabled", "interval", "status", "last_success", "failures", "last_error"],
-        [
-            [
-                i.name,
-                f"{i.host}:{i.port}",
-                i.enabled,
-                i.interval_seconds or "default",
-                i.status,
-                age(i.last_success_at, now),
-                i.consecutive_failures,
-                (i.last_error or "")[:60] or None,
-            ]
-            for i in infos
-        ],
-    )
     return 0
 
 

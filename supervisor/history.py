@@ -1,0 +1,201 @@
+"""A server's stored history, read for ``server show``: from the tenant DB only, never a new collection.
+
+Every query is bounded by the snapshot index ``ix_metric_snapshots_server_time`` (server, time range), and the
+series are downsampled in SQL: the database groups the rows into equal time buckets, so a month of 30-s
+snapshots comes back as a few hundred rows. Waits are reached through the same index range (``wait_stats`` by
+its primary key, snapshot first).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Integer, Label, and_, cast, extract, func, literal, select
+
+from supervisor.storage.tenant_schema import metric_snapshots, server_status_events, wait_stats
+
+#: The four charted metrics: column name -> label.
+METRICS = {
+    "cpu_percent": "CPU %",
+    "memory_percent": "memory %",
+    "connection_count": "connections",
+    "batch_requests_per_sec": "batch requests/s",
+}
+_EPOCH = dt.datetime(1970, 1, 1)
+_snap = metric_snapshots.c
+
+
+@dataclass(frozen=True)
+class Window:
+    start: dt.datetime  # naive UTC, as stored
+    end: dt.datetime
+    buckets: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    @property
+    def bucket_seconds(self) -> float:
+        return self.seconds / self.buckets
+
+    def bucket_start(self, index: int) -> dt.datetime:
+        return self.start + dt.timedelta(seconds=index * self.bucket_seconds)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One bucket: the averages of its snapshots (None where no snapshot of it has the metric)."""
+
+    index: int
+    at: dt.datetime  # the bucket's start
+    samples: int
+    values: dict[str, float | None]
+
+
+def _in_window(server_id: int, window: Window) -> ColumnElement[bool]:
+    return and_(_snap.server_id == server_id, _snap.collected_at >= window.start, _snap.collected_at <= window.end)
+
+
+def _bucket(conn: Connection, window: Window) -> Label[Any]:
+    """A snapshot's bucket number, computed by the database (0 .. buckets, the end itself is the last + 1)."""
+    per_second = 1.0 / window.bucket_seconds
+    if conn.dialect.name == "sqlite":  # DateTime is stored as ISO text: julianday() reads it
+        start_day = (window.start - _EPOCH).total_seconds() / 86400.0 + 2440587.5
+        offset = (func.julianday(_snap.collected_at) - start_day) * (86400.0 * per_second)
+        return cast(offset, Integer).label("bucket")  # truncates; offsets are >= 0
+    offset = extract("epoch", _snap.collected_at - literal(window.start)) * per_second
+    return cast(func.floor(offset), Integer).label("bucket")
+
+
+def _index(window: Window, raw: Any) -> int:
+    return min(window.buckets - 1, max(0, int(raw)))
+
+
+def series(conn: Connection, server_id: int, window: Window) -> tuple[list[Point], dict[str, Any]]:
+    """The non-empty buckets of the window in time order, and the window's summary: its snapshot count and, per
+    metric, min / avg / max over the raw snapshots (from the buckets' counts, sums, minima and maxima: one scan)."""
+    bucket = _bucket(conn, window)
+    aggregates: list[Any] = [func.count()]
+    for name in METRICS:
+        column = getattr(_snap, name)
+        aggregates += [func.count(column), func.sum(column), func.min(column), func.max(column)]
+    query = select(bucket, *aggregates).where(_in_window(server_id, window)).group_by(bucket).order_by(bucket)
+    points: list[Point] = []
+    totals = {name: _Total() for name in METRICS}
+    snapshots = 0
+    for row in conn.execute(query):
+        index, samples = _index(window, row[0]), int(row[1])
+        snapshots += samples
+        values: dict[str, float | None] = {}
+        for i, name in enumerate(METRICS):
+            count, total, low, high = row[2 + 4 * i : 6 + 4 * i]
+            values[name] = float(total) / count if count else None
+            if count:
+                totals[name].add(count, float(total), float(low), float(high))
+        if points and points[-1].index == index:  # the snapshot exactly at the end joins the last bucket
+            points[-1] = _merged(points[-1], values, samples)
+        else:
+            points.append(Point(index, window.bucket_start(index), samples, values))
+    return points, {"snapshots": snapshots, "metrics": {name: total.stats() for name, total in totals.items()}}
+
+
+@dataclass
+class _Total:
+    count: int = 0
+    total: float = 0.0
+    low: float = float("inf")
+    high: float = float("-inf")
+
+    def add(self, count: int, total: float, low: float, high: float) -> None:
+        self.count += count
+        self.total += total
+        self.low = min(self.low, low)
+        self.high = max(self.high, high)
+
+    def stats(self) -> dict[str, float] | None:
+        return {"min": self.low, "avg": self.total / self.count, "max": self.high} if self.count else None
+
+
+def _merged(point: Point, values: dict[str, float | None], samples: int) -> Point:
+    total = point.samples + samples
+    merged: dict[str, float | None] = {}
+    for name, value in values.items():
+        old = point.values[name]
+        if old is None or value is None:
+            merged[name] = old if value is None else value
+        else:
+            merged[name] = (old * point.samples + value * samples) / total
+    return Point(point.index, point.at, total, merged)
+
+
+def latest(conn: Connection, server_id: int) -> dict[str, Any] | None:
+    """The newest snapshot of the server, whatever its age."""
+    query = (
+        select(_snap.collected_at, *(getattr(_snap, name) for name in METRICS))
+        .where(_snap.server_id == server_id)
+        .order_by(_snap.collected_at.desc())
+        .limit(1)
+    )
+    row = conn.execute(query).mappings().first()
+    return None if row is None else dict(row)
+
+
+def top_waits(conn: Connection, server_id: int, window: Window, limit: int = 5) -> list[dict[str, Any]]:
+    """Wait types by their total wait time in the window (benign ones were never stored)."""
+    total = func.sum(wait_stats.c.wait_time_ms).label("wait_time_ms")
+    query = (
+        select(
+            wait_stats.c.wait_type,
+            total,
+            func.sum(wait_stats.c.waiting_tasks_count).label("waiting_tasks_count"),
+            func.sum(wait_stats.c.signal_wait_time_ms).label("signal_wait_time_ms"),
+        )
+        .select_from(metric_snapshots.join(wait_stats, wait_stats.c.snapshot_id == _snap.id))
+        .where(_in_window(server_id, window))
+        .group_by(wait_stats.c.wait_type)
+        .order_by(total.desc(), wait_stats.c.wait_type)
+    )
+    rows = [dict(row) for row in conn.execute(query).mappings()]
+    everything = sum(int(row["wait_time_ms"] or 0) for row in rows)
+    for row in rows:
+        for key in ("wait_time_ms", "waiting_tasks_count", "signal_wait_time_ms"):
+            row[key] = int(row[key] or 0)
+        row["share"] = row["wait_time_ms"] / everything if everything else 0.0
+    return rows[:limit]
+
+
+def wait_series(conn: Connection, server_id: int, window: Window, wait_types: list[str]) -> dict[str, list[float]]:
+    """Per bucket, the wait time of each of ``wait_types`` in ms per second of the bucket (0 where none)."""
+    if not wait_types:
+        return {}
+    bucket = _bucket(conn, window)
+    query = (
+        select(bucket, wait_stats.c.wait_type, func.sum(wait_stats.c.wait_time_ms))
+        .select_from(metric_snapshots.join(wait_stats, wait_stats.c.snapshot_id == _snap.id))
+        .where(_in_window(server_id, window), wait_stats.c.wait_type.in_(wait_types))
+        .group_by(bucket, wait_stats.c.wait_type)
+    )
+    result = {name: [0.0] * window.buckets for name in wait_types}
+    for raw, wait_type, total in conn.execute(query):
+        result[wait_type][_index(window, raw)] += float(total or 0) / window.bucket_seconds
+    return result
+
+
+def status_events(conn: Connection, server_id: int, window: Window, limit: int = 20) -> tuple[list[dict], int]:
+    """The newest ``limit`` status changes in the window (oldest first), and how many the window holds."""
+    where = and_(
+        server_status_events.c.server_id == server_id,
+        server_status_events.c.at >= window.start,
+        server_status_events.c.at <= window.end,
+    )
+    count = int(conn.execute(select(func.count()).select_from(server_status_events).where(where)).scalar() or 0)
+    query = (
+        select(server_status_events.c.at, server_status_events.c.status, server_status_events.c.error)
+        .where(where)
+        .order_by(server_status_events.c.at.desc(), server_status_events.c.id.desc())
+        .limit(limit)
+    )
+    return [dict(row) for row in conn.execute(query).mappings()][::-1], count
