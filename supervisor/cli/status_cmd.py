@@ -1,4 +1,5 @@
-"""``status [--json]``: supervisor instances, each tenant's child and lease, server counts per tenant.
+"""``status [--json]``: supervisor instances, each tenant's child and lease, server counts per tenant
+(online + offline + unknown + disabled = servers; a suspended tenant's statuses are not counted: stale).
 
 Reads only: the system DB's tables, then each tenant DB's ``servers`` and ``metric_snapshots``
 (an unreachable tenant DB is reported with a note, never fails the command).
@@ -11,9 +12,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.types import NullType
 
 from supervisor import databases
 from supervisor.cli.context import CliContext
@@ -24,8 +26,13 @@ from supervisor.errors import CollectorError
 from supervisor.parent.instances import RUNNING, process_alive
 from supervisor.storage.engine import describe_db_error
 from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases, tenants
-from supervisor.storage.tenant_schema import metric_snapshots, servers
-from supervisor.tenants import Tenant
+from supervisor.storage.tenant_schema import collection_configs, metric_snapshots, servers
+from supervisor.tenants import ACTIVE, Tenant
+
+TENANT_COLUMNS = (
+    "tenant", "status", "child", "pid", "restarts", "owner", "online", "offline", "unknown", "disabled", "servers",
+    "newest", "note",
+)  # fmt: skip
 
 
 def status(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -115,6 +122,8 @@ def _server_summary(ctx: CliContext, tenant: Tenant, now: dt.datetime) -> dict[s
     summary: dict[str, Any] = {
         "servers_online": None,
         "servers_offline": None,
+        "servers_unknown": None,
+        "servers_disabled": None,
         "servers_total": None,
         "newest_snapshot_age_s": None,
         "note": None,
@@ -127,18 +136,39 @@ def _server_summary(ctx: CliContext, tenant: Tenant, now: dt.datetime) -> dict[s
             return summary
         engine = ctx.tenant_engine(tenant)
         with engine.connect() as conn:
-            by_status = select(servers.c.status, func.count()).where(servers.c.removed_at.is_(None))
-            counts: dict[str, int] = {status: n for status, n in conn.execute(by_status.group_by(servers.c.status))}
+            counts = _server_counts(conn)
             newest = conn.execute(select(func.max(metric_snapshots.c.collected_at))).scalar()
         engine.dispose()
     except (SQLAlchemyError, CollectorError) as exc:
         summary["note"] = f"tenant DB unreachable: {describe_db_error(exc)}"
         return summary
-    summary["servers_online"] = counts.get("online", 0)
-    summary["servers_offline"] = counts.get("offline", 0)
+    summary["servers_disabled"] = counts["disabled"]
     summary["servers_total"] = sum(counts.values())
     summary["newest_snapshot_age_s"] = _seconds(newest, now)
+    if tenant.status == ACTIVE:
+        for status in ("online", "offline", "unknown"):
+            summary[f"servers_{status}"] = counts[status]
+    else:  # nobody collects: the stored statuses are stale, so they are not counted
+        summary["note"] = "suspended: not collected"
     return summary
+
+
+def _server_counts(conn: Connection) -> dict[str, int]:
+    """Servers not removed: disabled ones apart, the others by status (a value the collector would not have
+    written counts as unknown), so online + offline + unknown + disabled = servers."""
+    query = (
+        select(type_coerce(servers.c.status, NullType()), type_coerce(collection_configs.c.enabled, NullType()))
+        .outerjoin(collection_configs, collection_configs.c.server_id == servers.c.id)
+        .where(servers.c.removed_at.is_(None))
+    )
+    counts = {"online": 0, "offline": 0, "unknown": 0, "disabled": 0}
+    for status, enabled in conn.execute(query):
+        if enabled is False or (isinstance(enabled, int) and enabled == 0):
+            counts["disabled"] += 1  # a child leaves it out (README: enabled false skips the other checks)
+        else:
+            key = status if isinstance(status, str) and status in ("online", "offline") else "unknown"
+            counts[key] += 1
+    return counts
 
 
 def _print_report(report: dict[str, list[dict[str, Any]]], now: dt.datetime) -> None:
@@ -151,7 +181,7 @@ def _print_report(report: dict[str, list[dict[str, Any]]], now: dt.datetime) -> 
     )
     print()
     print_table(
-        ["tenant", "status", "child", "pid", "restarts", "owner", "online", "offline", "servers", "newest", "note"],
+        [*TENANT_COLUMNS],
         [
             [
                 t["slug"],
@@ -162,6 +192,8 @@ def _print_report(report: dict[str, list[dict[str, Any]]], now: dt.datetime) -> 
                 t["owner"],
                 t["servers_online"],
                 t["servers_offline"],
+                t["servers_unknown"],
+                t["servers_disabled"],
                 t["servers_total"],
                 _age_text(t["newest_snapshot_age_s"]),
                 t["note"],
