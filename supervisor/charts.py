@@ -26,12 +26,18 @@ def _height(value: float, low: float, high: float, steps: int) -> int:
     return 1 + round((value - low) / (high - low) * (steps - 1))
 
 
-def sparkline(values: Sequence[float | None]) -> str:
-    """One character per value, scaled to the values' own range."""
+def sparkline(values: Sequence[float | None], min_span: float = 0.02) -> str:
+    """One character per value, scaled to the values' own range, but never to less than ``min_span`` of their
+    magnitude: 149.8 and 150.2 make a flat line, not the bottom and the top (a sparkline has no labels)."""
     span = value_range(values)
     if span is None:
         return " " * len(values)
-    return "".join(" " if v is None or not math.isfinite(v) else BLOCKS[_height(v, *span, LEVELS)] for v in values)
+    low, high = span
+    floor = min_span * max(abs(low), abs(high))
+    if 0 < high - low < floor:
+        middle = (low + high) / 2
+        low, high = middle - floor / 2, middle + floor / 2
+    return "".join(" " if v is None or not math.isfinite(v) else BLOCKS[_height(v, low, high, LEVELS)] for v in values)
 
 
 def area_chart(values: Sequence[float | None], rows: int) -> list[str]:

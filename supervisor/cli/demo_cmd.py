@@ -2,7 +2,8 @@
 
 Starts ``python -m sqlserver_sim --fleet`` (one server of each tenant is down), writes a collector.ini,
 registers tenants and servers through the CLI's own code, runs ``collector-supervisor run`` as a
-subprocess and redraws a table per server (status, CPU sparkline, batch requests/s, last error).
+subprocess and redraws a table per server (``demo_view``: status, CPU % and batch requests/s with sparklines,
+memory %, connections, the values' age, the broken servers and the outage labelled).
 Ctrl-C or ``--seconds`` stops the supervisor (SIGTERM, graceful) and then the simulator.
 """
 
@@ -25,20 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine
-from sqlalchemy import select as sql_select
-from sqlalchemy.exc import SQLAlchemyError
 
+from supervisor.cli import demo_view
 from supervisor.cli.context import CliContext
 from supervisor.errors import CollectorError, UsageError
-from supervisor.storage.tenant_schema import metric_snapshots, servers
 
 MARKER = ".collector-demo"
 PASSWORD_ENV = "COLLECTOR_DEMO_SQL_PASSWORD"
 SIM_USER = "sa"
 SIM_PASSWORD = "Simulat0r!"
 TENANT_NAMES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka"]
-SPARK = "▁▂▃▄▅▆▇█"
-SAMPLES = 12
 OUTAGE_START = 20
 OUTAGE_END = 40
 
@@ -195,9 +192,12 @@ def _watch(
     tenants = list(dict.fromkeys(entry["tenant"] for entry in fleet))
     engines = {t: create_engine(f"sqlite:///{folder}/var/tenants/{t}.db") for t in tenants}
     outage = ScriptedOutage(folder / "fleet.json", fleet[0]["name"], simulator)
+    broken = {e["name"]: "broken" for e in fleet if e.get("faults", {}).get("down")}
     interactive = sys.stdout.isatty()
+    colour = demo_view.colour_wanted()
     started = time.monotonic()
     last_print = 0.0
+    headline = f"{len(fleet)} simulated SQL Servers; those marked broken are down on purpose"
     while deadline is None or time.monotonic() < deadline:
         if supervisor.poll() is not None:
             print(f"the supervisor exited ({supervisor.returncode}); see {folder / 'supervisor.log'}")
@@ -205,9 +205,18 @@ def _watch(
         now = time.monotonic()
         news = outage.advance(now - started)
         if news:
-            print(news, flush=True)
+            headline = news  # kept on screen until the next news
+            if not interactive:
+                print(news, flush=True)
         if interactive or now - last_print >= 5 or news:
-            table = _render(engines, now - started, outage.note)
+            table = demo_view.render(
+                demo_view.read_views(engines),
+                elapsed=now - started,
+                headline=headline,
+                note=outage.note,
+                labels={**broken, outage.server: outage.label},
+                colour=colour,
+            )
             print(("\x1b[H\x1b[2J" if interactive else "\n") + table, flush=True)
             last_print = now
         time.sleep(1)
@@ -223,16 +232,19 @@ class ScriptedOutage:
         self.simulator = simulator
         self.phase = "before"
         self.note = f"{server} will lose its network at {OUTAGE_START}s and get it back at {OUTAGE_END}s"
+        self.label = f"out at {OUTAGE_START}s"
 
     def advance(self, elapsed: float) -> str | None:
         if self.phase == "before" and elapsed >= OUTAGE_START:
             self._set_down(True)
             self.phase, self.note = "down", f"{self.server} is unreachable since {OUTAGE_START}s (simulated outage)"
-            return f"demo: {self.server} made unreachable — watch it go offline"
+            self.label = f"out {OUTAGE_START}-{OUTAGE_END}s"
+            return f"demo: {self.server} made unreachable at {OUTAGE_START}s — watch it go offline"
         if self.phase == "down" and elapsed >= OUTAGE_END:
             self._set_down(False)
             self.phase, self.note = "after", f"{self.server} was unreachable from {OUTAGE_START}s to {OUTAGE_END}s"
-            return f"demo: {self.server} reachable again — watch it come back online"
+            self.label = "recovered"
+            return f"demo: {self.server} reachable again at {OUTAGE_END}s — watch it come back online"
         return None
 
     def _set_down(self, down: bool) -> None:
@@ -243,56 +255,6 @@ class ScriptedOutage:
         self.fleet_file.write_text(json.dumps(fleet, indent=2))
         if self.simulator.poll() is None:
             self.simulator.send_signal(signal.SIGHUP)
-
-
-def _render(engines: dict[str, Any], elapsed: float, note: str) -> str:
-    lines = [
-        f"collector-supervisor demo — {elapsed:.0f}s — Ctrl-C stops everything gracefully",
-        f"{note}",
-        "",
-        f"{'TENANT':<9} {'SERVER':<16} {'STATUS':<8} {'CPU':>4} {'CPU HISTORY':<{SAMPLES}} {'BATCH/S':>8}  LAST ERROR",
-    ]
-    for tenant, engine in engines.items():
-        for server in _tenant_rows(engine):
-            cpu = server["cpu"]
-            rate = server["rate"]
-            lines.append(
-                f"{tenant:<9} {server['name']:<16} {server['status']:<8} "
-                f"{'-' if not cpu else f'{cpu[-1]:.0f}%':>4} {_sparkline(cpu):<{SAMPLES}} "
-                f"{'-' if rate is None else f'{rate:.0f}':>8}  {(server['error'] or '')[:60]}"
-            )
-    return "\n".join(lines)
-
-
-def _tenant_rows(engine: Any) -> list[dict[str, Any]]:
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sql_select(servers).order_by(servers.c.name)).mappings().all()
-            result = []
-            for row in rows:
-                recent = conn.execute(
-                    sql_select(metric_snapshots.c.cpu_percent, metric_snapshots.c.batch_requests_per_sec)
-                    .where(metric_snapshots.c.server_id == row["id"])
-                    .order_by(metric_snapshots.c.collected_at.desc())
-                    .limit(SAMPLES)
-                ).all()[::-1]
-                rates = [r.batch_requests_per_sec for r in recent if r.batch_requests_per_sec is not None]
-                result.append(
-                    {
-                        "name": row["name"],
-                        "status": row["status"],
-                        "cpu": [float(r.cpu_percent) for r in recent if r.cpu_percent is not None],
-                        "rate": rates[-1] if rates else None,
-                        "error": row["last_error"],
-                    }
-                )
-            return result
-    except SQLAlchemyError:
-        return []
-
-
-def _sparkline(values: list[float]) -> str:
-    return "".join(SPARK[min(len(SPARK) - 1, int(v / 100 * len(SPARK)))] for v in values[-SAMPLES:])
 
 
 def _stop(process: subprocess.Popen[bytes] | None, timeout: float) -> int | None:
