@@ -12,16 +12,16 @@ import pyodbc
 from supervisor import rules
 from supervisor.children.collect import ServerSession
 from supervisor.children.connection_string import UnsafeValue, build
-from supervisor.children.errors import classify
+from supervisor.children.errors import CollectionFailure, classify
 from supervisor.children.flights import collect_within_deadline
-from supervisor.children.odbc_driver import resolve_driver
+from supervisor.children.odbc_driver import resolve_driver, with_hint
 from supervisor.children.outcome import process_outcome
 from supervisor.children.persist import write_items
 from supervisor.children.status import ServerState
 from supervisor.children.targets import Target, load_baselines, load_states, read_servers
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import print_json, print_table
-from supervisor.errors import CollectorError, ConfigError, UsageError
+from supervisor.errors import CONNECT, CollectorError, ConfigError, UsageError
 from supervisor.procedures.resultsets import PROCEDURE_QUALIFIED_NAME
 from supervisor.procedures.tsql import install_batches, install_script
 
@@ -39,6 +39,13 @@ def _target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target]:
     return engine, rows.targets[0]
 
 
+def _hinted(failure: CollectionFailure, target: Target) -> str:
+    """A failed connection with encryption on gets the hint to try ``--encrypt optional``."""
+    if failure.error_class != CONNECT:
+        return failure.message
+    return with_hint(failure.message, target.endpoint.encrypt)
+
+
 def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
     driver = resolve_driver(ctx.settings.odbc_driver)
     engine, target = _target(ctx, args.tenant, args.name)
@@ -53,7 +60,7 @@ def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
     if outcome.failure is not None:
         raise CollectorError(
             f"collection from {target.name} failed after {outcome.duration_ms} ms: "
-            f"[{outcome.failure.error_class}] {outcome.failure.message}"
+            f"[{outcome.failure.error_class}] {_hinted(outcome.failure, target)}"
         )
     snapshot = processed.item.snapshot
     assert snapshot is not None and outcome.sample is not None
@@ -117,6 +124,7 @@ def procedures(args: argparse.Namespace, ctx: CliContext) -> int:
             conn.close()
     except pyodbc.Error as exc:
         failure = classify(exc, phase=phase)
-        raise CollectorError(f"deploying to {target.name} failed: [{failure.error_class}] {failure.message}") from None
+        message = _hinted(failure, target)
+        raise CollectorError(f"deploying to {target.name} failed: [{failure.error_class}] {message}") from None
     print(f"installed {PROCEDURE_QUALIFIED_NAME} on {target.name}")
     return 0
