@@ -22,6 +22,7 @@ def test_sparkline_is_scaled_to_its_own_values() -> None:
     assert charts.sparkline([0, 100]) == "▁█"
     assert charts.sparkline([5, None, 5]) == "▄ ▄"  # flat: half height; a gap is blank
     assert charts.sparkline([None, None]) == "  "
+    assert set(charts.sparkline([149.9, 150.1, 150.0])) <= {"▄", "▅"}  # noise is not blown up to full height
 
 
 def test_area_chart_fills_columns_up_to_their_value() -> None:
