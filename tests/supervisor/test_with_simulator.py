@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import os
 import signal
 import time
@@ -12,10 +14,18 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from supervisor.clock import utcnow
 from supervisor.storage.tenant_schema import metric_snapshots, servers, wait_stats
 from tests.helpers.deployment import Deployment, pids_gone
 from tests.helpers.simulator import SIM_PASSWORD, SIM_USER, Simulator
 from tests.helpers.waiting import wait_until
+
+#: The slow servers' query: two intervals of 1 s, so a slot comes while the previous collection is in flight.
+SLOW_MS = 2000
+
+
+def _at(record: dict[str, Any]) -> dt.datetime:
+    return dt.datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
 
 
 @pytest.fixture
@@ -25,7 +35,7 @@ def fleet(simulator: Callable[[list[dict[str, Any]]], Simulator]) -> dict[str, i
     for name in names:
         entry: dict[str, Any] = {"name": name}
         if name.endswith("slow"):
-            entry["faults"] = {"slow_query_ms": 700}
+            entry["faults"] = {"slow_query_ms": SLOW_MS}
         if name.endswith("down"):
             entry["faults"] = {"down": True}
         entries.append(entry)
@@ -42,6 +52,7 @@ def add_server(deployment: Deployment, tenant: str, name: str, port: int) -> Non
 
 def test_sigterm_while_collections_are_in_flight(tmp_path: Path, fleet: dict[str, int]) -> None:
     deployment = Deployment(tmp_path, fake_runtime=False)
+    deployment.logging["level"] = "DEBUG"  # collection.succeeded lines
     deployment.write_config(
         odbc_driver="FreeTDS", encrypt="no", collection_interval=1, collection_timeout=3, shutdown_timeout=6
     )
@@ -60,6 +71,10 @@ def test_sigterm_while_collections_are_in_flight(tmp_path: Path, fleet: dict[str
     wait_until(lambda: all(snapshots(t) >= 4 for t in engines), 60, "snapshots from both tenants")
     pids = supervisor.child_pids()
     assert len(pids) == 2
+    # a-slow's collection ending at T is followed by the next one starting at the next slot, in (T, T + 1 s],
+    # that runs for 2 s: at T + 1.5 s one is in flight whatever the slot's phase.
+    [*_, last] = supervisor.wait_event("collection.succeeded", server="a-slow")
+    time.sleep(max(0.0, _at(last).timestamp() + 1.5 - time.time()))
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait_exit(timeout=6 + 10) == 0
     assert pids_gone(pids)
@@ -79,6 +94,20 @@ def test_sigterm_while_collections_are_in_flight(tmp_path: Path, fleet: dict[str
             assert orphan_waits == 0
             status = dict(conn.execute(select(servers.c.name, servers.c.status)).all())
         assert status[f"{tenant}-down"] == "offline" and status[f"{tenant}-fast"] == "online", status
+    # The collection in flight at the stop: it ended after the child's tenant.stopping line and was stored.
+    [stopping] = [r for r in records if r["event"] == "tenant.stopping" and r["tenant"] == "a"]
+    succeeded = [r for r in records if r["event"] == "collection.succeeded" and r["server"] == "a-slow"]
+    before = [r for r in succeeded if _at(r) < _at(stopping)]
+    after = [r for r in succeeded if _at(r) >= _at(stopping)]
+    assert len(after) == 1, (stopping["timestamp"], [r["timestamp"] for r in succeeded])
+    with engines["a"].connect() as conn:
+        slow_id = conn.execute(select(servers.c.id).where(servers.c.name == "a-slow")).scalar_one()
+        stored = conn.execute(
+            select(metric_snapshots.c.collected_at).where(metric_snapshots.c.server_id == slow_id)
+        ).scalars().all()
+    assert len(stored) == len(succeeded)  # every collection logged is stored, the one in flight at the stop too
+    # Its sample was taken after the previous one ended (collected_at: the server's time, this host's clock).
+    assert max(stored) > _at(before[-1]).replace(tzinfo=None), (max(stored), before[-1]["timestamp"])
 
 
 def test_collection_goes_on_while_the_system_db_is_gone(tmp_path: Path, fleet: dict[str, int]) -> None:
@@ -102,13 +131,29 @@ def test_collection_goes_on_while_the_system_db_is_gone(tmp_path: Path, fleet: d
     aside = db.with_suffix(".away")
     db.rename(aside)
     supervisor.wait_event("system_db.unavailable")
-    during_start = snapshots()
+    outage_start = utcnow()
     time.sleep(30)
-    assert snapshots() >= during_start + 15  # one server, 1 s interval: collection went on
+    outage_end = utcnow()
     aside.rename(db)
     supervisor.wait_event("system_db.recovered")
     assert len(supervisor.events("system_db.unavailable")) == 1
     assert supervisor.child_pids() == pids
     assert not supervisor.events("child.exited")
+
+    def collected_at() -> list[dt.datetime]:
+        with engine.connect() as conn:
+            query = select(metric_snapshots.c.collected_at).order_by(metric_snapshots.c.collected_at)
+            return list(conn.execute(query).scalars())
+
+    wait_until(lambda: collected_at()[-1] > outage_end, 10, "a snapshot from after the outage stored")
+    times = collected_at()
+    inside = [t for t in times if outage_start <= t <= outage_end]
+    window = (outage_end - outage_start).total_seconds()
+    # One server at a 1 s interval: a snapshot for every slot of the 30 s (the edges aside), no slot skipped.
+    assert len(inside) >= int(window) - 1, (len(inside), window)
+    margin = dt.timedelta(seconds=2)
+    around = [t for t in times if outage_start - margin <= t <= outage_end + margin]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(around)]
+    assert max(gaps) < 1.5, max(gaps)
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait_exit() == 0
