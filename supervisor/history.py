@@ -9,6 +9,7 @@ its primary key, snapshot first).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,7 @@ class Point:
     at: dt.datetime  # the bucket's start
     samples: int
     values: dict[str, float | None]
+    covered_s: float = 0.0  # the seconds its snapshots' deltas cover (sum of interval_seconds)
 
 
 def _in_window(server_id: int, window: Window) -> ColumnElement[bool]:
@@ -78,7 +80,7 @@ def series(conn: Connection, server_id: int, window: Window) -> tuple[list[Point
     """The non-empty buckets of the window in time order, and the window's summary: its snapshot count and, per
     metric, min / avg / max over the raw snapshots (from the buckets' counts, sums, minima and maxima: one scan)."""
     bucket = _bucket(conn, window)
-    aggregates: list[Any] = [func.count()]
+    aggregates: list[Any] = [func.count(), func.sum(_snap.interval_seconds)]
     for name in METRICS:
         column = getattr(_snap, name)
         aggregates += [func.count(column), func.sum(column), func.min(column), func.max(column)]
@@ -87,18 +89,18 @@ def series(conn: Connection, server_id: int, window: Window) -> tuple[list[Point
     totals = {name: _Total() for name in METRICS}
     snapshots = 0
     for row in conn.execute(query):
-        index, samples = _index(window, row[0]), int(row[1])
+        index, samples, covered = _index(window, row[0]), int(row[1]), float(row[2] or 0)
         snapshots += samples
         values: dict[str, float | None] = {}
         for i, name in enumerate(METRICS):
-            count, total, low, high = row[2 + 4 * i : 6 + 4 * i]
+            count, total, low, high = row[3 + 4 * i : 7 + 4 * i]
             values[name] = float(total) / count if count else None
             if count:
                 totals[name].add(count, float(total), float(low), float(high))
         if points and points[-1].index == index:  # the snapshot exactly at the end joins the last bucket
-            points[-1] = _merged(points[-1], values, samples)
+            points[-1] = _merged(points[-1], values, samples, covered)
         else:
-            points.append(Point(index, window.bucket_start(index), samples, values))
+            points.append(Point(index, window.bucket_start(index), samples, values, covered))
     return points, {"snapshots": snapshots, "metrics": {name: total.stats() for name, total in totals.items()}}
 
 
@@ -119,7 +121,7 @@ class _Total:
         return {"min": self.low, "avg": self.total / self.count, "max": self.high} if self.count else None
 
 
-def _merged(point: Point, values: dict[str, float | None], samples: int) -> Point:
+def _merged(point: Point, values: dict[str, float | None], samples: int, covered: float) -> Point:
     total = point.samples + samples
     merged: dict[str, float | None] = {}
     for name, value in values.items():
@@ -128,7 +130,7 @@ def _merged(point: Point, values: dict[str, float | None], samples: int) -> Poin
             merged[name] = old if value is None else value
         else:
             merged[name] = (old * point.samples + value * samples) / total
-    return Point(point.index, point.at, total, merged)
+    return Point(point.index, point.at, total, merged, point.covered_s + covered)
 
 
 def latest(conn: Connection, server_id: int) -> dict[str, Any] | None:
@@ -167,8 +169,12 @@ def top_waits(conn: Connection, server_id: int, window: Window, limit: int = 5) 
     return rows[:limit]
 
 
-def wait_series(conn: Connection, server_id: int, window: Window, wait_types: list[str]) -> dict[str, list[float]]:
-    """Per bucket, the wait time of each of ``wait_types`` in ms per second of the bucket (0 where none)."""
+def wait_series(
+    conn: Connection, server_id: int, window: Window, wait_types: list[str], points: list[Point]
+) -> dict[str, list[float | None]]:
+    """Per bucket, the wait time of each of ``wait_types`` in ms per second: the waits of the bucket's snapshots
+    over the time their deltas cover (so the first snapshot after an outage, holding the outage's waits, is no
+    spike), short gaps bridged as in ``columns``."""
     if not wait_types:
         return {}
     bucket = _bucket(conn, window)
@@ -178,10 +184,16 @@ def wait_series(conn: Connection, server_id: int, window: Window, wait_types: li
         .where(_in_window(server_id, window), wait_stats.c.wait_type.in_(wait_types))
         .group_by(bucket, wait_stats.c.wait_type)
     )
-    result = {name: [0.0] * window.buckets for name in wait_types}
+    totals = {name: [0.0] * window.buckets for name in wait_types}
     for raw, wait_type, total in conn.execute(query):
-        result[wait_type][_index(window, raw)] += float(total or 0) / window.bucket_seconds
-    return result
+        totals[wait_type][_index(window, raw)] += float(total or 0)
+    covered = [0.0] * window.buckets
+    for point in points:
+        covered[point.index] = point.covered_s
+    return {
+        name: bridge([sums[i] / covered[i] if covered[i] > 0 else None for i in range(window.buckets)])
+        for name, sums in totals.items()
+    }
 
 
 def status_events(conn: Connection, server_id: int, window: Window, limit: int = 20) -> tuple[list[dict], int]:
@@ -199,3 +211,30 @@ def status_events(conn: Connection, server_id: int, window: Window, limit: int =
         .limit(limit)
     )
     return [dict(row) for row in conn.execute(query).mappings()][::-1], count
+
+
+def columns(points: list[Point], name: str, buckets: int, *, max_gap: float = 1.5) -> list[float | None]:
+    """One value per bucket for charting: the buckets' averages, a run of empty buckets between two values
+    filled in (linearly) when it is no longer than ``max_gap`` times the usual spacing of the values (buckets
+    narrower than the collection interval leave most of them empty); a longer run stays empty: at least one
+    collection is missing there (an outage, a stopped collector)."""
+    values: list[float | None] = [None] * buckets
+    for point in points:
+        values[point.index] = point.values[name]
+    return bridge(values, max_gap)
+
+
+def bridge(values: list[float | None], max_gap: float = 1.5) -> list[float | None]:
+    """``values`` with each run of Nones between two values filled in linearly when the run is at most
+    ``max_gap`` times the usual spacing of the values."""
+    values = list(values)
+    present = [(i, v) for i, v in enumerate(values) if v is not None]
+    if len(present) < 3:
+        return values
+    spacings = sorted(b[0] - a[0] for a, b in itertools.pairwise(present))
+    usual = spacings[len(spacings) // 2]
+    for (i, a), (j, b) in itertools.pairwise(present):
+        if 1 < j - i <= max_gap * usual:
+            for k in range(i + 1, j):
+                values[k] = a + (b - a) * (k - i) / (j - i)
+    return values

@@ -56,7 +56,7 @@ class ServerHistory:
     top_waits: list[dict[str, Any]]
     events: list[dict[str, Any]]
     event_count: int
-    wait_series: dict[str, list[float]] | None = None  # for the PNG: ms of wait per second, per bucket
+    wait_series: dict[str, list[float | None]] | None = None  # for the PNG: ms of wait per second, per bucket
 
     @property
     def latest_age_s(self) -> float | None:
@@ -79,10 +79,10 @@ def load(
         with engine.connect() as conn:
             events, event_count = history.status_events(conn, info.id, window)
             top_waits = history.top_waits(conn, info.id, window)
+            points, summary = history.series(conn, info.id, window)
             waits = None
             if with_wait_series:
-                waits = history.wait_series(conn, info.id, window, [w["wait_type"] for w in top_waits])
-            points, summary = history.series(conn, info.id, window)
+                waits = history.wait_series(conn, info.id, window, [w["wait_type"] for w in top_waits], points)
             return ServerHistory(
                 tenant=tenant.slug,
                 info=info,

@@ -58,6 +58,8 @@ def _draw(plt: Any, data: ServerHistory, path: str) -> str:
         ax.grid(True, alpha=0.3)
     _waits(axes[4], data)
     axes[4].set_xlim(window.start, window.end)
+    fmt = "%H:%M:%S" if window.seconds <= 600 else "%H:%M" if window.seconds < 86400 else "%Y-%m-%d %H:%M"
+    axes[4].xaxis.set_major_formatter(importlib.import_module("matplotlib.dates").DateFormatter(fmt))
     figure.autofmt_xdate()
     figure.tight_layout()
     target = Path(path)
@@ -71,15 +73,12 @@ def _draw(plt: Any, data: ServerHistory, path: str) -> str:
 
 
 def _series(data: ServerHistory, name: str) -> tuple[list[dt.datetime], list[float]]:
-    """Bucket midpoints and values; a bucket without snapshots is NaN, so the line has a gap there."""
+    """Bucket midpoints and values (short runs of empty buckets bridged, ``history.columns``); what stays empty
+    is NaN, so the line has a gap there (an outage)."""
     half = dt.timedelta(seconds=data.window.bucket_seconds / 2)
-    by_index = {p.index: p.values[name] for p in data.points}
-    times, values = [], []
-    for index in range(data.window.buckets):
-        value = by_index.get(index)
-        times.append(data.window.bucket_start(index) + half)
-        values.append(float("nan") if value is None else value)
-    return times, values
+    values = history.columns(data.points, name, data.window.buckets)
+    times = [data.window.bucket_start(index) + half for index in range(data.window.buckets)]
+    return times, [float("nan") if value is None else value for value in values]
 
 
 def _waits(ax: Any, data: ServerHistory) -> None:
@@ -91,5 +90,6 @@ def _waits(ax: Any, data: ServerHistory) -> None:
         return
     half = dt.timedelta(seconds=data.window.bucket_seconds / 2)
     times = [data.window.bucket_start(i) + half for i in range(data.window.buckets)]
-    ax.stackplot(times, *series.values(), labels=list(series), alpha=0.85)
+    stacks = [[float("nan") if v is None else v for v in values] for values in series.values()]
+    ax.stackplot(times, *stacks, labels=list(series), alpha=0.85)
     ax.legend(loc="upper left", fontsize=8, ncol=min(3, len(series)))

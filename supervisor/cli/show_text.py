@@ -84,9 +84,7 @@ def _float(value: Any) -> float | None:
 
 def _chart(data: ServerHistory, name: str, label: str) -> list[str]:
     window = data.window
-    values: list[float | None] = [None] * window.buckets
-    for point in data.points:
-        values[point.index] = point.values[name]
+    values = history.columns(data.points, name, window.buckets)
     stats = data.summary["metrics"][name]
     if stats is None:
         return [f"{label}: no values in this window"]

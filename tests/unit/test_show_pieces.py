@@ -112,3 +112,14 @@ def test_copy_options_copies_options_added_later() -> None:
     assert copy_options(source, target) == ["host", "new_option"]
     assert vars(target.parse_args([])) == {}
     assert vars(target.parse_args(["--new-option", "3"])) == {"new_option": 3}
+
+
+def test_bridging_fills_buckets_between_collections_but_not_an_outage() -> None:
+    from supervisor.history import bridge
+
+    every_third = [1.0, None, None, 4.0, None, None, 7.0, None, None, 10.0]
+    assert bridge(every_third) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    missed_one = [1.0, None, None, 4.0, None, None, None, None, None, 10.0, None, None, 13.0]
+    bridged = bridge(missed_one)
+    assert bridged[1:3] == [2.0, 3.0] and bridged[4:9] == [None] * 5  # a missing collection stays a gap
+    assert bridge([None, 1.0, None, 2.0]) == [None, 1.0, None, 2.0]  # too few values to know the spacing
