@@ -8,8 +8,15 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.drivers import DRIVERS
 from tests.helpers.postgres import PostgresDatabases
-from tests.helpers.simulator import Simulator
+from tests.helpers.simulator import Simulator, StartSimulator
+
+
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest) -> str:
+    """Each ODBC driver of ``DRIVERS`` in turn (``driver_setting`` gives its ``odbc_driver`` setting)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -22,7 +29,7 @@ def pg_database() -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[Callable[[list[dict[str, Any]]], Simulator]]:
+def simulator(tmp_path: Path) -> Iterator[StartSimulator]:
     """A factory of running simulators (``Simulator``) for a list of server entries; all stopped afterwards."""
     started: list[Simulator] = []
 

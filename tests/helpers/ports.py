@@ -10,7 +10,8 @@ taken between the check and the server's bind by such an outsider: the server th
 ``Simulator.start`` retries with fresh ports.
 
 The range lies below the kernel's ephemeral ports (32768+ on Linux, so no outgoing connection sits on one)
-and apart from the ranges the ``demo`` command (20000-32000) and ``tests/sim`` (15000-30000) pick from.
+and apart from the range the ``demo`` command (20000-32000) picks from. Every test under ``tests/`` takes its
+ports here: ``free_ports`` for any ports, ``free_port_run`` for consecutive ones (a ``--base-port`` fleet).
 """
 
 from __future__ import annotations
@@ -54,6 +55,19 @@ class PortAllocator:
             return ports
         raise RuntimeError(f"only {len(ports)} of {count} ports free in {self.block}")
 
+    def take_run(self, count: int) -> range:
+        """``count`` consecutive ports of the block, each bindable now, from where ``take`` would go on."""
+        for _ in range(len(self.block)):
+            start = self._next
+            self._next = (self._next + 1) % len(self.block)
+            if start + count > len(self.block):
+                continue  # a run does not wrap around the block's end
+            run = self.block[start:start + count]
+            if all(bindable(port) for port in run):
+                self._next = (start + count) % len(self.block)
+                return run
+        raise RuntimeError(f"no {count} consecutive ports free in {self.block}")
+
 
 def bindable(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -68,9 +82,18 @@ def bindable(port: int, host: str = "127.0.0.1") -> bool:
 _allocator: PortAllocator | None = None
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports of this worker's block, free right now."""
+def _worker_allocator() -> PortAllocator:
     global _allocator
     if _allocator is None:
         _allocator = PortAllocator(worker_block())
-    return _allocator.take(count)
+    return _allocator
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports of this worker's block, free right now."""
+    return _worker_allocator().take(count)
+
+
+def free_port_run(count: int) -> range:
+    """``count`` consecutive ports of this worker's block, free right now."""
+    return _worker_allocator().take_run(count)

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.helpers.ports import free_ports
+from tests.helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SIM_USER = "collector"
@@ -24,7 +25,9 @@ EXIT_CANNOT_LISTEN = 3
 class Simulator:
     """Every server listens on 127.0.0.1 on a port of this worker's own (``tests.helpers.ports``) and accepts
     ``SIM_USER``/``SIM_PASSWORD`` unless its entry says otherwise. ``start`` returns once the simulator
-    printed its ready line; ``ports`` maps server names to ports, ``stderr_lines`` collects its diagnostics."""
+    printed its ready line (``ready``); ``ports`` maps server names to ports, ``stderr_lines`` collects its
+    diagnostics (``wait_for_stderr``). At run time ``set_faults`` and ``set_servers`` rewrite the fleet file
+    and SIGHUP; other signals go to ``process`` directly."""
 
     def __init__(self, directory: Path, servers: list[dict[str, Any]]) -> None:
         self.fleet_path = directory / "fleet.json"
@@ -78,21 +81,39 @@ class Simulator:
         temporary.replace(self.fleet_path)
 
     def set_faults(self, name: str, **faults: Any) -> None:
-        """Change one server's faults at run time: rewrite the fleet file, SIGHUP, wait for the reload."""
+        """Change one server's faults at run time (merged into its ``faults``); see ``set_servers``."""
         entries = [server for server in self.servers if server["name"] == name]
         assert entries, f"no simulated server {name!r}"
         for server in entries:
             server.setdefault("faults", {}).update(faults)
+        self._reload()
+
+    def set_servers(self, servers: list[dict[str, Any]]) -> None:
+        """Replace the fleet's entries at run time: a name kept keeps its port, a new one gets a fresh port of
+        this worker's; rewrite the fleet file, SIGHUP, wait for the reload, fail on any problem it reports."""
+        self.servers = servers
+        self._reload()
+
+    def _reload(self) -> None:
+        new = [server["name"] for server in self.servers if server["name"] not in self.ports]
+        kept = {server["name"]: self.ports[server["name"]] for server in self.servers if server["name"] in self.ports}
+        self.ports = {**kept, **dict(zip(new, free_ports(len(new)), strict=True))}
         self._write()
         seen = len(self.stderr_lines)
         assert self.process is not None
         self.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while not any("reloaded " in line or "invalid fleet file" in line for line in self.stderr_lines[seen:]):
-            assert time.monotonic() < deadline, f"the simulator did not reload: {self.stderr_lines[seen:]}"
-            time.sleep(0.02)
+        self.wait_for_stderr(("reloaded ", "invalid fleet file"), after=seen)
         problems = [line for line in self.stderr_lines[seen:] if "reload: " in line or "invalid fleet file" in line]
         assert not problems, problems
+
+    def wait_for_stderr(self, text: str | tuple[str, ...], after: int = 0, timeout: float = 10.0) -> str:
+        """The first diagnostic line from ``stderr_lines[after:]`` on that contains ``text`` (or one of them)."""
+        texts = (text,) if isinstance(text, str) else text
+
+        def found() -> str | None:
+            return next((line for line in self.stderr_lines[after:] if any(t in line for t in texts)), None)
+
+        return wait_until(found, timeout, lambda: f"a stderr line with {texts}: {self.stderr_lines[after:]}", 0.02)
 
     def stop(self) -> int | None:
         if self.process is None:
@@ -105,3 +126,7 @@ class Simulator:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+#: The ``simulator`` fixture: starts a ``Simulator`` for a list of server entries (all stopped afterwards).
+StartSimulator = Callable[[list[dict[str, Any]]], Simulator]
