@@ -1,12 +1,15 @@
 """A minimal blocking TDS client over a raw socket, to see exactly what the simulator answers and when.
 
 Also: finding this process's own sockets to a port, so that a test can unblock a driver call stuck on
-a stalled server by shutting the driver's socket down.
+a stalled server by shutting the driver's socket down; and the server ends of connections to ``HOST``:port,
+to see a session left open. Only those on ``HOST`` count: other programs on this machine (the benchmarks)
+listen on the same port numbers on other loopback addresses (127.77.x.y).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import ssl
@@ -20,6 +23,8 @@ _LOGIN_FIXED = struct.Struct("<IIIIIIBBBBiI")
 _TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 _TCP_LISTEN = "0A"
 _TCP_TIME_WAIT = "06"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_HOST_ADDRESS = ipaddress.ip_address(HOST)
 
 
 def prelogin_payload(encryption: int = login.ENCRYPT_NOT_SUP) -> bytes:
@@ -158,21 +163,21 @@ def is_attention_ack(payload: bytes) -> bool:
 def server_side_open(server_port: int, client_port: int) -> bool:
     """Whether the server's end of the connection (server_port <- client_port) still exists, not
     closed by the server (e.g. in CLOSE_WAIT after the client left: a leaked session)."""
-    for local, remote, state, _inode in _tcp_entries():
-        if local == server_port and remote == client_port and state != _TCP_TIME_WAIT:
+    for host, local, remote, state, _inode in _tcp_entries():
+        if host == _HOST_ADDRESS and local == server_port and remote == client_port and state != _TCP_TIME_WAIT:
             return True
     return False
 
 
 def server_side_connections(server_port: int) -> int:
     """How many connections accepted on ``server_port`` the server has not closed yet."""
-    return sum(1 for local, _remote, state, _inode in _tcp_entries()
-               if local == server_port and state not in (_TCP_LISTEN, _TCP_TIME_WAIT))
+    return sum(1 for host, local, _remote, state, _inode in _tcp_entries()
+               if host == _HOST_ADDRESS and local == server_port and state not in (_TCP_LISTEN, _TCP_TIME_WAIT))
 
 
 def own_sockets_to(port: int) -> list[int]:
     """File descriptors of this process's TCP sockets whose peer port is ``port``."""
-    inodes = {inode for _local, remote, _state, inode in _tcp_entries() if remote == port}
+    inodes = {inode for _host, _local, remote, _state, inode in _tcp_entries() if remote == port}
     found = []
     for entry in Path("/proc/self/fd").iterdir():
         try:
@@ -202,8 +207,8 @@ def shut_down_own_sockets_to(port: int) -> int:
     return count
 
 
-def _tcp_entries() -> list[tuple[int, int, str, str]]:
-    """(local port, remote port, state, inode) of every TCP socket of this network namespace."""
+def _tcp_entries() -> list[tuple[IPAddress, int, int, str, str]]:
+    """(local address, local port, remote port, state, inode) of every TCP socket of this network namespace."""
     entries = []
     for table in _TCP_TABLES:
         try:
@@ -213,5 +218,17 @@ def _tcp_entries() -> list[tuple[int, int, str, str]]:
         for line in lines:
             fields = line.split()
             local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-            entries.append((int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16), state, inode))
+            address, port = local.rsplit(":", 1)
+            entries.append((_address(address), int(port, 16), int(remote.rsplit(":", 1)[1], 16), state, inode))
     return entries
+
+
+def _address(hex_address: str) -> IPAddress:
+    """An address as /proc/net/tcp* shows it: 32-bit words in host (little-endian) byte order; an
+    IPv4-mapped IPv6 address as its IPv4 address."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    if len(words) == 4:
+        return ipaddress.IPv4Address(words)
+    address = ipaddress.IPv6Address(words)
+    return address.ipv4_mapped or address
