@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sqlserver_sim import packets
+from tests.helpers.simulator import SIM_PASSWORD, SIM_USER, Simulator
+from tests.helpers.waiting import wait_until
 from tests.sim import rawtds
-from tests.sim.conftest import PASSWORD, USER, Simulator
 
 PROCEDURE = "collector.usp_collect_snapshot"
 PROCEDURE_CALL = f"{{CALL {PROCEDURE}}}"
 QUIET_S = 0.5
-SERVERS = [
+SERVERS: list[dict[str, Any]] = [
     {"name": "ok"},
     {"name": "connect", "faults": {"stall": "connect"}},
     {"name": "prelogin", "faults": {"stall": "prelogin"}},
@@ -38,21 +40,12 @@ def stall_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simula
     assert simulator.stop() == 0
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def assert_ok_answers(sim: Simulator, name: str = "ok") -> None:
     """Another server of the same simulator logs in and answers, at once."""
     started = time.monotonic()
-    client = rawtds.RawClient(sim.port(name), timeout=2)
+    client = rawtds.RawClient(sim.ports[name], timeout=2)
     try:
-        client.login(USER, PASSWORD)
+        client.login(SIM_USER, SIM_PASSWORD)
         client.send(packets.SQL_BATCH, rawtds.batch_payload("SELECT @@SERVERNAME"))
         _type, payload = client.read_message(timeout=2)
         assert name.encode("utf-16-le") in payload
@@ -72,12 +65,12 @@ def assert_stalled(client: rawtds.RawClient, sim: Simulator) -> None:
     local_port = client.local_port
     assert rawtds.server_side_open(client.port, local_port)
     client.close()
-    assert wait_until(lambda: not rawtds.server_side_open(client.port, local_port)), "session leaked"
+    wait_until(lambda: not rawtds.server_side_open(client.port, local_port), 5, "session leaked", 0.02)
 
 
 def logged_in(sim: Simulator, name: str) -> rawtds.RawClient:
-    client = rawtds.RawClient(sim.port(name))
-    client.login(USER, PASSWORD)
+    client = rawtds.RawClient(sim.ports[name])
+    client.login(SIM_USER, SIM_PASSWORD)
     client.send(packets.SQL_BATCH, rawtds.batch_payload("SELECT @@VERSION"))
     _type, payload = client.read_message()
     assert "Microsoft SQL Server".encode("utf-16-le") in payload

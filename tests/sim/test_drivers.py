@@ -6,15 +6,17 @@ import datetime as dt
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyodbc
 import pytest
 
 from supervisor.procedures.resultsets import ADHOC_BATCH_MARKER, PROCEDURE_QUALIFIED_NAME, RESULT_SETS
-from tests.sim.conftest import Simulator, connection_string, result_sets
+from tests.helpers.simulator import Simulator, StartSimulator
+from tests.sim.odbc import connection_string, result_sets
 
 RATE = 1234.0
-SERVERS = [
+SERVERS: list[dict[str, Any]] = [
     {"name": "plain", "profile": {"batch_requests_per_sec": RATE, "cpu_percent": [20, 30]}},
     {"name": "linux", "host_platform": "Linux"},
     {"name": "fresh", "profile": {"uptime_seconds": 0, "cpu_record_on_start": False}},
@@ -38,7 +40,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 
 
 def connect(sim: Simulator, driver: str, name: str, **kwargs: object) -> pyodbc.Connection:
-    return pyodbc.connect(connection_string(driver, sim.port(name), **kwargs), timeout=5)  # type: ignore[arg-type]
+    return pyodbc.connect(connection_string(driver, sim.ports[name], **kwargs), timeout=5)  # type: ignore[arg-type]
 
 
 def check_snapshot(sets: list[tuple[list[str], list[tuple[object, ...]]]]) -> dict[str, list[dict[str, object]]]:
@@ -81,7 +83,7 @@ def test_collection_returns_contract_sets(sim: Simulator, driver: str, how: str)
     assert 20 <= cpu["sql_cpu_percent"] <= 30  # type: ignore[operator]
     assert 0 < cpu["sql_cpu_percent"] + cpu["system_idle_percent"] <= 100  # type: ignore[operator]
     counters = data["counters"][0]
-    assert counters["batch_requests_total"] > RATE * 3600  # default uptime is a day  # type: ignore[operator]
+    assert counters["batch_requests_total"] > RATE * 3600  # type: ignore[operator]  # default uptime: a day
     assert 0 < counters["available_physical_memory_kb"] < counters["total_physical_memory_kb"]  # type: ignore[operator]
     wait_types = {row["wait_type"] for row in data["waits"]}
     assert {"PAGEIOLATCH_SH", "WRITELOG", "SOS_SCHEDULER_YIELD"} <= wait_types
@@ -179,7 +181,7 @@ def test_query_timeout_on_slow_query_then_connection_still_works(sim: Simulator,
 def test_blackhole_gives_login_timeout(sim: Simulator, driver: str) -> None:
     started = time.monotonic()
     with pytest.raises(pyodbc.Error):
-        pyodbc.connect(connection_string(driver, sim.port("blackhole")), timeout=2)
+        pyodbc.connect(connection_string(driver, sim.ports["blackhole"]), timeout=2)
     assert time.monotonic() - started >= 1.5
 
 
@@ -215,8 +217,8 @@ def test_probe_statements(sim: Simulator, driver: str) -> None:
             cursor.execute("EXEC dbo.nothing")
 
 
-def test_deploy_script_installs_the_procedure(make_simulator: object, driver: str) -> None:
-    sim = make_simulator([{"name": "bare", "procedure_installed": False}])  # type: ignore[operator]
+def test_deploy_script_installs_the_procedure(simulator: StartSimulator, driver: str) -> None:
+    sim = simulator([{"name": "bare", "procedure_installed": False}])
     with connect(sim, driver, "bare") as conn:
         cursor = conn.cursor()
         with pytest.raises(pyodbc.Error, match="2812"):
@@ -230,7 +232,7 @@ def test_deploy_script_installs_the_procedure(make_simulator: object, driver: st
 def test_slow_login_gives_login_timeout(sim: Simulator, driver: str) -> None:
     started = time.monotonic()
     with pytest.raises(pyodbc.OperationalError) as raised:
-        pyodbc.connect(connection_string(driver, sim.port("slow-login")), timeout=1)
+        pyodbc.connect(connection_string(driver, sim.ports["slow-login"]), timeout=1)
     elapsed = time.monotonic() - started
     sqlstate, message = raised.value.args[:2]
     assert sqlstate == "HYT00" and "timeout expired" in message.lower(), message

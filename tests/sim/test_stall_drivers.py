@@ -12,9 +12,11 @@ from typing import Any
 import pyodbc
 import pytest
 
+from tests.helpers.simulator import Simulator
+from tests.helpers.waiting import wait_until
 from tests.sim import rawtds
-from tests.sim.conftest import Simulator, connection_string
-from tests.sim.stallkit import PROCEDURE_CALL, stall_simulator, wait_until
+from tests.sim.odbc import connection_string
+from tests.sim.stallkit import PROCEDURE_CALL, stall_simulator
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 
 
 def driver_connection_string(sim: Simulator, driver: str, name: str) -> str:
-    text = connection_string(driver, sim.port(name))
+    text = connection_string(driver, sim.ports[name])
     if name == "tls":
         return (text.replace("Encrypt=no", "Encrypt=yes;TrustServerCertificate=yes") if driver == "msodbc18"
                 else text + ";Encryption=require")
@@ -31,7 +33,7 @@ def driver_connection_string(sim: Simulator, driver: str, name: str) -> str:
 
 
 def assert_driver_answers(sim: Simulator, driver: str, name: str = "ok") -> None:
-    connection = pyodbc.connect(connection_string(driver, sim.port(name)), timeout=5)
+    connection = pyodbc.connect(connection_string(driver, sim.ports[name]), timeout=5)
     try:
         assert connection.cursor().execute("SELECT @@SERVERNAME").fetchone()[0] == name
     finally:
@@ -56,7 +58,7 @@ def finish(thread: threading.Thread, sim: Simulator, name: str, wait: float) -> 
     """Give the driver ``wait`` s to give up on its own, then unblock it through its socket."""
     thread.join(wait)
     if thread.is_alive():
-        assert rawtds.shut_down_own_sockets_to(sim.port(name)) >= 1
+        assert rawtds.shut_down_own_sockets_to(sim.ports[name]) >= 1
         thread.join(5)
     assert not thread.is_alive()
 
@@ -75,7 +77,7 @@ def test_driver_login_never_completes(sim: Simulator, driver: str, phase: str) -
     assert len(events) == 1 and isinstance(events[0], pyodbc.Error), events
     assert events[0].args[0] in ("HYT00", "08001", "08S01"), events[0]
     if phase != "connect":
-        assert wait_until(lambda: rawtds.server_side_connections(sim.port(phase)) == 0), "session leaked"
+        wait_until(lambda: rawtds.server_side_connections(sim.ports[phase]) == 0, 5, "session leaked", 0.02)
 
 
 def read_sets(cursor: pyodbc.Cursor, events: list[Any]) -> None:
@@ -95,7 +97,7 @@ def read_sets(cursor: pyodbc.Cursor, events: list[Any]) -> None:
                                                   ("before_done", {0, 1, 2, 3})])
 def test_driver_collection_stalls_and_the_cancel_is_never_acknowledged(
         sim: Simulator, driver: str, phase: str, sets_seen: set[int]) -> None:
-    connection = pyodbc.connect(connection_string(driver, sim.port(phase)), timeout=5)
+    connection = pyodbc.connect(connection_string(driver, sim.ports[phase]), timeout=5)
     connection.timeout = 1  # the drivers send ATTENTION after 1 s, then wait for its ack
     cursor = connection.cursor()
     assert cursor.execute("SELECT 42").fetchone()[0] == 42  # login and ordinary requests work
@@ -123,11 +125,11 @@ def test_driver_collection_stalls_and_the_cancel_is_never_acknowledged(
     call_error, next_error = events[-2:]
     assert isinstance(call_error, pyodbc.Error) and call_error.args[0] in ("HYT00", "08S01"), events
     assert isinstance(next_error, pyodbc.Error) and next_error.args[0] == "08S01", events
-    assert wait_until(lambda: rawtds.server_side_connections(sim.port(phase)) == 0), "session leaked"
+    wait_until(lambda: rawtds.server_side_connections(sim.ports[phase]) == 0, 5, "session leaked", 0.02)
 
 
 def test_driver_slow_query_that_ignores_the_cancel(sim: Simulator, driver: str) -> None:
-    connection = pyodbc.connect(connection_string(driver, sim.port("slow-deaf")), timeout=5)
+    connection = pyodbc.connect(connection_string(driver, sim.ports["slow-deaf"]), timeout=5)
     connection.timeout = 1
     cursor = connection.cursor()
 

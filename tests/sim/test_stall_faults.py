@@ -4,10 +4,9 @@ left behind in the simulator once a stalled client goes (checked in-process)."""
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,11 @@ from sqlserver_sim.faults import STALL_PHASES, Faults
 from sqlserver_sim.fleet import FleetError, parse_fleet
 from sqlserver_sim.server import FleetRunner
 from sqlserver_sim.tls import CertificateStore
+from tests.helpers.ports import free_ports
+from tests.helpers.simulator import SIM_PASSWORD, SIM_USER, StartSimulator
+from tests.helpers.waiting import wait_until
 from tests.sim import rawtds
-from tests.sim.conftest import PASSWORD, USER, Simulator
-from tests.sim.stallkit import PROCEDURE, QUIET_S, assert_ok_answers, logged_in, wait_until
-
-MakeSimulator = Callable[..., Simulator]
+from tests.sim.stallkit import PROCEDURE, QUIET_S, assert_ok_answers, logged_in
 
 
 def faults_of(faults: dict[str, Any], **server: Any) -> Faults:
@@ -75,12 +74,6 @@ def test_stall_from_defaults_is_merged_and_checked() -> None:
 # Changes at run time (SIGHUP)
 
 
-def set_faults(**faults: Any) -> Callable[[list[dict[str, Any]]], None]:
-    def change(servers: list[dict[str, Any]]) -> None:
-        servers[0]["faults"] = faults
-    return change
-
-
 def connect_outcome(port: int, timeout: float = 1.0) -> str:
     try:
         socket.create_connection((rawtds.HOST, port), timeout=timeout).close()
@@ -91,10 +84,10 @@ def connect_outcome(port: int, timeout: float = 1.0) -> str:
     return "accepted"
 
 
-def test_query_stall_switched_on_and_off_by_sighup(make_simulator: MakeSimulator) -> None:
-    sim = make_simulator([{"name": "a"}, {"name": "ok"}])
+def test_query_stall_switched_on_and_off_by_sighup(simulator: StartSimulator) -> None:
+    sim = simulator([{"name": "a"}, {"name": "ok"}])
     before = logged_in(sim, "a")  # a session opened before the change
-    sim.reload(set_faults(stall="query"))
+    sim.set_faults("a", stall="query")
     assert "1 changed" in sim.stderr_lines[-1]
     before.send(packets.RPC, rawtds.rpc_payload(PROCEDURE))  # a new request of an old session stalls
     assert before.read_available(QUIET_S) == b""
@@ -102,7 +95,7 @@ def test_query_stall_switched_on_and_off_by_sighup(make_simulator: MakeSimulator
     after.send(packets.RPC, rawtds.rpc_payload(PROCEDURE))
     assert after.read_available(QUIET_S) == b""
     assert_ok_answers(sim)
-    sim.reload(set_faults(stall=None))
+    sim.set_faults("a", stall=None)
     fresh = logged_in(sim, "a")
     fresh.send(packets.RPC, rawtds.rpc_payload(PROCEDURE))
     assert fresh.read_message()[1][-13] == 0xFE  # answered in full, up to its DONEPROC
@@ -112,41 +105,41 @@ def test_query_stall_switched_on_and_off_by_sighup(make_simulator: MakeSimulator
 
 
 def test_connect_and_login_stalls_switched_by_sighup_affect_new_connections_only(
-        make_simulator: MakeSimulator) -> None:
-    sim = make_simulator([{"name": "a"}, {"name": "ok"}])
-    port = sim.port("a")
+        simulator: StartSimulator) -> None:
+    sim = simulator([{"name": "a"}, {"name": "ok"}])
+    port = sim.ports["a"]
     old = logged_in(sim, "a")
-    sim.reload(set_faults(stall="connect"))
+    sim.set_faults("a", stall="connect")
     assert connect_outcome(port) == "timeout"
     old.send(packets.SQL_BATCH, rawtds.batch_payload("SELECT 1"))  # the open session still works
     assert old.read_message()[0] == packets.TABULAR_RESULT
     assert_ok_answers(sim)
-    sim.reload(set_faults(stall="login"))
+    sim.set_faults("a", stall="login")
     assert connect_outcome(port) == "accepted"
     client = rawtds.RawClient(port)
     client.prelogin()
-    client.send(packets.LOGIN7, rawtds.login7_payload(USER, PASSWORD))
+    client.send(packets.LOGIN7, rawtds.login7_payload(SIM_USER, SIM_PASSWORD))
     assert client.read_available(QUIET_S) == b""
-    sim.reload(set_faults(stall=None))
+    sim.set_faults("a", stall=None)
     logged_in(sim, "a").close()
     assert client.read_available(0.1) == b""  # the stalled login stays stalled
-    sim.reload(set_faults(down=True, stall="connect"))  # down wins: refused; stalled sessions dropped
+    sim.set_faults("a", down=True, stall="connect")  # down wins: refused; stalled sessions dropped
     assert connect_outcome(port) == "refused"
     with pytest.raises(ConnectionError):
         client.read_available(2)
-    sim.reload(set_faults(stall="connect"))
+    sim.set_faults("a", down=False)  # faults {"stall": "connect"} again
     assert connect_outcome(port) == "timeout"
     assert_ok_answers(sim)
     old.close()
 
 
-def test_ignore_attention_switched_by_sighup(make_simulator: MakeSimulator) -> None:
-    sim = make_simulator([{"name": "a"}])
+def test_ignore_attention_switched_by_sighup(simulator: StartSimulator) -> None:
+    sim = simulator([{"name": "a"}])
     client = logged_in(sim, "a")
-    sim.reload(set_faults(ignore_attention=True))
+    sim.set_faults("a", ignore_attention=True)
     client.attention()
     assert client.read_available(QUIET_S) == b""
-    sim.reload(set_faults())
+    sim.set_faults("a", ignore_attention=False)  # no fault again
     client.attention()
     assert rawtds.is_attention_ack(client.read_message()[1])
     client.close()
@@ -164,9 +157,8 @@ class InProcessFleet:
         self.thread.start()
         self.runner = FleetRunner(CertificateStore(cert_dir))
         self.servers = servers
-        for _attempt in range(5):
-            base = random.randrange(15000, 30000 - len(servers))
-            self.ports = {s["name"]: base + i for i, s in enumerate(servers)}
+        for _attempt in range(5):  # a port of this worker's may be taken by an outsider meanwhile: fresh ones
+            self.ports = dict(zip([s["name"] for s in servers], free_ports(len(servers)), strict=True))
             if not self.apply().errors:
                 return
             self.call(self.runner.stop())
@@ -174,8 +166,9 @@ class InProcessFleet:
         raise RuntimeError("no free ports")
 
     def apply(self) -> Any:
-        specs = parse_fleet({"servers": [{"port": self.ports[s["name"]], "user": USER, "password": PASSWORD, **s}
-                                         for s in self.servers]}).servers
+        entries = [{"port": self.ports[s["name"]], "user": SIM_USER, "password": SIM_PASSWORD, **s}
+                   for s in self.servers]
+        specs = parse_fleet({"servers": entries}).servers
         return self.call(self.runner.apply(specs))
 
     def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -214,9 +207,9 @@ def stalled_client(fleet: InProcessFleet, phase: str) -> rawtds.RawClient:
         client.send(packets.PRELOGIN, client.client_hello())
     elif phase == "login":
         client.prelogin()
-        client.send(packets.LOGIN7, rawtds.login7_payload(USER, PASSWORD))
+        client.send(packets.LOGIN7, rawtds.login7_payload(SIM_USER, SIM_PASSWORD))
     else:
-        client.login(USER, PASSWORD)
+        client.login(SIM_USER, SIM_PASSWORD)
         client.send(packets.RPC, rawtds.rpc_payload(PROCEDURE))
         if phase != "query":
             assert client.read_available(QUIET_S)  # the part let through
@@ -231,8 +224,8 @@ def test_stalled_session_is_cleaned_up_when_the_client_closes(in_process: InProc
     client = stalled_client(in_process, phase)
     assert in_process.sessions(phase) == 1 and in_process.tasks() > baseline
     client.close()
-    assert wait_until(lambda: in_process.sessions(phase) == 0 and in_process.tasks() == baseline), (
-        in_process.sessions(phase), in_process.tasks(), baseline)
+    wait_until(lambda: in_process.sessions(phase) == 0 and in_process.tasks() == baseline, 5,
+               lambda: repr((in_process.sessions(phase), in_process.tasks(), baseline)), 0.02)
 
 
 def test_stalled_sessions_are_dropped_when_their_server_goes_down(in_process: InProcessFleet) -> None:
@@ -246,7 +239,7 @@ def test_stalled_sessions_are_dropped_when_their_server_goes_down(in_process: In
         with pytest.raises(ConnectionError):
             client.read_available(2)
         client.close()
-    assert wait_until(lambda: in_process.tasks() == baseline)
+    wait_until(lambda: in_process.tasks() == baseline, 5, "the tasks of the dropped sessions to end", 0.02)
     ok = rawtds.RawClient(in_process.ports["ok"])
-    ok.login(USER, PASSWORD)
+    ok.login(SIM_USER, SIM_PASSWORD)
     ok.close()

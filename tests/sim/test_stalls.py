@@ -13,8 +13,8 @@ import pytest
 
 from sqlserver_sim import login, packets, tokens
 from sqlserver_sim.requests import ADHOC_BATCH_MARKER
+from tests.helpers.simulator import SIM_PASSWORD, SIM_USER, Simulator
 from tests.sim import rawtds
-from tests.sim.conftest import PASSWORD, USER, Simulator
 from tests.sim.stallkit import PROCEDURE, QUIET_S, assert_ok_answers, assert_stalled, logged_in, stall_simulator
 
 
@@ -31,7 +31,7 @@ def test_connect_stall_times_out_not_refused_not_accepted(sim: Simulator) -> Non
 
     def connect() -> None:
         try:
-            socket.create_connection((rawtds.HOST, sim.port("connect")), timeout=2).close()
+            socket.create_connection((rawtds.HOST, sim.ports["connect"]), timeout=2).close()
             outcome.append("accepted")
         except OSError as exc:
             outcome.append(exc)
@@ -46,28 +46,28 @@ def test_connect_stall_times_out_not_refused_not_accepted(sim: Simulator) -> Non
 
 
 def test_prelogin_stall_reads_prelogin_never_answers(sim: Simulator) -> None:
-    client = rawtds.RawClient(sim.port("prelogin"))
+    client = rawtds.RawClient(sim.ports["prelogin"])
     client.send(packets.PRELOGIN, rawtds.prelogin_payload())
     assert_stalled(client, sim)
 
 
 def test_tls_stall_answers_prelogin_with_encryption_then_not_the_client_hello(sim: Simulator) -> None:
-    client = rawtds.RawClient(sim.port("tls"))
+    client = rawtds.RawClient(sim.ports["tls"])
     assert client.prelogin(login.ENCRYPT_ON)[login.PL_ENCRYPTION] == bytes((login.ENCRYPT_ON,))
     client.send(packets.PRELOGIN, client.client_hello())
     assert_stalled(client, sim)
 
 
 def test_tls_stall_does_not_answer_a_strict_client_hello(sim: Simulator) -> None:
-    client = rawtds.RawClient(sim.port("tls"))
+    client = rawtds.RawClient(sim.ports["tls"])
     client.sock.sendall(client.client_hello())  # TDS 8.0: TLS from the first byte
     assert_stalled(client, sim)
 
 
 def test_login_stall_answers_prelogin_not_login7(sim: Simulator) -> None:
-    client = rawtds.RawClient(sim.port("login"))
+    client = rawtds.RawClient(sim.ports["login"])
     assert client.prelogin()[login.PL_ENCRYPTION] == bytes((login.ENCRYPT_NOT_SUP,))
-    client.send(packets.LOGIN7, rawtds.login7_payload(USER, PASSWORD))
+    client.send(packets.LOGIN7, rawtds.login7_payload(SIM_USER, SIM_PASSWORD))
     assert_stalled(client, sim)
 
 
