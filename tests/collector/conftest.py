@@ -1,4 +1,4 @@
-"""Collector fixtures: the two ODBC drivers, a tenant child run as a real process, a SQLite tenant DB URL."""
+"""Collector fixtures: a tenant child run as a real process, a SQLite tenant DB URL (``driver`` is shared)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.deployment import Child, TenantDeployment
-from tests.helpers.drivers import DRIVERS
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
