@@ -3,7 +3,7 @@
 Every query is bounded by the snapshot index ``ix_metric_snapshots_server_time`` (server, time range), and the
 series are downsampled in SQL: the database groups the rows into equal time buckets, so a month of 30-s
 snapshots comes back as a few hundred rows. Waits are reached through the same index range (``wait_stats`` by
-its primary key, snapshot first).
+its primary key, snapshot first; ``history_waits``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Integer, Label, and_, cast, extract, func, literal, select
 
-from supervisor.storage.tenant_schema import metric_snapshots, server_status_events, wait_stats
+from supervisor.storage.tenant_schema import metric_snapshots, server_status_events
 
 #: The four charted metrics: column name -> label.
 METRICS = {
@@ -57,39 +57,43 @@ class Point:
     covered_s: float = 0.0  # the seconds its snapshots' deltas cover (sum of interval_seconds)
 
 
-def _in_window(server_id: int, window: Window) -> ColumnElement[bool]:
+def in_window(server_id: int, window: Window) -> ColumnElement[bool]:
     return and_(_snap.server_id == server_id, _snap.collected_at >= window.start, _snap.collected_at <= window.end)
 
 
-def _bucket(conn: Connection, window: Window) -> Label[Any]:
+def bucket_of(conn: Connection, window: Window) -> Label[Any]:
     """A snapshot's bucket number, computed by the database (0 .. buckets, the end itself is the last + 1)."""
     per_second = 1.0 / window.bucket_seconds
     if conn.dialect.name == "sqlite":  # DateTime is stored as ISO text: julianday() reads it
-        start_day = (window.start - _EPOCH).total_seconds() / 86400.0 + 2440587.5
-        offset = (func.julianday(_snap.collected_at) - start_day) * (86400.0 * per_second)
+        offset = (func.julianday(_snap.collected_at) - julian_day(window.start)) * (86400.0 * per_second)
         return cast(offset, Integer).label("bucket")  # truncates; offsets are >= 0
     offset = extract("epoch", _snap.collected_at - literal(window.start)) * per_second
     return cast(func.floor(offset), Integer).label("bucket")
 
 
-def _index(window: Window, raw: Any) -> int:
+def julian_day(moment: dt.datetime) -> float:
+    """What SQLite's julianday() gives for ``moment`` (naive UTC)."""
+    return (moment - _EPOCH).total_seconds() / 86400.0 + 2440587.5
+
+
+def bucket_index(window: Window, raw: Any) -> int:
     return min(window.buckets - 1, max(0, int(raw)))
 
 
 def series(conn: Connection, server_id: int, window: Window) -> tuple[list[Point], dict[str, Any]]:
     """The non-empty buckets of the window in time order, and the window's summary: its snapshot count and, per
     metric, min / avg / max over the raw snapshots (from the buckets' counts, sums, minima and maxima: one scan)."""
-    bucket = _bucket(conn, window)
+    bucket = bucket_of(conn, window)
     aggregates: list[Any] = [func.count(), func.sum(_snap.interval_seconds)]
     for name in METRICS:
         column = getattr(_snap, name)
         aggregates += [func.count(column), func.sum(column), func.min(column), func.max(column)]
-    query = select(bucket, *aggregates).where(_in_window(server_id, window)).group_by(bucket).order_by(bucket)
+    query = select(bucket, *aggregates).where(in_window(server_id, window)).group_by(bucket).order_by(bucket)
     points: list[Point] = []
     totals = {name: _Total() for name in METRICS}
     snapshots = 0
     for row in conn.execute(query):
-        index, samples, covered = _index(window, row[0]), int(row[1]), float(row[2] or 0)
+        index, samples, covered = bucket_index(window, row[0]), int(row[1]), float(row[2] or 0)
         snapshots += samples
         values: dict[str, float | None] = {}
         for i, name in enumerate(METRICS):
@@ -143,57 +147,6 @@ def latest(conn: Connection, server_id: int) -> dict[str, Any] | None:
     )
     row = conn.execute(query).mappings().first()
     return None if row is None else dict(row)
-
-
-def top_waits(conn: Connection, server_id: int, window: Window, limit: int = 5) -> list[dict[str, Any]]:
-    """Wait types by their total wait time in the window (benign ones were never stored)."""
-    total = func.sum(wait_stats.c.wait_time_ms).label("wait_time_ms")
-    query = (
-        select(
-            wait_stats.c.wait_type,
-            total,
-            func.sum(wait_stats.c.waiting_tasks_count).label("waiting_tasks_count"),
-            func.sum(wait_stats.c.signal_wait_time_ms).label("signal_wait_time_ms"),
-        )
-        .select_from(metric_snapshots.join(wait_stats, wait_stats.c.snapshot_id == _snap.id))
-        .where(_in_window(server_id, window))
-        .group_by(wait_stats.c.wait_type)
-        .order_by(total.desc(), wait_stats.c.wait_type)
-    )
-    rows = [dict(row) for row in conn.execute(query).mappings()]
-    everything = sum(int(row["wait_time_ms"] or 0) for row in rows)
-    for row in rows:
-        for key in ("wait_time_ms", "waiting_tasks_count", "signal_wait_time_ms"):
-            row[key] = int(row[key] or 0)
-        row["share"] = row["wait_time_ms"] / everything if everything else 0.0
-    return rows[:limit]
-
-
-def wait_series(
-    conn: Connection, server_id: int, window: Window, wait_types: list[str], points: list[Point]
-) -> dict[str, list[float | None]]:
-    """Per bucket, the wait time of each of ``wait_types`` in ms per second: the waits of the bucket's snapshots
-    over the time their deltas cover (so the first snapshot after an outage, holding the outage's waits, is no
-    spike), short gaps bridged as in ``columns``."""
-    if not wait_types:
-        return {}
-    bucket = _bucket(conn, window)
-    query = (
-        select(bucket, wait_stats.c.wait_type, func.sum(wait_stats.c.wait_time_ms))
-        .select_from(metric_snapshots.join(wait_stats, wait_stats.c.snapshot_id == _snap.id))
-        .where(_in_window(server_id, window), wait_stats.c.wait_type.in_(wait_types))
-        .group_by(bucket, wait_stats.c.wait_type)
-    )
-    totals = {name: [0.0] * window.buckets for name in wait_types}
-    for raw, wait_type, total in conn.execute(query):
-        totals[wait_type][_index(window, raw)] += float(total or 0)
-    covered = [0.0] * window.buckets
-    for point in points:
-        covered[point.index] = point.covered_s
-    return {
-        name: bridge([sums[i] / covered[i] if covered[i] > 0 else None for i in range(window.buckets)])
-        for name, sums in totals.items()
-    }
 
 
 def status_events(conn: Connection, server_id: int, window: Window, limit: int = 20) -> tuple[list[dict], int]:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor import history
+from supervisor import history, history_waits
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import print_json
 from supervisor.cli.server_listing import hint_for, refuse_missing_db
@@ -54,6 +54,7 @@ class ServerHistory:
     summary: dict[str, Any]
     points: list[history.Point]
     top_waits: list[dict[str, Any]]
+    waits_sampled: dict[str, Any]  # exact, or read from an even sample of the window's snapshots
     events: list[dict[str, Any]]
     event_count: int
     wait_series: dict[str, list[float | None]] | None = None  # for the PNG: ms of wait per second, per bucket
@@ -78,11 +79,13 @@ def load(
         window = history.Window(now - delta, now, buckets)
         with engine.connect() as conn:
             events, event_count = history.status_events(conn, info.id, window)
-            top_waits = history.top_waits(conn, info.id, window)
             points, summary = history.series(conn, info.id, window)
+            chosen = history_waits.sample(conn, info.id, window, summary["snapshots"])
+            top_waits = history_waits.top_waits(conn, info.id, window, chosen)
             waits = None
             if with_wait_series:
-                waits = history.wait_series(conn, info.id, window, [w["wait_type"] for w in top_waits], points)
+                types = [w["wait_type"] for w in top_waits]
+                waits = history_waits.wait_series(conn, info.id, window, types, chosen, points)
             return ServerHistory(
                 tenant=tenant.slug,
                 info=info,
@@ -94,6 +97,7 @@ def load(
                 summary=summary,
                 points=points,
                 top_waits=top_waits,
+                waits_sampled=chosen.as_json(),
                 events=events,
                 event_count=event_count,
                 wait_series=waits,
@@ -144,6 +148,7 @@ def as_json(data: ServerHistory) -> dict[str, Any]:
         "summary": data.summary["metrics"],
         "series": [{"at": p.at, "samples": p.samples, **_rounded(p.values)} for p in data.points],
         "top_waits": data.top_waits,
+        "top_waits_from": data.waits_sampled,
         "status_events": data.events,
         "status_events_in_window": data.event_count,
     }

@@ -124,7 +124,9 @@ def _span(window: history.Window) -> str:
 def _waits(data: ServerHistory) -> list[str]:
     if not data.top_waits:
         return [f"top waits (last {data.since}): none stored (benign wait types are never stored)"]
-    lines = [f"top waits by time (last {data.since})"]
+    sampled = data.waits_sampled
+    how = "" if sampled["exact"] else f", estimated from {sampled['sampled']:,} of {sampled['snapshots']:,} snapshots"
+    lines = [f"top waits by time (last {data.since}{how})"]
     header = f"  {'WAIT TYPE':<28} {'WAIT S':>11} {'SHARE':>6} {'TASKS':>11} {'AVG MS':>8} {'SIGNAL':>7}"
     lines.append(header)
     for wait in data.top_waits:

@@ -102,3 +102,46 @@ def test_server_show_buckets_and_summary(workspace: Workspace) -> None:
     workspace.setup("server", "remove", "acme", "sql01")
     removed = workspace.ok("server", "show", "acme", "sql01", "--since", "1h")
     assert "removed" in removed and "history is kept" in removed and "top waits" in removed
+
+
+def test_top_waits_of_a_long_window_from_an_even_sample(workspace: Workspace) -> None:
+    """Two servers whose snapshots take turns (ids alternate): the sample of one server's snapshots is spread
+    over the whole window, and the scaled totals come close to the exact ones, with the same ranking."""
+    from sqlalchemy import true
+
+    from supervisor import history, history_waits
+
+    workspace.setup("tenant", "add", "acme")
+    for name in ("sql01", "sql02"):
+        workspace.setup("server", "add", "acme", name, "--host", "db1.example")
+    engine = create_engine(workspace.tenant_url("acme"), poolclass=NullPool)
+    now = utcnow().replace(microsecond=0)
+    with engine.begin() as conn:
+        ids = dict(conn.execute(select(servers.c.name, servers.c.id)).all())
+        rows = [
+            dict(server_id=ids[name], collected_at=now - dt.timedelta(seconds=30 * k), cpu_percent=10,
+                 interval_seconds=30.0)
+            for k in range(3000) for name in ("sql01", "sql02")
+        ]  # fmt: skip
+        conn.execute(insert(metric_snapshots), rows)
+        snapshots = conn.execute(select(metric_snapshots.c.id, metric_snapshots.c.collected_at)).all()
+        waits = []
+        for snapshot_id, at in snapshots:  # WRITELOG grows through the day, LCK_M_X is steady and smaller
+            waits.append(dict(snapshot_id=snapshot_id, wait_type="WRITELOG", waiting_tasks_count=1,
+                              wait_time_ms=20 + at.hour, signal_wait_time_ms=0))  # fmt: skip
+            waits.append(dict(snapshot_id=snapshot_id, wait_type="LCK_M_X", waiting_tasks_count=1,
+                              wait_time_ms=15, signal_wait_time_ms=0))  # fmt: skip
+        conn.execute(insert(wait_stats), waits)
+        window = history.Window(now - dt.timedelta(seconds=30 * 3000), now, 64)
+        _points, summary = history.series(conn, ids["sql01"], window)
+        assert summary["snapshots"] == 3000
+        every = history_waits.WaitSample(3000, 3000, true())
+        exact = history_waits.top_waits(conn, ids["sql01"], window, every)
+        chosen = history_waits.sample(conn, ids["sql01"], window, 3000, max_exact=400)
+        assert not chosen.exact and 300 <= chosen.sampled <= 500
+        estimated = history_waits.top_waits(conn, ids["sql01"], window, chosen)
+    engine.dispose()
+    assert [w["wait_type"] for w in estimated] == [w["wait_type"] for w in exact] == ["WRITELOG", "LCK_M_X"]
+    for got, want in zip(estimated, exact, strict=True):
+        assert abs(got["wait_time_ms"] - want["wait_time_ms"]) <= 0.05 * want["wait_time_ms"], (got, want)
+        assert abs(got["share"] - want["share"]) < 0.02
