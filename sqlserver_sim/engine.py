@@ -16,8 +16,30 @@ from sqlserver_sim.fleet import ServerSpec
 from sqlserver_sim.tokens import ColumnDef, Kind, ResultTable
 from supervisor.procedures import resultsets as contract
 from supervisor.procedures.benign_waits import benign_wait_types
+from supervisor.procedures.tsql import body as shipped_body
 
 CPU_RECORD_INTERVAL_S = 60.0
+RESOURCE_STATS_INTERVAL_S = 15.0
+
+RING_BUFFERS = "sys.dm_os_ring_buffers"
+SYS_MEMORY = "sys.dm_os_sys_memory"
+PERFORMANCE_COUNTERS = "sys.dm_os_performance_counters"
+SESSIONS = "sys.dm_exec_sessions"
+OS_WAIT_STATS = "sys.dm_os_wait_stats"
+DB_WAIT_STATS = "sys.dm_db_wait_stats"
+DB_RESOURCE_STATS = "sys.dm_db_resource_stats"
+SERVER_RESOURCE_STATS = "sys.server_resource_stats"
+#: Counters-set column -> the views that hold its value.
+VALUE_SOURCES: dict[str, frozenset[str]] = {
+    "total_physical_memory_kb": frozenset({SYS_MEMORY}),
+    "available_physical_memory_kb": frozenset({SYS_MEMORY}),
+    "total_server_memory_kb": frozenset({PERFORMANCE_COUNTERS}),
+    "target_server_memory_kb": frozenset({PERFORMANCE_COUNTERS}),
+    "user_connections": frozenset({PERFORMANCE_COUNTERS}),
+    "batch_requests_total": frozenset({PERFORMANCE_COUNTERS}),
+    "memory_used_percent": frozenset({DB_RESOURCE_STATS}),
+    "user_sessions": frozenset({SESSIONS}),
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,7 @@ assert all(m.scales_with_load != (m.wait_type in benign_wait_types()) for m in W
 _KINDS = {
     contract.SqlType.INT: Kind.INT,
     contract.SqlType.BIGINT: Kind.BIGINT,
+    contract.SqlType.FLOAT: Kind.FLOAT,
     contract.SqlType.NVARCHAR: Kind.NVARCHAR,
     contract.SqlType.DATETIME2: Kind.DATETIME2,
 }
@@ -73,7 +96,16 @@ class SimulatedInstance:
         started = time.time() if now is None else now
         self.start_time = started - spec.profile.uptime_seconds
         self.procedure_installed = spec.procedure_installed
+        #: The body ``procedures deploy`` installed (None: the shipped one, when ``procedure_installed``).
+        self.procedure_body: str | None = None
         self.applied_restart = spec.faults.restart
+
+    def install_procedure(self, body: str) -> None:
+        self.procedure_installed = True
+        self.procedure_body = body
+
+    def procedure_text(self) -> str:
+        return self.procedure_body if self.procedure_body is not None else shipped_body()
 
     def restart(self, now: float | None = None) -> None:
         self.start_time = time.time() if now is None else now
@@ -92,23 +124,44 @@ class SimulatedInstance:
     def batch_requests_total(self, now: float) -> int:
         return int(self.spec.profile.batch_requests_per_sec * max(0.0, now - self.start_time))
 
+    def rows(self, result_set: str, reads: frozenset[str], now: float, database: str = "master",
+             own_rows_only: frozenset[str] = frozenset()) -> list[dict[str, object]]:
+        """The rows of a contract result set at ``now`` as a statement reading the views ``reads`` gets them:
+        a value comes from the view that holds it (``VALUE_SOURCES``), and a column whose view the statement
+        does not read is NULL. ``own_rows_only``: views the login may only see its own rows of."""
+        if result_set == contract.INSTANCE.name:
+            return [self._instance_row(now, database)]
+        if result_set == contract.CPU.name:
+            if RING_BUFFERS in reads:
+                return self._cpu_rows(now)
+            if DB_RESOURCE_STATS in reads or SERVER_RESOURCE_STATS in reads:
+                return self._resource_cpu_rows(now, host=DB_RESOURCE_STATS in reads)
+            return []
+        if result_set == contract.COUNTERS.name:
+            values = self._counters_row(now)
+            row: dict[str, object] = {}
+            for column, value in values.items():
+                row[column] = value if VALUE_SOURCES[column] & reads else None
+            if SESSIONS in reads:
+                row["user_connections"] = 1 if SESSIONS in own_rows_only else values["user_sessions"]
+            row.pop("user_sessions")
+            return [row]
+        if result_set == contract.WAITS.name:
+            return self._wait_rows(now) if reads & {OS_WAIT_STATS, DB_WAIT_STATS} else []
+        raise KeyError(result_set)
+
     def snapshot(self, now: float | None = None) -> list[ResultTable]:
-        """The result sets of collector.usp_collect_snapshot at time ``now`` (epoch seconds)."""
+        """The result sets of the shipped collection on a boxed server reading every view it has (tests)."""
         now = time.time() if now is None else now
-        rows = {
-            contract.INSTANCE.name: [self._instance_row(now)],
-            contract.CPU.name: self._cpu_rows(now),
-            contract.COUNTERS.name: [self._counters_row(now)],
-            contract.WAITS.name: self._wait_rows(now),
-        }
+        reads = frozenset({RING_BUFFERS, SYS_MEMORY, PERFORMANCE_COUNTERS, OS_WAIT_STATS})
         tables = []
         for result_set in contract.RESULT_SETS:
-            names = result_set.column_names
-            table_rows = [[values[name] for name in names] for values in rows[result_set.name]]
-            tables.append(ResultTable(COLUMNS[result_set.name], table_rows))
+            rows = self.rows(result_set.name, reads, now)
+            values = [[row[name] for name in result_set.column_names] for row in rows]
+            tables.append(ResultTable(COLUMNS[result_set.name], values))
         return tables
 
-    def _instance_row(self, now: float) -> dict[str, object]:
+    def _instance_row(self, now: float, database: str = "master") -> dict[str, object]:
         spec = self.spec
         local_start = utc_datetime(self.start_time) + dt.timedelta(minutes=spec.timezone_offset_minutes)
         return {
@@ -118,10 +171,29 @@ class SimulatedInstance:
             "edition": spec.edition,
             "engine_edition": spec.effective_engine_edition,
             "host_platform": spec.host_platform,
+            "database_name": database,
             "cpu_count": spec.profile.cpu_count,
             "sqlserver_start_time": local_start.replace(microsecond=local_start.microsecond // 1000 * 1000),
             "sample_time_utc": utc_datetime(now),
         }
+
+    def _resource_cpu_rows(self, now: float, *, host: bool) -> list[dict[str, object]]:
+        """The newest 15-second interval of sys.dm_db_resource_stats (``host``: with the hosting instance's CPU)
+        or sys.server_resource_stats; none in the first interval unless ``cpu_record_on_start``."""
+        profile = self.spec.profile
+        interval = int(max(0.0, now - self.start_time) // RESOURCE_STATS_INTERVAL_S)
+        if interval == 0 and not profile.cpu_record_on_start:
+            return []
+        end = self.start_time + max(1, interval) * RESOURCE_STATS_INTERVAL_S
+        cpu = round(self._in_range(profile.cpu_percent, 1, interval), 2)
+        busy = 100.0 - self._in_range(profile.system_idle_percent, 2, interval)
+        return [{
+            "record_id": None,
+            "record_time_utc": utc_datetime(min(end, now)),
+            "sql_cpu_percent": round(cpu),
+            "system_idle_percent": None,
+            "host_cpu_percent": round(max(cpu, busy)) if host else None,
+        }]
 
     def _cpu_rows(self, now: float) -> list[dict[str, object]]:
         profile = self.spec.profile
@@ -140,6 +212,7 @@ class SimulatedInstance:
             "record_time_utc": utc_datetime(written),
             "sql_cpu_percent": sql_cpu,
             "system_idle_percent": max(0, idle),
+            "host_cpu_percent": None,
         }]
 
     def _counters_row(self, now: float) -> dict[str, object]:
@@ -147,13 +220,16 @@ class SimulatedInstance:
         x = now / 10.0
         total_kb = profile.memory_total_mb * 1024
         used = self._in_range(profile.memory_used_percent, 3, x) / 100.0
+        connections = round(self._in_range(profile.user_connections, 4, x))
         return {
             "total_physical_memory_kb": total_kb,
             "available_physical_memory_kb": int(total_kb * (1.0 - used)),
             "total_server_memory_kb": profile.sql_memory_mb * 1024,
             "target_server_memory_kb": profile.sql_target_memory_mb * 1024,
-            "user_connections": round(self._in_range(profile.user_connections, 4, x)),
+            "user_connections": connections,
             "batch_requests_total": self.batch_requests_total(now),
+            "memory_used_percent": round(used * 100.0, 2),
+            "user_sessions": max(1, connections // 2),  # of one database (Azure SQL Database), not the instance
         }
 
     def _wait_rows(self, now: float) -> list[dict[str, object]]:

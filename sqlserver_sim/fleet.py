@@ -17,6 +17,9 @@ A JSON object::
           "edition": "Enterprise Edition (64-bit)",
           "engine_edition": 3,             # optional; derived from edition (Azure 5, Express 4, ...)
           "host_platform": "Windows",      # or "Linux" (then system_idle_percent is always 0)
+          "grants": ["VIEW SERVER STATE"], # the login's permissions (default: its flavour's; flavours.py)
+          "elastic_pool": false,           # Azure SQL Database in an elastic pool (flavours.py)
+          "databases": ["master", "sales"],# the databases a login may go to (default: any name)
           "timezone_offset_minutes": 0,    # server local time = UTC + offset (sqlserver_start_time)
           "procedure_installed": true,     # collector.usp_collect_snapshot exists
           "tls": false,                    # TDS 7.x encryption with a generated certificate
@@ -71,6 +74,9 @@ query-phase stall shows, and a query-phase stall wins over ``disconnect_mid_resu
 ``ignore_attention`` without a stall: ATTENTION neither cancels a running request (the slow query's
 answer still comes, after its delay) nor is acknowledged, also on an idle connection.
 
+``engine_edition`` (5 Azure SQL Database, 8 Managed Instance, else boxed), ``version`` and ``host_platform``
+decide which ``sys.*`` views exist and what reading them needs (``sqlserver_sim/flavours.py``).
+
 Unknown fields are errors. The file is re-read on SIGHUP: only servers whose entry changed are
 touched, servers added or removed are started or stopped; an invalid file keeps the old fleet.
 """
@@ -79,11 +85,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from sqlserver_sim.faults import Faults, parse_faults
-from sqlserver_sim.values import FleetError, as_bool, as_int, as_number, as_range, reject_unknown
+from sqlserver_sim.values import FleetError, as_bool, as_int, as_number, as_range, as_strings, reject_unknown
+from supervisor.procedures import catalog
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_USER = "sa"
@@ -119,8 +127,19 @@ class ServerSpec:
     timezone_offset_minutes: int = 0
     procedure_installed: bool = True
     tls: bool = False
+    grants: tuple[str, ...] | None = None
+    elastic_pool: bool = False
+    databases: tuple[str, ...] | None = None
     profile: Profile = field(default_factory=Profile)
     faults: Faults = field(default_factory=Faults)
+
+    @cached_property
+    def flavour(self) -> str:
+        return catalog.flavour_of(self.effective_engine_edition)
+
+    @cached_property
+    def major(self) -> int:
+        return self.version_tuple[0]
 
     @property
     def version_tuple(self) -> tuple[int, int, int]:
@@ -212,8 +231,10 @@ def parse_server(entry: dict[str, Any], where: str) -> ServerSpec:
             values[f.name] = parse_faults(value, path)
         elif f.name in ("port", "engine_edition", "timezone_offset_minutes"):
             values[f.name] = as_int(value, path)
-        elif f.name in ("procedure_installed", "tls"):
+        elif f.name in ("procedure_installed", "tls", "elastic_pool"):
             values[f.name] = as_bool(value, path)
+        elif f.name in ("grants", "databases"):
+            values[f.name] = as_strings(value, path)
         else:
             if not isinstance(value, str) or not value:
                 raise FleetError(f"{path}: expected a non-empty string")

@@ -7,6 +7,7 @@ import struct
 from dataclasses import dataclass
 
 from sqlserver_sim import rpc
+from sqlserver_sim.collection import compile_error, run_collection
 from sqlserver_sim.engine import SimulatedInstance
 from sqlserver_sim.packets import RPC, SQL_BATCH, TRANSACTION_MANAGER, Message, ProtocolError
 from sqlserver_sim.rpc import TransactionRequest
@@ -16,7 +17,6 @@ from sqlserver_sim.statements import (
     answer_statement,
     error_step,
     split_statements,
-    table_step,
 )
 from sqlserver_sim.tokens import (
     CMD_EXECUTE,
@@ -109,10 +109,10 @@ class RequestHandler:
 
     def batch(self, text: str) -> Response:
         if ADHOC_BATCH_MARKER in text:
-            return Response(self._finish_batch(self._collection_steps(procedure="")), collection=True)
-        if _DEPLOY.search(text):
-            self.instance.procedure_installed = True
-            return Response(self._finish_batch([Step()]))
+            return Response(self._finish_batch(self._collection_steps(text, procedure="")), collection=True)
+        deploy = _DEPLOY.search(text)
+        if deploy:
+            return Response(self._finish_batch([self._deploy(text[deploy.end():])]))
         statements = split_statements(text) or [""]
         out = bytearray()
         collection = False
@@ -151,8 +151,9 @@ class RequestHandler:
         if key == COLLECTION_PROCEDURE:
             if not self.instance.procedure_installed:
                 return ProcedureResult([_missing_procedure(name)], collection=True, aborted=True)
-            steps = self._collection_steps(procedure=PROCEDURE_NAME)
-            return ProcedureResult(steps, collection=True, aborted=self.instance.spec.faults.permission_denied)
+            steps = self._collection_steps(self.instance.procedure_text(), procedure=PROCEDURE_NAME)
+            aborted = bool(steps) and all(step.status & DONE_ERROR for step in steps)
+            return ProcedureResult(steps, collection=True, aborted=aborted)
         if key in _STATEMENT_PROCEDURES:
             return self._statement_procedure(key, params)
         return ProcedureResult([_missing_procedure(name)], aborted=True)
@@ -209,7 +210,7 @@ class RequestHandler:
             if name not in variables and index < len(positional):
                 variables[name] = positional[index]
         if ADHOC_BATCH_MARKER in text:
-            return ProcedureResult(self._collection_steps(procedure=""), collection=True)
+            return ProcedureResult(self._collection_steps(text, procedure=""), collection=True)
         result = ProcedureResult([])
         for statement in split_statements(text):
             exec_call = _EXEC.match(statement)
@@ -223,13 +224,23 @@ class RequestHandler:
 
     # The collection procedure / batch
 
-    def _collection_steps(self, procedure: str) -> list[Step]:
-        if self.instance.spec.faults.permission_denied:
-            return [_permission_denied(procedure)]
-        steps = [table_step(table) for table in self.instance.snapshot()]
-        if steps and not self._first_set:
-            self._first_set = steps[0].tokens
+    def _collection_steps(self, text: str, procedure: str) -> list[Step]:
+        """The collection T-SQL run as this server's flavour runs it (``collection.py``)."""
+        steps = run_collection(text, self.instance, self.session, procedure)
+        first = next((step for step in steps if step.row_count or step.cur_cmd), None)
+        if first is not None and not self._first_set:
+            self._first_set = first.tokens
         return steps
+
+    def _deploy(self, definition: str) -> Step:
+        """``CREATE OR ALTER PROCEDURE collector.usp_collect_snapshot AS …``: compiled as SQL Server would (a
+        column a view lacks fails it, a missing view does not: deferred name resolution), then installed."""
+        body = re.sub(r"^\s*AS\b", "", definition, count=1, flags=re.IGNORECASE)
+        failure = compile_error(body, self.instance, PROCEDURE_NAME)
+        if failure is not None:
+            return failure
+        self.instance.install_procedure(body)
+        return Step()
 
     # Transaction manager
 
@@ -252,13 +263,6 @@ class RequestHandler:
         self.session.transaction = (self.session.spid << 32) + self.session.next_handle
         self.session.next_handle += 1
         return envchange_bytes(ENV_BEGIN_TRAN, struct.pack("<Q", self.session.transaction))
-
-
-def _permission_denied(procedure: str) -> Step:
-    first = error_step(300, "VIEW SERVER STATE permission was denied on object 'server', database 'master'.",
-                       severity=14, procedure=procedure)
-    second = error_step(297, "The user does not have permission to perform this action.", procedure=procedure)
-    return Step(first.tokens + second.tokens, DONE_ERROR)
 
 
 def _missing_procedure(name: str) -> Step:

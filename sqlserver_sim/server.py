@@ -64,6 +64,7 @@ class SimulatedServer:
         self.instance.spec = spec
         if spec.procedure_installed != old.procedure_installed:
             self.instance.procedure_installed = spec.procedure_installed
+            self.instance.procedure_body = None
         if spec.faults.restart != self.instance.applied_restart:
             self.instance.applied_restart = spec.faults.restart
             self.instance.restart()

@@ -8,6 +8,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Protocol
 
+from sqlserver_sim import auth
 from sqlserver_sim import login as prelogin_login
 from sqlserver_sim.faults import QUERY_STALLS
 from sqlserver_sim.fleet import ServerSpec
@@ -166,9 +167,9 @@ class Session:
         if spec.faults.slow_login_ms:
             await asyncio.sleep(spec.faults.slow_login_ms / 1000)
             spec = self.spec
-        if spec.faults.login_failed or request.user_name != spec.user or request.password != spec.password:
-            text = f"Login failed for user '{request.user_name}'."
-            self._send(error(18456, text, 14, state=1) + done(DONE_ERROR))
+        refused = auth.refusal(spec, request)
+        if refused is not None:
+            self._send(refused[0] + done(DONE_ERROR))
             await self.writer.drain()
             return None
         if request.packet_size:

@@ -107,14 +107,20 @@ class StatementError(Exception):
 
 
 def split_statements(text: str) -> list[str]:
-    """Split on top-level ';' and on line starts of SET sequences (pymssql sends those one per line)."""
+    """Split on top-level ';' and on line starts of SET sequences (pymssql sends those one per line); a ';' in a
+    ``--`` comment splits nothing."""
     pieces: list[str] = []
     current: list[str] = []
     quoted = False
+    commented = False
     for char in text:
-        if char == "'":
+        if char == "\n":
+            commented = False
+        elif char == "'" and not commented:
             quoted = not quoted
-        if char == ";" and not quoted:
+        elif char == "-" and not quoted and current and current[-1] == "-":
+            commented = True
+        if char == ";" and not quoted and not commented:
             pieces.append("".join(current))
             current = []
         else:

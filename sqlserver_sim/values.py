@@ -40,3 +40,9 @@ def as_range(value: Any, path: str, *, percent: bool) -> tuple[float, float]:
         limit = " <= 100" if percent else ""
         raise FleetError(f"{path}: expected [lo, hi] with 0 <= lo <= hi{limit}")
     return float(value[0]), float(value[1])
+
+
+def as_strings(value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or any(not isinstance(item, str) or not item for item in value):
+        raise FleetError(f"{path}: expected a list of non-empty strings")
+    return tuple(value)

@@ -10,14 +10,17 @@ import pytest
 from sqlfluff.core import Linter
 from sqlfluff.core.parser import BaseSegment
 
-from supervisor.procedures import tsql
+from supervisor.procedures import selects, tsql
 from supervisor.procedures.benign_waits import benign_wait_types
+from supervisor.procedures.catalog import FLAVOURS
 from supervisor.procedures.resultsets import (
     ADHOC_BATCH_MARKER,
     CONTRACT_VERSION,
+    INSTANCE,
     PROCEDURE_QUALIFIED_NAME,
     RESULT_SETS,
     Column,
+    ResultSet,
     SqlType,
 )
 
@@ -47,6 +50,7 @@ def _exec_strings(sql: str) -> list[str]:
 
 def _shipped_texts() -> dict[str, str]:
     texts = {"snapshot_batch": tsql.snapshot_batch(), "body": tsql.body()}
+    texts.update({f"flavour_batch_{flavour}": tsql.flavour_batch(flavour) for flavour in FLAVOURS})
     for i, batch in enumerate(tsql.install_batches()):
         texts[f"install_batch_{i}"] = batch
         for j, inner in enumerate(_exec_strings(batch)):
@@ -95,8 +99,18 @@ def _contract_type(column: Column) -> str:
     return column.sql_type.value
 
 
-def _result_set_texts() -> dict[str, str]:
-    return {"snapshot_batch": tsql.snapshot_batch(), "procedure": tsql.install_batches()[-1]}
+#: The body: the instance set, then each flavour's branch (Azure SQL Database, Managed Instance, boxed) with
+#: result sets 2-4; a flavour-only batch: the four sets once.
+_BODY_ORDER: tuple[ResultSet, ...] = (INSTANCE, *RESULT_SETS[1:] * len(FLAVOURS))
+
+
+def _result_set_texts() -> dict[str, tuple[str, tuple[ResultSet, ...]]]:
+    texts = {
+        "snapshot_batch": (tsql.snapshot_batch(), _BODY_ORDER),
+        "procedure": (tsql.install_batches()[-1], _BODY_ORDER),
+    }
+    texts.update({flavour: (tsql.flavour_batch(flavour), RESULT_SETS) for flavour in FLAVOURS})
+    return texts
 
 
 # --- (1) everything shipped parses -----------------------------------------------------------
@@ -116,7 +130,7 @@ def test_install_batches_wrap_nothing_but_create_schema() -> None:
     "broken",
     [
         # the real batch with one closing parenthesis removed
-        tsql.snapshot_batch().replace("CAST(1 AS int)", "CAST(1 AS int", 1),
+        tsql.snapshot_batch().replace(f"CAST({CONTRACT_VERSION} AS int)", f"CAST({CONTRACT_VERSION} AS int", 1),
         # the real batch with a dangling comma in a select list
         tsql.snapshot_batch().replace("AS contract_version,", "AS contract_version,,", 1),
         "SELECT a, FROM t;",
@@ -134,18 +148,29 @@ def test_parse_check_fails_on_broken_tsql(broken: str) -> None:
 
 @pytest.mark.parametrize("name", list(_result_set_texts()))
 def test_result_set_aliases_match_contract(name: str) -> None:
-    selects = _result_set_selects(_parse(_result_set_texts()[name]))
-    aliases = [tuple(_alias(el) for el in _select_elements(sel)) for sel in selects]
-    assert aliases == [rs.column_names for rs in RESULT_SETS]
+    text, expected = _result_set_texts()[name]
+    found = _result_set_selects(_parse(text))
+    aliases = [tuple(_alias(el) for el in _select_elements(sel)) for sel in found]
+    assert aliases == [rs.column_names for rs in expected]
 
 
 @pytest.mark.parametrize("name", list(_result_set_texts()))
 def test_every_column_is_cast_to_contract_type(name: str) -> None:
-    selects = _result_set_selects(_parse(_result_set_texts()[name]))
-    assert len(selects) == len(RESULT_SETS)
-    for select, result_set in zip(selects, RESULT_SETS, strict=True):
+    text, expected = _result_set_texts()[name]
+    found = _result_set_selects(_parse(text))
+    assert len(found) == len(expected)
+    for select, result_set in zip(found, expected, strict=True):
         got = [_cast_type(el) for el in _select_elements(select)]
         assert got == [_contract_type(col) for col in result_set.columns], result_set.name
+
+
+def test_null_only_where_the_contract_allows_it() -> None:
+    for flavour in FLAVOURS:
+        found = _result_set_selects(_parse(tsql.flavour_batch(flavour)))
+        for select, result_set in zip(found, RESULT_SETS, strict=True):
+            for element, column in zip(_select_elements(select), result_set.columns, strict=True):
+                if re.match(r"CAST\(NULL AS", element.raw):
+                    assert column.nullable, (flavour, column.name)
 
 
 def test_contract_version_literal() -> None:
@@ -154,8 +179,10 @@ def test_contract_version_literal() -> None:
     assert first.raw == f"CAST({CONTRACT_VERSION} AS int) AS contract_version"
 
 
-def test_sample_time_taken_once() -> None:
+def test_sample_time_and_flavour_taken_once() -> None:
     assert tsql.body().count("SYSUTCDATETIME()") == 1
+    assert tsql.body().count("SERVERPROPERTY(N'EngineEdition')") == 1
+    assert tsql.body().index("SYSUTCDATETIME()") < tsql.body().index("IF @engine_edition")
 
 
 def test_session_settings_come_first() -> None:
@@ -188,20 +215,21 @@ def test_benign_wait_names_are_safe_to_render() -> None:
     assert all(re.fullmatch(r"[A-Z0-9_]+", name) for name in names)
 
 
-def test_every_benign_wait_is_excluded_sorted() -> None:
-    rendered = _not_in_wait_types(tsql.snapshot_batch())
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_every_benign_wait_is_excluded_sorted(flavour: str) -> None:
+    rendered = _not_in_wait_types(tsql.flavour_batch(flavour))
     assert set(rendered) == benign_wait_types()
     assert rendered == sorted(rendered)
     assert len(rendered) == len(set(rendered))
 
 
 def test_zero_count_waits_are_excluded() -> None:
-    assert "ws.waiting_tasks_count <> 0" in tsql.body()
+    assert tsql.body().count("ws.waiting_tasks_count <> 0") == len(FLAVOURS)
 
 
 @pytest.mark.parametrize("bad", ["X'); DROP TABLE t; --", "lower_case", "WITH SPACE", ""])
 def test_unsafe_wait_name_is_refused(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
-    monkeypatch.setattr(tsql, "benign_wait_types", lambda: frozenset({"CXPACKET", bad}))
+    monkeypatch.setattr(selects, "benign_wait_types", lambda: frozenset({"CXPACKET", bad}))
     with pytest.raises(ValueError):
         tsql.benign_wait_list_sql()
 
@@ -235,7 +263,8 @@ def test_install_script_is_batches_joined_with_go() -> None:
     assert [p.strip() for p in parts if p.strip()] == [b.strip() for b in tsql.install_batches()]
     assert "VIEW SERVER STATE" in script
     assert "VIEW SERVER PERFORMANCE STATE" in script
-    assert "GRANT" not in script.upper()
+    assert "VIEW DATABASE STATE" in script
+    assert not re.search(r"^\s*GRANT\b", script, re.MULTILINE | re.IGNORECASE)  # no permission is granted here
 
 
 def test_exec_statements() -> None:

@@ -9,6 +9,7 @@ import pyodbc
 
 from supervisor.errors import CONFIG, CONNECT, INTERNAL, LOGIN, PERMISSION, PROTOCOL, TIMEOUT
 from supervisor.logs import redact
+from supervisor.procedures.permissions import with_permission_hint
 
 #: Classes that mean "we never got a working session": the server is offline.
 UNREACHABLE = frozenset({CONNECT, LOGIN, CONFIG})
@@ -67,7 +68,9 @@ def classify(exc: BaseException, *, phase: str) -> CollectionFailure:
         return CollectionFailure(INTERNAL, clean_text(f"{type(exc).__name__}: {exc}"), phase=phase)
     error = parse_driver_error(exc)
     native = error.numbers[0] if error.numbers else None
-    return CollectionFailure(_error_class(error, phase), error.text, phase=phase, native=native)
+    error_class = _error_class(error, phase)
+    text = with_permission_hint(error.text) if error_class == PERMISSION else error.text
+    return CollectionFailure(error_class, text, phase=phase, native=native)
 
 
 def _error_class(error: DriverError, phase: str) -> str:

@@ -38,6 +38,8 @@ class Sample:
     connection_count: int | None
     batch_requests_total: int | None
     waits: dict[str, WaitCounts] = field(default_factory=dict)
+    engine_edition: int | None = None
+    database_name: str | None = None
 
 
 RawSets = Sequence[tuple[Sequence[str], Sequence[Sequence[Any]]]]
@@ -78,6 +80,8 @@ def parse_sample(raw: RawSets) -> Sample:
         connection_count=counters["user_connections"],
         batch_requests_total=counters["batch_requests_total"],
         waits=_waits(sets["waits"]),
+        engine_edition=instance["engine_edition"],
+        database_name=instance["database_name"],
     )
 
 
@@ -103,10 +107,16 @@ def _required_time(row: dict[str, Any], name: str) -> dt.datetime:
 
 
 def _cpu(rows: list[dict[str, Any]], platform: str) -> tuple[int | None, int | None]:
+    """(SQL Server CPU, whole-host CPU) from the newest record. The host figure is the source's own where it
+    gives one (Azure SQL Database: the instance hosting the database), else 100 - idle, unknown on Linux (idle is
+    always 0 there) and where the source has no idle figure (Managed Instance)."""
     if not rows:
         return None, None
-    newest = max(rows, key=lambda row: row["record_id"] or 0)
+    newest = max(rows, key=_record_order)
     sql = clamp_percent(newest["sql_cpu_percent"])
+    host = newest.get("host_cpu_percent")
+    if host is not None:
+        return sql, clamp_percent(host)
     idle = newest["system_idle_percent"]
     if platform == LINUX or idle is None:
         return sql, None
@@ -117,12 +127,24 @@ def _cpu(rows: list[dict[str, Any]], platform: str) -> tuple[int | None, int | N
     return sql, system
 
 
+def _record_order(row: dict[str, Any]) -> tuple[int, dt.datetime]:
+    time = row["record_time_utc"] if isinstance(row["record_time_utc"], dt.datetime) else dt.datetime.min
+    return (row["record_id"] or 0, time)
+
+
 def _memory_percent(counters: dict[str, Any]) -> float | None:
+    """Host physical memory in use, from the KB figures; where a flavour has none (Azure SQL Database), the
+    percentage it gives instead (memory used of the service tier's limit)."""
     total = counters["total_physical_memory_kb"]
     available = counters["available_physical_memory_kb"]
-    if not total or total <= 0 or available is None:
+    if total and total > 0 and available is not None:
+        used = 100.0 * (total - available) / total
+    elif counters.get("memory_used_percent") is not None:
+        used = float(counters["memory_used_percent"])
+    else:
         return None
-    used = 100.0 * (total - available) / total
+    if used != used:  # NaN
+        return None
     return round(min(100.0, max(0.0, used)), 2)
 
 

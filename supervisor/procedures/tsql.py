@@ -11,22 +11,19 @@ with no doubled quotes, and the very same body text is parsed and tested. :func:
 those batches joined with ``GO`` lines, for humans (``procedures --print``, SSMS, sqlcmd).
 ``CREATE OR ALTER`` needs SQL Server 2016 SP1 or later.
 
-Microsoft documentation for the objects read (column names and types checked against these pages):
-
-- https://learn.microsoft.com/en-us/sql/t-sql/functions/serverproperty-transact-sql
-- https://learn.microsoft.com/en-us/sql/relational-databases/system-dynamic-management-views/sys-dm-os-sys-info-transact-sql
-- https://learn.microsoft.com/en-us/sql/relational-databases/system-dynamic-management-views/sys-dm-os-ring-buffers-transact-sql
-- https://learn.microsoft.com/en-us/sql/relational-databases/system-dynamic-management-views/sys-dm-os-sys-memory-transact-sql
-- https://learn.microsoft.com/en-us/sql/relational-databases/system-dynamic-management-views/sys-dm-os-performance-counters-transact-sql
-- https://learn.microsoft.com/en-us/sql/relational-databases/system-dynamic-management-views/sys-dm-os-wait-stats-transact-sql
+One body serves every flavour: after the sample clock and the instance set, ``IF @engine_edition = 5`` (Azure SQL
+Database) / ``ELSE IF @engine_edition = 8`` (Managed Instance) / ``ELSE`` (boxed SQL Server) pick the statements
+of result sets 2-4 (``selects.py``). A view a flavour lacks is only named inside the other flavours' branches:
+SQL Server resolves it when the statement runs (deferred name resolution), so a branch that does not run
+costs nothing. ``catalog.py`` names, for each view read, the flavours and versions that have it and the page of
+Microsoft's documentation its columns and permissions were checked against.
 """
 
 from __future__ import annotations
 
-import re
 from functools import cache
 
-from supervisor.procedures.benign_waits import benign_wait_types
+from supervisor.procedures.catalog import AZURE_SQL_DATABASE, FLAVOURS, MANAGED_INSTANCE
 from supervisor.procedures.resultsets import (
     ADHOC_BATCH_MARKER,
     CONTRACT_VERSION,
@@ -34,11 +31,9 @@ from supervisor.procedures.resultsets import (
     PROCEDURE_QUALIFIED_NAME,
     PROCEDURE_SCHEMA,
 )
+from supervisor.procedures.selects import INSTANCE_SELECT, WAIT_TYPE_NAME, benign_wait_list_sql, flavour_selects
 
-#: What a wait type name may contain; anything else would be rendered into T-SQL unsafely.
-WAIT_TYPE_NAME = re.compile(r"[A-Z0-9_]{1,60}")
-
-_WAIT_LIST_WIDTH = 100
+__all__ = ["WAIT_TYPE_NAME", "benign_wait_list_sql"]
 
 _SESSION_SETTINGS = """\
 SET NOCOUNT ON;
@@ -47,158 +42,48 @@ SET DEADLOCK_PRIORITY LOW;
 -- XML .value() fails unless ARITHABORT is ON.
 SET ARITHABORT ON;"""
 
-# The sample time and the millisecond tick count are taken once, together, before anything else:
-# every result set is stamped with this one instant, and ring-buffer timestamps are converted with it.
+# The sample time and the millisecond tick count are taken once, together, before anything else: every
+# result set is stamped with this one instant, and ring-buffer timestamps are converted with it. The flavour
+# is read once too: it chooses the statements below (sys.dm_os_sys_info exists on every flavour).
 _SAMPLE_CLOCK = """\
 DECLARE @sample_time_utc datetime2(7) = SYSUTCDATETIME();
+DECLARE @engine_edition int = CAST(SERVERPROPERTY(N'EngineEdition') AS int);
 DECLARE @ms_ticks bigint = (SELECT si.ms_ticks FROM sys.dm_os_sys_info AS si);"""
 
-# SERVERPROPERTY returns sql_variant: cast to the contract's types. @@SERVERNAME is NULL on a
-# renamed host until the server name is re-registered. sys.dm_os_host_info does not exist before
-# SQL Server 2017, so the platform is read from @@VERSION.
-_INSTANCE_SELECT = f"""\
--- result set 1: instance
-SELECT
-    CAST({CONTRACT_VERSION:d} AS int) AS contract_version,
-    CAST(COALESCE(@@SERVERNAME, SERVERPROPERTY(N'ServerName')) AS nvarchar(128)) AS server_name,
-    CAST(SERVERPROPERTY(N'ProductVersion') AS nvarchar(128)) AS product_version,
-    CAST(SERVERPROPERTY(N'Edition') AS nvarchar(128)) AS edition,
-    CAST(SERVERPROPERTY(N'EngineEdition') AS int) AS engine_edition,
-    CAST(
-        CASE WHEN @@VERSION LIKE N'%Linux%' THEN N'Linux' ELSE N'Windows' END AS nvarchar(32)
-    ) AS host_platform,
-    CAST(si.cpu_count AS int) AS cpu_count,
-    CAST(si.sqlserver_start_time AS datetime2(7)) AS sqlserver_start_time,
-    CAST(@sample_time_utc AS datetime2(7)) AS sample_time_utc
-FROM sys.dm_os_sys_info AS si;"""
-
-# `timestamp` and ms_ticks are both milliseconds since the computer started. DATEADD takes an int,
-# so the bigint age is applied as whole seconds plus the millisecond remainder: no overflow, ever.
-_CPU_SELECT = """\
--- result set 2: cpu
-SELECT TOP (1)
-    CAST(rec.record_id AS int) AS record_id,
-    CAST(
-        DATEADD(
-            MILLISECOND,
-            -CAST((@ms_ticks - rec.ring_timestamp) % 1000 AS int),
-            DATEADD(SECOND, -CAST((@ms_ticks - rec.ring_timestamp) / 1000 AS int), @sample_time_utc)
-        ) AS datetime2(7)
-    ) AS record_time_utc,
-    CAST(rec.process_utilization AS int) AS sql_cpu_percent,
-    CAST(rec.system_idle AS int) AS system_idle_percent
-FROM (
-    SELECT
-        rb.ring_timestamp,
-        rb.record_xml.value(N'(Record/@id)[1]', 'int') AS record_id,
-        rb.record_xml.value(
-            N'(Record/SchedulerMonitorEvent/SystemHealth/ProcessUtilization)[1]', 'int'
-        ) AS process_utilization,
-        rb.record_xml.value(
-            N'(Record/SchedulerMonitorEvent/SystemHealth/SystemIdle)[1]', 'int'
-        ) AS system_idle
-    FROM (
-        SELECT
-            r.[timestamp] AS ring_timestamp,
-            CAST(r.record AS xml) AS record_xml
-        FROM sys.dm_os_ring_buffers AS r
-        WHERE
-            r.ring_buffer_type = N'RING_BUFFER_SCHEDULER_MONITOR'
-            AND r.record LIKE N'%<SystemHealth>%'
-    ) AS rb
-) AS rec
-ORDER BY rec.record_id DESC;"""
-
-# object_name / counter_name are nchar(128), blank-padded, and object_name carries a
-# 'SQLServer:' or 'MSSQL$<instance>:' prefix: trim, and match the object with LIKE only.
-_COUNTER_PICKS: tuple[tuple[str, str, str], ...] = (
-    ("total_server_memory_kb", "Memory Manager", "Total Server Memory (KB)"),
-    ("target_server_memory_kb", "Memory Manager", "Target Server Memory (KB)"),
-    ("user_connections", "General Statistics", "User Connections"),
-    ("batch_requests_total", "SQL Statistics", "Batch Requests/sec"),
-)
+#: The IF that picks each flavour's statements; boxed SQL Server is the ELSE (any other EngineEdition).
+_CONDITIONS = {AZURE_SQL_DATABASE: "@engine_edition = 5", MANAGED_INSTANCE: "@engine_edition = 8"}
+_BRANCH_ORDER = (AZURE_SQL_DATABASE, MANAGED_INSTANCE)
+_FLAVOUR_NOTES = {
+    AZURE_SQL_DATABASE: "-- Azure SQL Database: this database's resource stats and waits; no host figures.",
+    MANAGED_INSTANCE: "-- Azure SQL Managed Instance: the boxed views where they exist, its resource stats for CPU.",
+}
+_BOXED_NOTE = "-- SQL Server 2016 SP1 - 2025, Windows and Linux."
 
 
-def _counter_pick(alias: str, object_suffix: str, counter: str) -> str:
-    return f"""\
-        MAX(CASE
-            WHEN RTRIM(pc.[object_name]) LIKE N'%:{object_suffix}'
-                AND RTRIM(pc.counter_name) = N'{counter}'
-            THEN pc.cntr_value
-        END) AS {alias}"""
+def _indented(text: str, prefix: str = "    ") -> str:
+    return "\n".join(f"{prefix}{line}" if line else "" for line in text.splitlines())
 
 
-def _counter_filter() -> str:
-    objects = sorted({obj for _, obj, _ in _COUNTER_PICKS})
-    return "\n        OR ".join(f"RTRIM(pc.[object_name]) LIKE N'%:{obj}'" for obj in objects)
+def flavour_statements(flavour: str) -> str:
+    """Result sets 2-4 as ``flavour`` reads them (what its branch of the body holds)."""
+    return "\n\n".join(flavour_selects(flavour))
 
 
-def _counters_select() -> str:
-    picks = ",\n".join(_counter_pick(*pick) for pick in _COUNTER_PICKS)
-    outer = ",\n".join(f"    CAST(pcv.{alias} AS bigint) AS {alias}" for alias, _, _ in _COUNTER_PICKS)
-    return f"""\
--- result set 3: counters
-SELECT
-    CAST(sm.total_physical_memory_kb AS bigint) AS total_physical_memory_kb,
-    CAST(sm.available_physical_memory_kb AS bigint) AS available_physical_memory_kb,
-{outer}
-FROM sys.dm_os_sys_memory AS sm
-CROSS JOIN (
-    SELECT
-{picks}
-    FROM sys.dm_os_performance_counters AS pc
-    WHERE
-        {_counter_filter()}
-) AS pcv;"""
-
-
-def _checked_wait_types() -> list[str]:
-    names = sorted(benign_wait_types())
-    bad = [name for name in names if not WAIT_TYPE_NAME.fullmatch(name)]
-    if bad:
-        raise ValueError(f"benign wait type names must match [A-Z0-9_]{{1,60}}: {bad!r}")
-    return names
-
-
-def benign_wait_list_sql(indent: str = "        ") -> str:
-    """The benign wait types as a sorted, comma-separated list of N'...' literals, wrapped."""
-    lines: list[str] = []
-    for literal in (f"N'{name}'" for name in _checked_wait_types()):
-        if lines and len(indent) + len(lines[-1]) + len(literal) + 2 <= _WAIT_LIST_WIDTH:
-            lines[-1] = f"{lines[-1]}, {literal}"
-        else:
-            lines.append(literal)
-    return f",\n{indent}".join(lines)
-
-
-def _waits_select() -> str:
-    return f"""\
--- result set 4: waits
-SELECT
-    CAST(ws.wait_type AS nvarchar(60)) AS wait_type,
-    CAST(ws.waiting_tasks_count AS bigint) AS waiting_tasks_count,
-    CAST(ws.wait_time_ms AS bigint) AS wait_time_ms,
-    CAST(ws.signal_wait_time_ms AS bigint) AS signal_wait_time_ms
-FROM sys.dm_os_wait_stats AS ws
-WHERE
-    ws.waiting_tasks_count <> 0
-    AND ws.wait_type NOT IN (
-        {benign_wait_list_sql()}
-    )
-ORDER BY ws.wait_type;"""
+def _branches() -> str:
+    parts = []
+    for index, flavour in enumerate(_BRANCH_ORDER):
+        keyword = "IF" if index == 0 else "ELSE IF"
+        inner = f"{_FLAVOUR_NOTES[flavour]}\n{flavour_statements(flavour)}"
+        parts.append(f"{keyword} {_CONDITIONS[flavour]}\nBEGIN\n{_indented(inner)}\nEND")
+    boxed = f"{_BOXED_NOTE}\n{flavour_statements('boxed')}"
+    parts.append(f"ELSE\nBEGIN\n{_indented(boxed)}\nEND;")
+    return "\n".join(parts)
 
 
 @cache
 def body() -> str:
     """The statements shared by the ad-hoc batch and the procedure (no marker, no CREATE)."""
-    parts = (
-        _SESSION_SETTINGS,
-        _SAMPLE_CLOCK,
-        _INSTANCE_SELECT,
-        _CPU_SELECT,
-        _counters_select(),
-        _waits_select(),
-    )
+    parts = (_SESSION_SETTINGS, _SAMPLE_CLOCK, INSTANCE_SELECT, _branches())
     return "\n\n".join(parts) + "\n"
 
 
@@ -210,10 +95,19 @@ def snapshot_batch() -> str:
     return f"{ADHOC_BATCH_MARKER}\n{body()}"
 
 
+def flavour_batch(flavour: str) -> str:
+    """A batch with only ``flavour``'s statements, no IF: a collection written for that one flavour (what the
+    tests send to the other flavours, which must refuse it as SQL Server would)."""
+    assert flavour in FLAVOURS, flavour
+    parts = (_SESSION_SETTINGS, _SAMPLE_CLOCK, INSTANCE_SELECT, flavour_statements(flavour))
+    return f"{ADHOC_BATCH_MARKER}\n" + "\n\n".join(parts) + "\n"
+
+
 _PERMISSIONS_NOTE = """\
--- Permissions: the caller needs EXECUTE on the procedure and, because server-level DMV permissions
--- are checked against the caller (no ownership chaining), VIEW SERVER STATE on the server.
--- SQL Server 2022 and later: VIEW SERVER PERFORMANCE STATE suffices. Without it: error 300 / 297."""
+-- Permissions: the caller needs EXECUTE on the procedure and, because DMV permissions are checked against
+-- the caller (no ownership chaining), VIEW SERVER STATE on the server (SQL Server 2022 and later, Managed
+-- Instance: VIEW SERVER PERFORMANCE STATE suffices); Azure SQL Database: VIEW DATABASE STATE on the database.
+-- Without it: error 300 or 262, then 297. 'collector-supervisor procedures --print --grants' lists them."""
 
 
 def _schema_batch() -> str:
@@ -226,7 +120,7 @@ IF SCHEMA_ID(N'{PROCEDURE_SCHEMA}') IS NULL
 
 
 def _procedure_batch() -> str:
-    indented = "\n".join(f"    {line}" if line else "" for line in body().splitlines())
+    indented = _indented(body())
     return f"""\
 CREATE OR ALTER PROCEDURE {PROCEDURE_SCHEMA}.{PROCEDURE_NAME}
 AS

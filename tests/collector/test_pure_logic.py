@@ -162,16 +162,17 @@ def test_wait_increments() -> None:
     assert Baseline.parse_waits(base.waits_json()) == before
 
 
-def raw_sets(cpu: list, waits: list, platform: str = "Windows") -> list:
+def raw_sets(cpu: list, waits: list, platform: str = "Windows", counters: tuple | None = None) -> list:
     instance = (["contract_version", "server_name", "product_version", "edition", "engine_edition", "host_platform",
-                 "cpu_count", "sqlserver_start_time", "sample_time_utc"],
-                [(1, "s", "16", "Dev", 3, platform, 8, START, T0)])  # fmt: skip
-    cpu_set = (["record_id", "record_time_utc", "sql_cpu_percent", "system_idle_percent"], cpu)
-    counters = (["total_physical_memory_kb", "available_physical_memory_kb", "total_server_memory_kb",
-                 "target_server_memory_kb", "user_connections", "batch_requests_total"],
-                [(1000, 250, 2048, 4096, 7, 99)])  # fmt: skip
+                 "database_name", "cpu_count", "sqlserver_start_time", "sample_time_utc"],
+                [(2, "s", "16", "Dev", 3, platform, "master", 8, START, T0)])  # fmt: skip
+    cpu_set = (["record_id", "record_time_utc", "sql_cpu_percent", "system_idle_percent", "host_cpu_percent"],
+               [row if len(row) == 5 else (*row, None) for row in cpu])  # fmt: skip
+    counters_set = (["total_physical_memory_kb", "available_physical_memory_kb", "total_server_memory_kb",
+                     "target_server_memory_kb", "user_connections", "batch_requests_total", "memory_used_percent"],
+                    [counters or (1000, 250, 2048, 4096, 7, 99, None)])  # fmt: skip
     wait_set = (["wait_type", "waiting_tasks_count", "wait_time_ms", "signal_wait_time_ms"], waits)
-    return [instance, cpu_set, counters, wait_set]
+    return [instance, cpu_set, counters_set, wait_set]
 
 
 def test_parse_sample_clamps_filters_and_knows_linux() -> None:
@@ -181,12 +182,35 @@ def test_parse_sample_clamps_filters_and_knows_linux() -> None:
     assert parsed.cpu_percent == 100 and parsed.system_cpu_percent == 100
     assert parsed.memory_percent == 75.0 and parsed.sql_memory_mb == 2 and parsed.sql_target_memory_mb == 4
     assert set(parsed.waits) == {"WRITELOG"}
+    assert (parsed.engine_edition, parsed.database_name) == (3, "master")
     linux = parse_sample(raw_sets([(1, T0, 20, 0)], [], platform="Linux"))
     assert linux.cpu_percent == 20 and linux.system_cpu_percent is None
     assert parse_sample(raw_sets([], [])).cpu_percent is None
     assert clamp_percent(-3) == 0
     with pytest.raises(CollectionFailure):
         parse_sample(raw_sets([], [])[:3])
+
+
+def test_parse_sample_of_the_azure_flavours() -> None:
+    """Azure SQL Database: CPU and memory as percentages of the service tier, host CPU of the hosting instance;
+    Managed Instance: no host CPU at all. No record ids: the newest record is the latest end time."""
+    earlier = T0 - dt.timedelta(seconds=15)
+    azure = parse_sample(raw_sets(
+        [(None, earlier, 90, None, 99), (None, T0, 12, None, 40)], [],
+        counters=(None, None, 2048, 4096, 3, 99, 61.257),
+    ))  # fmt: skip
+    assert (azure.cpu_percent, azure.system_cpu_percent, azure.memory_percent) == (12, 40, 61.26)
+    managed = parse_sample(raw_sets([(None, T0, 33, None, None)], []))
+    assert (managed.cpu_percent, managed.system_cpu_percent, managed.memory_percent) == (33, None, 75.0)
+    nothing = parse_sample(raw_sets([], [], counters=(None, None, None, None, None, None, None)))
+    assert nothing.memory_percent is None and nothing.connection_count is None
+
+
+def test_an_older_contract_is_refused() -> None:
+    sets = raw_sets([], [])
+    sets[0] = (sets[0][0], [(1, *sets[0][1][0][1:])])
+    with pytest.raises(CollectionFailure, match="contract version 1"):
+        parse_sample(sets)
 
 
 def test_scheduler_never_two_in_flight_and_skips_late_slots() -> None:

@@ -159,8 +159,9 @@ def test_permission_denied_gives_300_and_297(sim: Simulator, driver: str) -> Non
             if driver == "freetds":  # FreeTDS reports the last of the two errors
                 assert "The user does not have permission to perform this action. (297)" in text
             else:
-                assert ("VIEW SERVER STATE permission was denied on object 'server', database 'master'. (300)"
-                        in text)
+                # SQL Server 2022 (the default version) names the granular permission
+                assert ("VIEW SERVER PERFORMANCE STATE permission was denied on object 'server', database 'master'."
+                        " (300)" in text)
         cursor.execute("SELECT 1")
         assert cursor.fetchone()[0] == 1
 
