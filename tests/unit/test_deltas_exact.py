@@ -1,0 +1,110 @@
+"""``supervisor.children.deltas`` with exact values at every boundary: each re-baseline reason, the interval, the
+rate's rounding and ceiling, wait increments, and the baseline's JSON (scripts/mutation.sh runs these)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from supervisor.children.deltas import MAX_PLAUSIBLE_BATCH_RATE, Baseline, Deltas, compute, wait_increments
+from supervisor.children.sample import Sample, WaitCounts
+
+START = dt.datetime(2026, 3, 1, 8, 0, 0)
+T0 = dt.datetime(2026, 3, 1, 9, 0, 0)
+GAP = 3600.0
+
+
+def sample(seconds: float, batches: int | None, *, started: dt.datetime = START,
+           waits: dict[str, WaitCounts] | None = None) -> Sample:  # fmt: skip
+    return Sample("s", "16.0", "Windows", started, T0 + dt.timedelta(seconds=seconds), 10, 20, 50.0, 100, 200, 3,
+                  batches, waits or {})  # fmt: skip
+
+
+def base(batches: int | None = 1000, waits: dict[str, WaitCounts] | None = None) -> Baseline:
+    return Baseline.of(sample(0, batches, waits=waits))
+
+
+def test_first_sample() -> None:
+    assert compute(None, sample(1, 5), GAP) == Deltas(None, None, {}, "first sample")
+
+
+def test_a_rate_rounded_to_milliunits_with_its_interval() -> None:
+    deltas = compute(base(1000), sample(3, 1001), GAP)  # 1 batch in 3 s
+    assert deltas == Deltas(0.333, 3.0, {}, None)
+    assert compute(base(1000), sample(0.0005, 1000), GAP) == Deltas(0.0, 0.001, {}, None)  # interval 3 decimals
+    assert compute(base(1000), sample(1.23456, 1000), GAP).interval_seconds == 1.235
+    assert compute(base(0), sample(7, 1), GAP).batch_requests_per_sec == 0.143  # 1/7 to 3 decimals
+    assert compute(base(10), sample(0.5, 10), GAP) == Deltas(0.0, 0.5, {}, None)  # under a second is a gap too
+
+
+def test_an_instance_restart_keeps_the_interval_but_no_rate() -> None:
+    restarted = sample(2.5, 5, started=START + dt.timedelta(hours=1))
+    assert compute(base(1000), restarted, GAP) == Deltas(None, 2.5, {}, "instance restarted")
+    clock_back = sample(-1, 5, started=START + dt.timedelta(hours=1))
+    assert compute(base(1000), clock_back, GAP) == Deltas(None, None, {}, "instance restarted")
+
+
+@pytest.mark.parametrize("seconds", [0, -5])
+def test_a_clock_that_did_not_advance(seconds: float) -> None:
+    assert compute(base(1000), sample(seconds, 2000), GAP) == Deltas(None, None, {}, "server clock did not advance")
+
+
+def test_the_gap_limit_is_inclusive() -> None:
+    assert compute(base(1000), sample(GAP, 1000 + 3600), GAP) == Deltas(1.0, GAP, {}, None)
+    assert compute(base(1000), sample(GAP + 0.001, 5000), GAP) == Deltas(
+        None, GAP + 0.001, {}, "gap longer than max_sample_gap"
+    )
+
+
+def test_counter_resets_and_missing_counters() -> None:
+    assert compute(base(1000), sample(2, 999), GAP) == Deltas(None, 2.0, {}, "counter reset")
+    assert compute(base(1000), sample(2, 1000), GAP) == Deltas(0.0, 2.0, {}, None)  # an idle server: rate 0
+    assert compute(base(None), sample(2, 1000), GAP) == Deltas(None, 2.0, {}, "counter reset")
+    assert compute(base(1000), sample(2, None), GAP) == Deltas(None, 2.0, {}, None)  # nothing to reset
+    assert compute(base(None), sample(2, None), GAP) == Deltas(None, 2.0, {}, None)
+
+
+def test_the_rate_ceiling_is_inclusive() -> None:
+    top = int(MAX_PLAUSIBLE_BATCH_RATE)
+    assert compute(base(0), sample(1, top), GAP).batch_requests_per_sec == MAX_PLAUSIBLE_BATCH_RATE
+    over = compute(base(0), sample(1, top + 1), GAP)
+    assert over == Deltas(None, 1.0, {}, "counter reset")  # a bogus counter: no rate
+    assert MAX_PLAUSIBLE_BATCH_RATE == 10_000_000.0
+
+
+def test_wait_increments_go_into_the_deltas() -> None:
+    before = {"WRITELOG": WaitCounts(10, 100, 5)}
+    after = {"WRITELOG": WaitCounts(12, 130, 6), "LCK_M_X": WaitCounts(1, 50, 0)}
+    deltas = compute(base(0, before), sample(2, 10, waits=after), GAP)
+    assert deltas.waits == {"WRITELOG": WaitCounts(2, 30, 1), "LCK_M_X": WaitCounts(1, 50, 0)}
+    restarted = compute(base(0, before), sample(2, 10, started=T0, waits=after), GAP)
+    assert restarted.waits == {}
+
+
+def test_wait_increments_drop_negative_and_countless_ones() -> None:
+    before = {name: WaitCounts(10, 100, 10) for name in ("A", "B", "C", "D", "E", "F")}
+    after = {
+        "A": WaitCounts(9, 200, 20),  # count went back: dropped
+        "B": WaitCounts(11, 99, 20),  # time went back: dropped
+        "C": WaitCounts(11, 200, 9),  # signal time went back: dropped
+        "D": WaitCounts(10, 150, 15),  # time without a count: dropped
+        "E": WaitCounts(11, 100, 10),  # one wait of 0 ms: kept
+        "F": WaitCounts(10, 100, 10),  # nothing happened: dropped
+        "NEW": WaitCounts(1, 0, 0),  # new type: counts from 0
+    }
+    assert wait_increments(before, after) == {"E": WaitCounts(1, 0, 0), "NEW": WaitCounts(1, 0, 0)}
+    assert wait_increments({}, {"G": WaitCounts(0, 5, 0)}) == {}
+
+
+def test_baseline_json_round_trip_is_compact_and_sorted() -> None:
+    baseline = base(5, {"b": WaitCounts(1, 2, 3), "a": WaitCounts(4, 5, 6)})
+    assert baseline.waits_json() == '{"a":[4,5,6],"b":[1,2,3]}'
+    assert Baseline.parse_waits(baseline.waits_json()) == {"a": WaitCounts(4, 5, 6), "b": WaitCounts(1, 2, 3)}
+    assert Baseline.parse_waits("") == {} and Baseline.parse_waits("{}") == {}
+    for broken in ("not json", "[1, 2]", '{"a": [1]}', '{"a": ["x", 1, 2]}', '{"a": 5}', "null"):
+        assert Baseline.parse_waits(broken) == {}, broken
+    assert Baseline.parse_waits('{"7": [1, 2, 3]}') == {"7": WaitCounts(1, 2, 3)}
+    of = Baseline.of(sample(4, 77, waits={"x": WaitCounts(1, 1, 1)}))
+    assert (of.sqlserver_start_time, of.batch_requests_total) == (START, 77)
+    assert of.sample_time == T0 + dt.timedelta(seconds=4) and of.waits == {"x": WaitCounts(1, 1, 1)}
