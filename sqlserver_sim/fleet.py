@@ -20,6 +20,7 @@ A JSON object::
           "grants": ["VIEW SERVER STATE"], # the login's permissions (default: its flavour's; flavours.py)
           "elastic_pool": false,           # Azure SQL Database in an elastic pool (flavours.py)
           "databases": ["master", "sales"],# the databases a login may go to (default: any name)
+          "entra": {"key": "…"},           # accept Entra ID access tokens signed with key (entra.py)
           "timezone_offset_minutes": 0,    # server local time = UTC + offset (sqlserver_start_time)
           "procedure_installed": true,     # collector.usp_collect_snapshot exists
           "tls": false,                    # TDS 7.x encryption with a generated certificate
@@ -89,6 +90,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from sqlserver_sim.entra import EntraSpec, parse_entra
 from sqlserver_sim.faults import Faults, parse_faults
 from sqlserver_sim.values import FleetError, as_bool, as_int, as_number, as_range, as_strings, reject_unknown
 from supervisor.procedures import catalog
@@ -130,6 +132,7 @@ class ServerSpec:
     grants: tuple[str, ...] | None = None
     elastic_pool: bool = False
     databases: tuple[str, ...] | None = None
+    entra: EntraSpec | None = None
     profile: Profile = field(default_factory=Profile)
     faults: Faults = field(default_factory=Faults)
 
@@ -235,6 +238,8 @@ def parse_server(entry: dict[str, Any], where: str) -> ServerSpec:
             values[f.name] = as_bool(value, path)
         elif f.name in ("grants", "databases"):
             values[f.name] = as_strings(value, path)
+        elif f.name == "entra":
+            values[f.name] = parse_entra(value, path)
         else:
             if not isinstance(value, str) or not value:
                 raise FleetError(f"{path}: expected a non-empty string")

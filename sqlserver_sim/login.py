@@ -13,6 +13,7 @@ PL_ENCRYPTION = 0x01
 PL_INSTOPT = 0x02
 PL_THREADID = 0x03
 PL_MARS = 0x04
+PL_FEDAUTHREQUIRED = 0x06
 PL_TERMINATOR = 0xFF
 
 # ENCRYPTION option values
@@ -40,7 +41,9 @@ def parse_prelogin(payload: bytes) -> dict[int, bytes]:
     return options
 
 
-def build_prelogin_response(version: tuple[int, int, int], encryption: int) -> bytes:
+def build_prelogin_response(version: tuple[int, int, int], encryption: int,
+                            fedauth_required: int | None = None) -> bytes:
+    """``fedauth_required``: the FEDAUTHREQUIRED option's value (only when the client sent the option)."""
     major, minor, build = version
     values = [
         (PL_VERSION, bytes((major & 0xFF, minor & 0xFF)) + struct.pack(">HH", build & 0xFFFF, 0)),
@@ -49,6 +52,8 @@ def build_prelogin_response(version: tuple[int, int, int], encryption: int) -> b
         (PL_THREADID, b""),
         (PL_MARS, b"\x00"),
     ]
+    if fedauth_required is not None:
+        values.append((PL_FEDAUTHREQUIRED, bytes((fedauth_required,))))
     table = bytearray()
     data = bytearray()
     offset = len(values) * 5 + 1
@@ -87,6 +92,11 @@ class Login7:
     language: str
     database: str
     features: tuple[int, ...]
+    #: FeatureExt id -> its data (FEDAUTH carries the access token).
+    feature_data: tuple[tuple[int, bytes], ...] = ()
+
+    def feature(self, feature_id: int) -> bytes | None:
+        return next((data for fid, data in self.feature_data if fid == feature_id), None)
 
 
 def parse_login7(payload: bytes) -> Login7:
@@ -105,24 +115,25 @@ def parse_login7(payload: bytes) -> Login7:
         raw[name] = data
         if name != "password":
             texts[name] = data.decode("utf-16-le", errors="replace")
-    features: tuple[int, ...] = ()
+    features: tuple[tuple[int, bytes], ...] = ()
     if flags3 & _OPTION_FLAGS3_EXTENSION and len(raw["extension"]) >= 4:
-        features = _feature_ids(payload, struct.unpack("<I", raw["extension"][:4])[0])
+        features = _features(payload, struct.unpack("<I", raw["extension"][:4])[0])
     return Login7(
         tds_version=tds_version,
         packet_size=packet_size,
         password=decode_password(raw["password"]),
-        features=features,
+        features=tuple(feature for feature, _data in features),
+        feature_data=features,
         **texts,
     )
 
 
-def _feature_ids(payload: bytes, offset: int) -> tuple[int, ...]:
-    ids: list[int] = []
+def _features(payload: bytes, offset: int) -> tuple[tuple[int, bytes], ...]:
+    found: list[tuple[int, bytes]] = []
     while offset < len(payload) and payload[offset] != 0xFF:
         if offset + 5 > len(payload):
             break
         feature, length = struct.unpack_from("<BI", payload, offset)
-        ids.append(feature)
+        found.append((feature, payload[offset + 5:offset + 5 + length]))
         offset += 5 + length
-    return tuple(ids)
+    return tuple(found)

@@ -81,6 +81,8 @@ class Session:
         self.encrypted = False
         #: The session hit its server's stall: it answers nothing more, ATTENTION included.
         self.stalled = False
+        #: FEDAUTHREQUIRED in this session's PRELOGIN answer (None: the client did not ask).
+        self.prelogin_fedauth: int | None = None
 
     @property
     def spec(self) -> ServerSpec:
@@ -167,7 +169,7 @@ class Session:
         if spec.faults.slow_login_ms:
             await asyncio.sleep(spec.faults.slow_login_ms / 1000)
             spec = self.spec
-        refused = auth.refusal(spec, request)
+        refused = auth.refusal(spec, request, prelogin_fedauth=self.prelogin_fedauth)
         if refused is not None:
             self._send(refused[0] + done(DONE_ERROR))
             await self.writer.drain()
@@ -182,13 +184,14 @@ class Session:
             + envchange_text(ENV_LANGUAGE, "us_english")
             + info(5703, "Changed language setting to us_english.", state=1)
             + loginack("Microsoft SQL Server", spec.version_tuple)
+            + auth.feature_acks(request)
             + envchange_text(ENV_PACKET_SIZE, str(self.packet_size), str(self.packet_size))
             + done()
         )
         self._send(reply)
         await self.writer.drain()
         self.database = database
-        return request.user_name
+        return auth.principal(request)
 
     async def _prelogin(self, message: Message) -> Message | None:
         options = prelogin_login.parse_prelogin(message.payload)
@@ -199,7 +202,9 @@ class Session:
             answer = prelogin_login.ENCRYPT_ON
         else:
             answer = prelogin_login.ENCRYPT_REQ  # "Force Encryption": clients that can, encrypt everything
-        self._send(prelogin_login.build_prelogin_response(self.spec.version_tuple, answer))
+        if prelogin_login.PL_FEDAUTHREQUIRED in options:
+            self.prelogin_fedauth = auth.fedauth_required(self.spec)
+        self._send(prelogin_login.build_prelogin_response(self.spec.version_tuple, answer, self.prelogin_fedauth))
         await self.writer.drain()
         if answer != prelogin_login.ENCRYPT_NOT_SUP:
             if self._stalls_in("tls"):  # the ClientHello (in a PRELOGIN packet) is never answered

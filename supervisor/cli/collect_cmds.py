@@ -10,6 +10,7 @@ from typing import Any
 import pyodbc
 
 from supervisor import rules
+from supervisor.children.access_token import TOKENS, attrs_before
 from supervisor.children.collect import ServerSession
 from supervisor.children.connection_string import UnsafeValue, build
 from supervisor.children.errors import CollectionFailure, classify
@@ -109,8 +110,11 @@ def procedures(args: argparse.Namespace, ctx: CliContext) -> int:
     deadline = time.monotonic() + max(ctx.settings.collection_timeout, 30.0)
     phase = "connect"
     try:
+        # auth entra-token: the access token, as a collection passes it (supervisor/children/access_token.py)
+        endpoint = target.endpoint
+        extra = {"attrs_before": attrs_before(TOKENS.token(endpoint, deadline))} if endpoint.uses_token else {}
         conn = pyodbc.connect(
-            connection_string, timeout=max(1, math.floor(ctx.settings.login_timeout)), autocommit=True
+            connection_string, timeout=max(1, math.floor(ctx.settings.login_timeout)), autocommit=True, **extra
         )
         phase = "query"
         try:
@@ -122,7 +126,7 @@ def procedures(args: argparse.Namespace, ctx: CliContext) -> int:
                     pass
         finally:
             conn.close()
-    except pyodbc.Error as exc:
+    except (pyodbc.Error, CollectionFailure) as exc:
         failure = classify(exc, phase=phase)
         message = _hinted(failure, target)
         raise CollectorError(f"deploying to {target.name} failed: [{failure.error_class}] {message}") from None
