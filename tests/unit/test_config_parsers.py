@@ -242,3 +242,34 @@ def test_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     assert resolve_sqlite_url("sqlite://", base) == "sqlite://"
     assert resolve_sqlite_url("postgresql://h/db", base) == "postgresql://h/db"
     assert resolve_sqlite_url("sqlite:///a/memory.db", base) == f"sqlite:///{base}/a/memory.db"
+
+
+def test_number_reasons_from_a_fresh_parser() -> None:
+    """The key table is built at import; a parser made here runs the same code afresh."""
+    with pytest.raises(ValueError, match=r"^expected an integer$"):
+        config._number(int, 0)("x")
+    with pytest.raises(ValueError, match=r"^expected a number$"):
+        config._number(float, 0)("x")
+    for text in ("nan", "inf", "-inf"):
+        with pytest.raises(ValueError, match=r"^expected a finite number$"):
+            config._number(float, 0)(text)
+    with pytest.raises(ValueError, match=r"^expected a finite number$"):
+        config._positive(float, 10)("nan")
+
+
+def test_the_database_url_reason_is_the_checks(tmp_path: Path) -> None:
+    from supervisor.storage.engine import url_problem
+
+    problem = url_problem("sqlite://", persistent=True)
+    assert problem
+    refused(tmp_path, "collector", "system_db", "sqlite://", problem)
+    with pytest.raises(ValueError, match=f"^{re.escape(problem)}$"):
+        config.check_database_url("sqlite://")
+
+
+def test_values_are_read_verbatim_and_only_urls_are_masked(tmp_path: Path) -> None:
+    settings = load(tmp_path, "[collector]\nsecret_key_file = /keys/%h-100%.key\n")  # no interpolation
+    assert settings.secret_key_file == "/keys/%h-100%.key"
+    refused(tmp_path, "collector", "concurrency", "x://u:pw@h/db", "expected an integer")  # not a URL key: as written
+    assert load(tmp_path, "[metrics]\nlisten = hostX:80\n").metrics.address() == ("hostX", 80)
+    assert load(tmp_path, "[metrics]\nlisten = [X::1]:80\n").metrics.address() == ("X::1", 80)

@@ -108,3 +108,8 @@ def test_baseline_json_round_trip_is_compact_and_sorted() -> None:
     of = Baseline.of(sample(4, 77, waits={"x": WaitCounts(1, 1, 1)}))
     assert (of.sqlserver_start_time, of.batch_requests_total) == (START, 77)
     assert of.sample_time == T0 + dt.timedelta(seconds=4) and of.waits == {"x": WaitCounts(1, 1, 1)}
+
+
+def test_a_restart_at_the_same_instant_has_no_interval() -> None:
+    restarted = sample(0, 5, started=START + dt.timedelta(hours=1))
+    assert compute(base(1000), restarted, GAP) == Deltas(None, None, {}, "instance restarted")

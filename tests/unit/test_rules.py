@@ -173,3 +173,11 @@ ONE_SOURCE = "entra-token needs exactly one token source: a token command or a t
 def test_authentication_combinations_refused(mode, user, command, file, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         rules.authentication(mode, user, command, file)
+
+
+def test_length_reads_the_column_type() -> None:
+    assert rules._length(servers.c.name) == 128 and rules._length(tenants.c.name) == 200
+
+
+def test_a_one_character_host_is_a_host() -> None:
+    assert rules.host("h") == "h"

@@ -155,3 +155,45 @@ def test_another_contract_version_asks_for_a_redeploy() -> None:
     with pytest.raises(CollectionFailure, match=f"^{re.escape(message)}$") as raised:
         parse_sample(raw({"contract_version": CONTRACT_VERSION + 1}))
     assert raised.value.error_class == PROTOCOL
+
+
+@pytest.fixture
+def not_utc(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A machine whose local time is not UTC: naive server times must not be shifted by it."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_naive_times_stay_as_they_are_whatever_the_local_zone(not_utc: None) -> None:
+    sample = parse_sample(raw())
+    assert (sample.sample_time, sample.sqlserver_start_time) == (T0, STARTED)
+    aware = parse_sample(raw({"sample_time_utc": T0.replace(tzinfo=dt.timezone(dt.timedelta(hours=1)))}))
+    assert aware.sample_time == T0 - dt.timedelta(hours=1)  # to UTC, not to local time
+
+
+def test_records_without_ids_are_ordered_by_time() -> None:
+    earlier = T0 - dt.timedelta(seconds=15)
+    rows = [{"record_id": 0, "record_time_utc": T0, "sql_cpu_percent": 10, "system_idle_percent": 50},
+            {"record_id": None, "record_time_utc": earlier, "sql_cpu_percent": 90, "system_idle_percent": 5}]
+    assert parse_sample(raw(cpu=rows)).cpu_percent == 10  # a missing id counts as 0: the later one wins
+    untimed = [{"record_id": None, "record_time_utc": None, "sql_cpu_percent": 20, "system_idle_percent": 50},
+               {"record_id": None, "record_time_utc": T0, "sql_cpu_percent": 30, "system_idle_percent": 50}]
+    assert parse_sample(raw(cpu=untimed)).cpu_percent == 30  # a missing time is the oldest
+
+
+def test_memory_edges() -> None:
+    tiny = parse_sample(raw(counters={"total_physical_memory_kb": 1, "available_physical_memory_kb": 0}))
+    assert tiny.memory_percent == 100.0
+    odd = parse_sample(raw(counters={"available_physical_memory_kb": -8000}))
+    assert odd.memory_percent == 100.0  # over 100 % (a bogus figure) is clamped
+
+
+def test_a_skipped_wait_row_does_not_end_the_list() -> None:
+    waits = [{"wait_type": "SLEEP_TASK", "waiting_tasks_count": 9, "wait_time_ms": 9, "signal_wait_time_ms": 9},
+             {"wait_type": "WRITELOG", "waiting_tasks_count": 1, "wait_time_ms": 2, "signal_wait_time_ms": 0}]
+    assert parse_sample(raw(waits=waits)).waits == {"WRITELOG": WaitCounts(1, 2, 0)}
