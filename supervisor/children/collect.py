@@ -25,7 +25,7 @@ from supervisor.children import sockets
 from supervisor.children.access_token import TOKENS, attrs_before
 from supervisor.children.connection_string import UnsafeValue, build
 from supervisor.children.errors import MISSING_PROCEDURE_NUMBER, CollectionFailure, classify, has_number
-from supervisor.children.odbc_driver import OdbcDriver
+from supervisor.children.odbc_driver import OdbcDriver, with_hint
 from supervisor.children.sample import RawSets, Sample, parse_sample
 from supervisor.children.targets import Target
 from supervisor.errors import CONFIG, CONNECT, PROTOCOL, TIMEOUT
@@ -87,6 +87,9 @@ class ServerSession:
             failure = classify(exc, phase="connect" if self._conn is None else "query")
             if self._abandoned and failure.error_class not in (TIMEOUT,):
                 failure = CollectionFailure(TIMEOUT, "collection abandoned at its deadline", phase=failure.phase)
+            elif failure.error_class == CONNECT:  # stored with the hint, as the CLI shows it
+                hinted = with_hint(failure.message, self.target.endpoint.encrypt)
+                failure = CollectionFailure(CONNECT, hinted, phase=failure.phase, native=failure.native)
             self.close()
         else:
             if not self._keep_connection:

@@ -20,12 +20,12 @@ from typing import Any
 from supervisor import databases
 from supervisor.config import Settings, load_settings
 from supervisor.errors import CONFIG, STORAGE, ConfigError
-from supervisor.ipc import HEARTBEAT, LOG, ChildSpec
+from supervisor.ipc import ChildSpec
 from supervisor.logs import configure_logging, log_event
 from supervisor.parent.fork import preload_database_driver, run_child
 from supervisor.parent.handle import ChildExit, ChildHandle, ChildState, ChildTarget, Due, StopReason
 from supervisor.parent.instances import InstanceIdentity
-from supervisor.parent.log_relay import relay_child_record
+from supervisor.parent.log_relay import read_messages
 from supervisor.parent.metrics import Endpoints, open_endpoint
 from supervisor.parent.signals import SignalFlags
 from supervisor.parent.system_sync import SystemDbSync
@@ -105,30 +105,12 @@ class Supervisor:
             if item == self.flags.wakeup_fd:
                 self.flags.drain()
             elif isinstance(item, Connection):
-                self.read_messages(by_conn[id(item)], MESSAGES_PER_TURN)
+                read_messages(by_conn[id(item)], MESSAGES_PER_TURN)
             else:
                 exited.append(by_sentinel[item])  # type: ignore[index]
         for handle in exited:
-            self.read_messages(handle, None)  # everything it sent before dying comes before its exit line
+            read_messages(handle, None)  # everything it sent before dying comes before its exit line
             self.on_exit(handle, handle.reap(time.monotonic()))
-
-    def read_messages(self, handle: ChildHandle, limit: int | None) -> None:
-        conn = handle.conn
-        count = 0
-        while conn is not None and (limit is None or count < limit):
-            try:
-                if not conn.poll():
-                    return
-                kind, payload = conn.recv()
-            except (EOFError, OSError):
-                conn.close()
-                handle.conn = None  # the child is gone or going: its sentinel reports the exit
-                return
-            count += 1
-            if kind == LOG:
-                relay_child_record(payload)
-            elif kind == HEARTBEAT:
-                handle.on_heartbeat(payload, time.monotonic(), time.time())
 
     # -- system DB and reconciling ----------------------------------------------------------------
 
@@ -196,6 +178,7 @@ class Supervisor:
             self.next_memory_check = now + self.settings.poll_interval
         for handle in list(self.handles.values()):
             due = handle.transition(now, wanted=handle.tenant.id in self.runnable)
+            self.children_changed |= due is not Due.NOTHING  # the children table follows every state change
             if due is Due.PROMOTED:
                 log_event(log, logging.DEBUG, "child.running", "child of tenant %s running", handle.slug,
                           tenant=handle.slug)  # fmt: skip
@@ -206,7 +189,7 @@ class Supervisor:
             verdict = check_heartbeat(handle, now, self.settings.heartbeat_timeout)
             if verdict is not None and handle.conn is not None and handle.conn.poll():
                 verdict = None  # messages wait unread (this loop was stalled): read them before judging
-                self.read_messages(handle, MESSAGES_PER_TURN)
+                read_messages(handle, MESSAGES_PER_TURN)
             if verdict is None and check_memory_now:
                 verdict = check_memory(handle, self.settings.max_child_rss_mb)
             if verdict is not None:
@@ -232,6 +215,7 @@ class Supervisor:
     def stop(self, handle: ChildHandle, reason: StopReason, now: float, grace: float) -> bool:
         if not handle.request_stop(reason, now, grace):
             return False
+        self.children_changed = True
         log_event(
             log, logging.INFO, "child.stopping", "stopping the child of tenant %s (pid %s): %s",
             handle.slug, handle.pid, reason.value, tenant=handle.slug, child_pid=handle.pid, reason=reason.value,
