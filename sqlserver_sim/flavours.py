@@ -26,11 +26,15 @@ from sqlserver_sim.statements import Step, error_step
 from sqlserver_sim.tokens import DONE_ERROR
 from supervisor.procedures import catalog, permissions
 
+#: Without ``grants`` in the fleet entry: the flavour's state permission, and db_owner (so deploys work).
 DEFAULT_GRANTS = {
-    catalog.BOXED: (permissions.VIEW_SERVER_STATE,),
-    catalog.MANAGED_INSTANCE: (permissions.VIEW_SERVER_STATE,),
-    catalog.AZURE_SQL_DATABASE: (permissions.VIEW_DATABASE_STATE,),
+    catalog.BOXED: (permissions.VIEW_SERVER_STATE, permissions.DB_OWNER),
+    catalog.MANAGED_INSTANCE: (permissions.VIEW_SERVER_STATE, permissions.DB_OWNER),
+    catalog.AZURE_SQL_DATABASE: (permissions.VIEW_DATABASE_STATE, permissions.DB_OWNER),
 }
+#: What lets a login create the collector schema and procedure.
+CREATORS = frozenset({permissions.DB_OWNER, "db_ddladmin", "CREATE PROCEDURE", permissions.SYSADMIN,
+                      permissions.CONTROL_SERVER, permissions.SERVER_ADMIN})
 
 
 def grants(spec: ServerSpec) -> frozenset[str]:
@@ -76,6 +80,13 @@ def _access(
 def sees_own_rows_only(spec: ServerSpec, name: str) -> bool:
     view = view_of(spec, name)
     return view is not None and view.flavours[spec.flavour].denied == catalog.OWN_ROWS
+
+
+def create_denied(spec: ServerSpec, what: str, database: str) -> Step | None:
+    """Error 262 when the login may not create ``what`` (SCHEMA, PROCEDURE) in ``database``, else None."""
+    if grants(spec) & CREATORS:
+        return None
+    return error_step(262, f"CREATE {what} permission denied in database '{database}'.", severity=14)
 
 
 def invalid_object(name: str, procedure: str = "") -> Step:

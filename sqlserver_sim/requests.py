@@ -6,7 +6,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from sqlserver_sim import rpc
+from sqlserver_sim import flavours, rpc
 from sqlserver_sim.collection import compile_error, run_collection
 from sqlserver_sim.engine import SimulatedInstance
 from sqlserver_sim.packets import RPC, SQL_BATCH, TRANSACTION_MANAGER, Message, ProtocolError
@@ -113,6 +113,10 @@ class RequestHandler:
         deploy = _DEPLOY.search(text)
         if deploy:
             return Response(self._finish_batch([self._deploy(text[deploy.end():])]))
+        if "create schema" in text.lower():
+            denied = flavours.create_denied(self.instance.spec, "SCHEMA", self.session.database)
+            if denied is not None:
+                return Response(self._finish_batch([denied]))
         statements = split_statements(text) or [""]
         out = bytearray()
         collection = False
@@ -235,6 +239,9 @@ class RequestHandler:
     def _deploy(self, definition: str) -> Step:
         """``CREATE OR ALTER PROCEDURE collector.usp_collect_snapshot AS …``: compiled as SQL Server would (a
         column a view lacks fails it, a missing view does not: deferred name resolution), then installed."""
+        denied = flavours.create_denied(self.instance.spec, "PROCEDURE", self.session.database)
+        if denied is not None:
+            return denied
         body = re.sub(r"^\s*AS\b", "", definition, count=1, flags=re.IGNORECASE)
         failure = compile_error(body, self.instance, PROCEDURE_NAME)
         if failure is not None:

@@ -23,6 +23,7 @@ from supervisor.children.targets import Target, load_baselines, load_states, rea
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import print_json, print_table
 from supervisor.errors import CONNECT, CollectorError, ConfigError, UsageError
+from supervisor.procedures.permissions import DEPLOY_REFUSED_HINT, grants_script
 from supervisor.procedures.resultsets import PROCEDURE_QUALIFIED_NAME
 from supervisor.procedures.tsql import install_batches, install_script
 
@@ -99,7 +100,7 @@ def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def procedures(args: argparse.Namespace, ctx: CliContext) -> int:
     if getattr(args, "action", None) != "deploy":
-        print(install_script(), end="")
+        print(grants_script() if getattr(args, "grants", False) else install_script(), end="")
         return 0
     driver = resolve_driver(ctx.settings.odbc_driver)
     _engine, target = _target(ctx, args.tenant, args.name)
@@ -129,6 +130,8 @@ def procedures(args: argparse.Namespace, ctx: CliContext) -> int:
     except (pyodbc.Error, CollectionFailure) as exc:
         failure = classify(exc, phase=phase)
         message = _hinted(failure, target)
+        if phase == "query":  # logged in, but the procedure could not be created there
+            message += f" ({DEPLOY_REFUSED_HINT})"
         raise CollectorError(f"deploying to {target.name} failed: [{failure.error_class}] {message}") from None
     print(f"installed {PROCEDURE_QUALIFIED_NAME} on {target.name}")
     return 0

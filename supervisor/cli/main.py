@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     procedures = commands.add_parser("procedures", help="print or deploy the collection procedures")
     procedures.add_argument("--print", action="store_true", help="print the T-SQL (the default)")
+    procedures.add_argument(
+        "--grants", action="store_true", help="print the permissions the monitoring login needs, per flavour"
+    )
     deploy = procedures.add_subparsers(dest="action", metavar="ACTION", parser_class=OneLineParser)
     target = deploy.add_parser("deploy", help="install the procedures on a server")
     target.add_argument("tenant")

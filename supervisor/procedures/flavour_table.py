@@ -77,7 +77,7 @@ SOURCES: dict[str, dict[str, str | None]] = {
 
 NULL_REASONS: dict[tuple[str, str], str] = {
     ("system_cpu_percent", BOXED_LINUX): "`SystemIdle` is always 0 on Linux, so the host's other load is unknown",
-    ("system_cpu_percent", MANAGED_INSTANCE): "the host is hidden: no idle figure, no host view",
+    ("system_cpu_percent", MANAGED_INSTANCE): "the host is hidden (no idle figure, no host view)",
 }
 
 #: The permission each flavour's collection needs (``permissions.py``; ``procedures --print --grants``).
@@ -101,5 +101,5 @@ def markdown() -> str:
     for metric, sources in SOURCES.items():
         cells = [sources[f] or f"NULL: {NULL_REASONS[(metric, f)]}" for f in COLUMNS]
         lines.append(f"| `{metric}` | " + " | ".join(cells) + " |")
-    lines.append("| permission | " + " | ".join(f"`{PERMISSIONS[f]}`" for f in COLUMNS) + " |")
+    lines.append("| permission | " + " | ".join(PERMISSIONS[f] for f in COLUMNS) + " |")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ on the database, except that server-level DMVs in elastic pools (and on Basic, S
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from supervisor.procedures.catalog import (
@@ -145,7 +146,8 @@ GRANT VIEW DATABASE STATE TO collector_monitor;
     return "\n".join(sections)
 
 
-_NAMED = (VIEW_SERVER_STATE, VIEW_SERVER_PERFORMANCE_STATE, VIEW_DATABASE_STATE, "EXECUTE permission")
+#: SQL Server's own texts that name the permission (errors 300, 262 and 229).
+_NAMES_IT = re.compile(r"permission (?:was )?denied", re.IGNORECASE)
 PERMISSION_HINT = (
     "the monitoring login lacks the permission to read the server's state: VIEW SERVER STATE (SQL Server "
     "2016-2019), VIEW SERVER PERFORMANCE STATE (2022 and later, Managed Instance) or VIEW DATABASE STATE (Azure "
@@ -156,7 +158,14 @@ PERMISSION_HINT = (
 def with_permission_hint(message: str) -> str:
     """A permission failure's text, naming the permission when the driver's text does not (FreeTDS reports only
     the last error, 297, which names none)."""
-    upper = message.upper()
-    if any(name.upper() in upper for name in _NAMED):
+    if _NAMES_IT.search(message):
         return message
     return f"{message} ({PERMISSION_HINT})"
+
+
+#: What ``procedures deploy`` adds when the server refused to create the procedure (no permission to create it,
+#: a read-only database or replica, …): the collection does not need it.
+DEPLOY_REFUSED_HINT = (
+    "the procedure cannot be created on this server or database; collections do not need it: with "
+    "collection_mode auto (the default) or adhoc they send the same T-SQL as one ad-hoc batch"
+)
