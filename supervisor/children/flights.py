@@ -110,7 +110,7 @@ class Flights:
                 flight.abandoned = True
                 phase = flight.session.phase
                 where = flight.session.abandon()
-                flight.outcome = _timeout(flight, phase, where)
+                flight.outcome = _timeout(flight, phase, where, now - deadline + flight.timeout)
                 flight.settled.set()
             overrun.append(server_id)
             if flight.thread_ident is not None:
@@ -163,10 +163,10 @@ def collect_within_deadline(session: ServerSession, timeout: float) -> Collectio
         pool.shutdown()
 
 
-def _timeout(flight: Flight, phase: str, where: str) -> CollectionOutcome:
-    """The collection ended at its deadline: its duration is the timeout, whenever the loop got to it (a
-    loaded machine may wake the main thread a little late; that delays the bookkeeping, not the end)."""
+def _timeout(flight: Flight, phase: str, where: str, elapsed: float) -> CollectionOutcome:
+    """The collection as ended by the main thread at (or, on a loaded machine, shortly after) its deadline:
+    ``elapsed`` is the time from its start to that moment, when its sockets were cut and its slot freed."""
     failure = CollectionFailure(
         TIMEOUT, f"no answer within collection_timeout {flight.timeout:g}s (during {where})", phase=phase
     )
-    return CollectionOutcome(flight.target, flight.started_wall, round(flight.timeout * 1000), None, failure)
+    return CollectionOutcome(flight.target, flight.started_wall, round(elapsed * 1000), None, failure)
