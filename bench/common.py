@@ -522,3 +522,11 @@ def pg_drop(databases: Sequence[str]) -> None:
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
         for name in databases:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def tear_down(sampler: TreeSampler | None, deployment: Deployment, fleet: SimFleet) -> None:
+    """After a run, whatever happened: stop sampling, stop the supervisor (SIGTERM, then the group), the fleet."""
+    if sampler is not None:
+        sampler.stop()
+    deployment.terminate(10.0)
+    fleet.stop()

@@ -42,6 +42,7 @@ from bench.common import (
     run_octet,
     sample_tree,
     split_tenants,
+    tear_down,
 )
 
 IDLE_TENANT = "idle"
@@ -141,10 +142,7 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                          idle_pid, exit_code, stop_seconds, registration_s, deployment)
         return result
     finally:
-        if sampler is not None:
-            sampler.stop()
-        deployment.terminate(10.0)
-        fleet.stop()
+        tear_down(sampler, deployment, fleet)
         if db_urls:
             pg_drop([url.rsplit("/", 1)[1] for url in db_urls.values()])
 

@@ -57,6 +57,7 @@ from bench.common import (
     run_in_folder,
     run_octet,
     split_tenants,
+    tear_down,
 )
 from supervisor.backoff import crash_backoff
 
@@ -398,10 +399,7 @@ def run(args: argparse.Namespace, directory: Path) -> Audit:
         check_logs(result, deployment, timeline)
         return result
     finally:
-        if sampler is not None:
-            sampler.stop()
-        deployment.terminate(10.0)
-        fleet.stop()
+        tear_down(sampler, deployment, fleet)
 
 
 def child_times(

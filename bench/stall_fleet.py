@@ -69,6 +69,7 @@ from bench.common import (
     run_octet,
     sample_tree,
     split_tenants,
+    tear_down,
 )
 from sqlserver_sim.faults import QUERY_STALLS
 
@@ -390,10 +391,7 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         result["verdict"] = verdict(result, args)
         return result
     finally:
-        if sampler is not None:
-            sampler.stop()
-        deployment.terminate(10.0)
-        fleet.stop()
+        tear_down(sampler, deployment, fleet)
 
 
 @dataclass(frozen=True)
