@@ -82,10 +82,6 @@ class Flights:
         """Sessions a thread may still be using (in flight or abandoned): not to be closed by others."""
         return [f.session for f in self._flights.values()] + [f.session for f in self._abandoned]
 
-    @property
-    def abandoned(self) -> int:
-        return len(self._abandoned)
-
     def start(self, target: Target, session: ServerSession) -> Flight:
         flight = Flight(target, session, self._timeout)
         self._flights[target.server_id] = flight

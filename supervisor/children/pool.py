@@ -52,16 +52,6 @@ class CollectionPool:
                 self._spawn_locked()
             return True
 
-    @property
-    def abandoned(self) -> int:
-        with self._lock:
-            return len(self._abandoned)
-
-    @property
-    def threads(self) -> int:
-        with self._lock:
-            return self._counted + len(self._abandoned)
-
     def shutdown(self) -> None:
         """Counted threads exit once the queue is empty; written-off ones when their job returns."""
         with self._lock:
