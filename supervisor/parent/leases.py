@@ -2,26 +2,137 @@
 
 A lease is claimed with one atomic ``UPDATE … WHERE owner IS NULL OR owner = me OR expires_at < now``
 (the database serialises competing claims: only one instance sees rowcount 1), renewed every poll
-and released once the tenant's child has exited. Instances split the active tenants: while others
-are alive, an instance holds at most ⌈active / live instances⌉ of them and gives back the excess.
-Times are the supervisor hosts' UTC clocks; keep them in sync (NTP) — skew eats into the lease.
+and released once the tenant's child has exited. Times are the supervisor hosts' UTC clocks; keep them in
+sync (NTP) — skew eats into the lease.
+
+Instances split the active tenants by **weight**, not by count: a tenant weighs its collection-enabled
+servers (``tenant_leases.servers``, written by the instance whose child reports them in its heartbeats; at
+least 1), a tenant nobody has run yet the mean of the known weights (1 when none is known). With S = total
+weight / live instances, each poll of an instance (one view of the lease table):
+
+- **gives back** while it holds more than S, one tenant at a time, a tenant t only if its load minus w(t)
+  stays above the least loaded other instance's load (so the move narrows the gap between the two by more
+  than nothing: a balance within one tenant's weight of the least loaded instance is left alone); it gives
+  back first tenants with no child running here, then the largest that leaves it at or above S, else the
+  smallest that qualifies; each one is counted as landing on the least loaded other instance;
+- **claims** free tenants heaviest first, each one that fits (load + w ≤ S) or while it is the least loaded
+  live instance (load ≤ every other's), so a tenant heavier than any share still gets an owner and no free
+  tenant is left to nobody.
+
+Stable: a tenant given back is one its instance would not claim again (it neither fits nor is that
+instance the least loaded), and whoever takes it ends nearer the giver than the gap was, so every move
+lowers the sum of squared loads: moves stop. Children already running are kept first.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Callable, Collection
+import heapq
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, bindparam, or_, select
 
+from supervisor.parent.handle import FINAL_STOPS, ChildHandle, StopReason
 from supervisor.storage.system_schema import tenant_leases
 from supervisor.storage.upsert import conflict_insert
 
+# --- the balancing rule (pure) -------------------------------------------------------------------------------
 
-def fair_share(active_count: int, live_instances: int) -> int:
-    return math.ceil(active_count / max(1, live_instances))
+
+def tenant_weights(reported: Mapping[int, int | None]) -> dict[int, int]:
+    """Each tenant's weight: its reported servers (at least 1), or the mean of the known ones when never reported."""
+    known = [max(1, servers) for servers in reported.values() if servers is not None]
+    default = max(1, round(sum(known) / len(known))) if known else 1
+    return {tenant_id: default if servers is None else max(1, servers) for tenant_id, servers in reported.items()}
+
+
+@dataclass(frozen=True)
+class View:
+    """One instance's view of the active tenants' leases."""
+
+    me: str
+    weights: Mapping[int, int]  # every active tenant's weight
+    owners: Mapping[int, str | None]  # every active tenant's live owner (None: free to claim)
+    live: int  # live instances, this one included
+
+    @property
+    def mine(self) -> set[int]:
+        return {tenant_id for tenant_id, owner in self.owners.items() if owner == self.me}
+
+    @property
+    def free(self) -> set[int]:
+        return {tenant_id for tenant_id, owner in self.owners.items() if owner is None}
+
+    def other_loads(self) -> list[int]:
+        """The weight each other live instance holds, lightest first; 0 for live ones that hold nothing."""
+        loads: dict[str, int] = {}
+        for tenant_id, owner in self.owners.items():
+            if owner is not None and owner != self.me:
+                loads[owner] = loads.get(owner, 0) + self.weights[tenant_id]
+        idle = max(0, self.live - 1 - len(loads))
+        return sorted([*loads.values(), *[0] * idle])
+
+    def share(self) -> float:
+        instances = max(self.live, 1 + len({o for o in self.owners.values() if o is not None and o != self.me}))
+        return sum(self.weights.values()) / instances
+
+
+def plan_release(
+    held: Collection[int], weights: Mapping[int, int], running: Collection[int], share: float, others: Sequence[int]
+) -> tuple[set[int], list[int]]:
+    """The tenants to give back, and the other instances' loads once each has landed on the least loaded."""
+    load = sum(weights[t] for t in held)
+    heap = list(others)
+    heapq.heapify(heap)
+    release: set[int] = set()
+    while load > share and heap:
+        lowest = heap[0]
+        movable = [t for t in held if t not in release and weights[t] < load - lowest]
+        idle = [t for t in movable if t not in running]
+        pool = idle or movable
+        if not pool:
+            break
+        fitting = [t for t in pool if weights[t] <= load - share]
+        # The largest that leaves this instance at or above its share, else the smallest that still narrows the gap;
+        # ties go to the higher tenant id (the lower ids stay, as a lone instance's first claims).
+        pick = max(fitting, key=lambda t: (weights[t], t)) if fitting else min(pool, key=lambda t: (weights[t], -t))
+        release.add(pick)
+        load -= weights[pick]
+        heapq.heapreplace(heap, lowest + weights[pick])
+    return release, sorted(heap)
+
+
+def wants(load: int, weight: int, share: float, others: Sequence[int]) -> bool:
+    """Whether an instance holding ``load`` claims a free tenant of ``weight``: it fits, or this is the least loaded."""
+    return load + weight <= share or all(load <= other for other in others)
+
+
+def claim_order(free: Iterable[int], weights: Mapping[int, int]) -> list[int]:
+    """Free tenants heaviest first (then by id)."""
+    return sorted(free, key=lambda t: (-weights[t], t))
+
+
+# --- what the handles tell ------------------------------------------------------------------------------------
+
+
+def reported_servers(handles: Iterable[ChildHandle]) -> dict[int, int]:
+    """Collection-enabled servers of each tenant whose child has sent a heartbeat (a restarted child's last one)."""
+    return {h.tenant.id: h.last_heartbeat.servers_total for h in handles if h.last_heartbeat is not None}
+
+
+def running_here(handles: Iterable[ChildHandle]) -> set[int]:
+    """Tenants whose child runs here and is not being stopped for good (those are kept first)."""
+    return {h.tenant.id for h in handles if h.alive and h.stop_reason not in FINAL_STOPS}
+
+
+def given_back(handles: Iterable[ChildHandle]) -> list[int]:
+    """Tenants whose child was stopped here because the tenant is not wanted any more, and has exited."""
+    return sorted(h.tenant.id for h in handles if not h.alive and h.stop_reason is StopReason.NOT_WANTED)
+
+
+# --- the lease table ------------------------------------------------------------------------------------------
 
 
 def sync_leases(
@@ -32,29 +143,43 @@ def sync_leases(
     live_instances: int,
     now: dt.datetime,
     duration: float,
+    *,
+    servers: Mapping[int, int] | None = None,
+    running: Collection[int] | None = None,
 ) -> set[int]:
-    """Renew, claim and release this owner's leases; returns the active tenants it may run now.
+    """Renew, weigh, claim and release this owner's leases; returns the active tenants it may run now.
 
-    ``busy_ids`` are tenants whose child is still alive here: their lease is renewed even when the
-    tenant is no longer wanted, and released only after the child has exited.
+    ``busy_ids`` are tenants whose child is still alive here: their lease is renewed even when the tenant is no
+    longer wanted, and released only after the child has exited. ``running`` (default: ``busy_ids``) are kept
+    first; ``servers`` are the tenants' server counts its children reported, stored on leases it holds.
     """
     expires = now + dt.timedelta(seconds=duration)
     _ensure_rows(conn, active_ids)
     conn.execute(tenant_leases.update().where(tenant_leases.c.owner == owner).values(expires_at=expires))
-    held = set(conn.execute(select(tenant_leases.c.tenant_id).where(tenant_leases.c.owner == owner)).scalars())
+    rows = conn.execute(
+        select(tenant_leases.c.tenant_id, tenant_leases.c.owner, tenant_leases.c.expires_at, tenant_leases.c.servers)
+    ).all()
+    held = {row.tenant_id for row in rows if row.owner == owner}
+    reported = {row.tenant_id: row.servers for row in rows}
+    _store_servers(conn, owner, {t: n for t, n in (servers or {}).items() if t in held and reported.get(t) != n})
+    reported.update({t: n for t, n in (servers or {}).items() if t in held})
     active = set(active_ids)
-    share = fair_share(len(active), live_instances)
-    # Keep the tenants already running here first, so rebalancing stops as few children as possible.
-    keep_order = sorted(held & active, key=lambda tenant_id: (tenant_id not in busy_ids, tenant_id))
-    keep = set(keep_order[:share])
-    for tenant_id in sorted(active - held):
-        if len(keep) >= share:
-            break
-        if _claim(conn, owner, tenant_id, now, expires):
+    owners = {r.tenant_id: _live_owner(r.owner, r.expires_at, owner, now) for r in rows if r.tenant_id in active}
+    view = View(owner, tenant_weights({t: reported[t] for t in owners}), owners, live_instances)
+    share = view.share()
+    mine = view.mine
+    release, others = plan_release(mine, view.weights, set(busy_ids if running is None else running), share,
+                                   view.other_loads())  # fmt: skip
+    keep = mine - release
+    load = sum(view.weights[t] for t in keep)
+    for tenant_id in claim_order(view.free, view.weights):
+        weight = view.weights[tenant_id]
+        if wants(load, weight, share, others) and _claim(conn, owner, tenant_id, now, expires):
             keep.add(tenant_id)
-    release = held - keep - set(busy_ids)
-    if release:
-        release_leases(conn, owner, release)
+            load += weight
+    surplus = held - keep - set(busy_ids)
+    if surplus:
+        release_leases(conn, owner, surplus)
     return keep
 
 
@@ -64,6 +189,27 @@ def release_leases(conn: Connection, owner: str, tenant_ids: Collection[int] | N
     if tenant_ids is not None:
         query = query.where(tenant_leases.c.tenant_id.in_(list(tenant_ids)))
     conn.execute(query.values(owner=None, acquired_at=None, expires_at=None))
+
+
+def _live_owner(row_owner: str | None, expires_at: dt.datetime | None, me: str, now: dt.datetime) -> str | None:
+    """The row's owner while its lease holds (this instance's own rows are renewed already); None when claimable."""
+    if row_owner == me:
+        return me
+    if row_owner is None or expires_at is None or expires_at < now:
+        return None
+    return row_owner
+
+
+_STORE_SERVERS = (
+    tenant_leases.update()
+    .where(tenant_leases.c.tenant_id == bindparam("tid"), tenant_leases.c.owner == bindparam("me"))
+    .values(servers=bindparam("servers"))
+)
+
+
+def _store_servers(conn: Connection, owner: str, servers: Mapping[int, int]) -> None:
+    if servers:
+        conn.execute(_STORE_SERVERS, [{"tid": t, "me": owner, "servers": n} for t, n in sorted(servers.items())])
 
 
 def _claim(conn: Connection, owner: str, tenant_id: int, now: dt.datetime, expires: dt.datetime) -> bool:

@@ -84,7 +84,8 @@ class SystemDbSync:
                 rows = conn.execute(select(tenants_table).where(tenants_table.c.status == ACTIVE)).mappings().all()
                 active = {row["id"]: Tenant.from_row(row) for row in self._usable(rows)}
                 runnable = leases.sync_leases(
-                    conn, self.identity.id, list(active), busy, live, now, self.settings.lease_duration
+                    conn, self.identity.id, list(active), busy, live, now, self.settings.lease_duration,
+                    servers=leases.reported_servers(handles), running=leases.running_here(handles),
                 )
                 record_children(conn, self.identity.id, handles, now)
         except DB_ERRORS as exc:
@@ -124,6 +125,8 @@ class SystemDbSync:
         try:
             with self.engine.begin() as conn:
                 record_children(conn, self.identity.id, handles, utcnow())
+                if given_back := leases.given_back(handles):  # free for another instance now, not at the next poll
+                    leases.release_leases(conn, self.identity.id, given_back)
         except DB_ERRORS as exc:
             self._failed(exc)
 

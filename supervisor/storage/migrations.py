@@ -35,12 +35,15 @@ def _add_columns(table: Table, *names: str) -> Step:
     return step
 
 
-SYSTEM_STEPS: dict[int, Step] = {}
+SYSTEM_STEPS: dict[int, Step] = {
+    # 2: each tenant's weight (its collection-enabled servers) on its lease row: instances share by servers.
+    2: _add_columns(system_schema.tenant_leases, "servers"),
+}
 TENANT_STEPS: dict[int, Step] = {
     # 2: per-server database, authentication (sql / entra-token) and the access token's source.
     2: _add_columns(tenant_schema.servers, "database", "auth", "token_command", "token_file"),
 }
-SYSTEM_VERSION = 1
+SYSTEM_VERSION = 2
 TENANT_VERSION = 2
 
 

@@ -1,7 +1,8 @@
 """System DB: tenants (README "Databases") and the supervisor's own bookkeeping.
 
 - ``supervisor_instances``: one row per running (or past) supervisor process: host, pid, heartbeat.
-- ``tenant_leases``: which instance runs which tenant, until ``expires_at`` (renewed every poll).
+- ``tenant_leases``: which instance runs which tenant, until ``expires_at`` (renewed every poll), and the
+  tenant's weight for sharing them out (``servers``, since schema version 2).
 - ``tenant_children``: the child process of each tenant: pid, state, restarts, last exit.
 """
 
@@ -56,6 +57,9 @@ tenant_leases = Table(
     Column("owner", String(64), nullable=True),
     Column("acquired_at", DateTime, nullable=True),
     Column("expires_at", DateTime, nullable=True),
+    #: The tenant's collection-enabled servers as its child last reported them: its weight when instances split
+    #: the tenants (parent/leases.py). Kept when the lease is released; NULL until a child has reported.
+    Column("servers", Integer, nullable=True),
 )
 
 tenant_children = Table(
