@@ -1,7 +1,7 @@
 """Per-collection cost of the collector vs the floor, against the same simulated servers, in one run.
 
     python -m bench.collection_cost [--servers 10] [--rounds 30] [--drivers msodbc18,freetds]
-                                    [--modes reuse,noreuse] [--json FILE]
+                                    [--modes reuse,noreuse] [--tls] [--json FILE]
 
 *floor*: a bare pyodbc loop: ``{CALL collector.usp_collect_snapshot}`` and every result set fetched,
 on an open connection (reuse) or on a fresh connection per collection (noreuse).
@@ -16,6 +16,12 @@ Floor and ours alternate round by round, so machine noise hits both alike. CPU i
 CPU time (``time.process_time``); the simulator's CPU is measured separately with psutil. Last, the
 storage path alone is timed by batch size, next to a bare ``sqlite3`` loop writing the same rows
 (the floor of storage: what SQLite itself costs, without SQLAlchemy).
+
+With both modes, a login's cost is derived for floor and ours: the mean CPU of a collection on a fresh
+connection (login, the collection, the close) less the mean on a kept one. ``--tls`` measures every
+driver/mode again against servers that speak TLS, both sides with encryption on (``Encrypt=yes`` and a
+trusted certificate: the production default ``encrypt = yes``), and prints what encryption adds per
+collection on a kept connection and per login.
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ from typing import Any
 import pyodbc
 
 from bench.common import (
+    PLAIN,
     SIM_PASSWORD,
     SIM_USER,
+    TLS,
+    Encryption,
     SimFleet,
     SimServer,
     cpu_of,
@@ -87,12 +96,15 @@ def driver_name(driver: str) -> str:
     return library
 
 
-def floor_connection_string(driver: str, server: SimServer) -> str:
+def floor_connection_string(driver: str, server: SimServer, encryption: Encryption = PLAIN) -> str:
     name = driver_name(driver)
     if driver == "freetds":
-        return (f"DRIVER={{{name}}};SERVER={server.host};PORT={server.port};TDS_Version=7.4;"
+        # FreeTDS checks a certificate only with a CA file in freetds.conf: "require" encrypts and trusts.
+        encrypted = "Encryption=require;" if encryption.on else ""
+        return (f"DRIVER={{{name}}};SERVER={server.host};PORT={server.port};TDS_Version=7.4;{encrypted}"
                 f"UID={SIM_USER};PWD={SIM_PASSWORD};APP=bench-floor")
-    return (f"DRIVER={{{name}}};SERVER={server.host},{server.port};Encrypt=no;"
+    trust = "TrustServerCertificate=yes;" if encryption.trust_server_certificate else ""
+    return (f"DRIVER={{{name}}};SERVER={server.host},{server.port};Encrypt={encryption.encrypt};{trust}"
             f"UID={SIM_USER};PWD={SIM_PASSWORD};APP=bench-floor")
 
 
@@ -188,14 +200,15 @@ class Ours:
         self.held = HeldItems()
         self.recorder = OutcomeRecorder("bench", self.settings.max_sample_gap, TenantStats(), self.held.put)
 
-    def session(self, driver: str, server: SimServer, reuse: bool) -> Any:
+    def session(self, driver: str, server: SimServer, reuse: bool, encryption: Encryption = PLAIN) -> Any:
         from supervisor.children.collect import ServerSession
         from supervisor.children.connection_string import Endpoint
         from supervisor.children.odbc_driver import OdbcDriver, kind_of
         from supervisor.children.targets import Target
 
         name = driver_name(driver)
-        endpoint = Endpoint(server.host, server.port, SIM_USER, SIM_PASSWORD, "no", False)
+        endpoint = Endpoint(server.host, server.port, SIM_USER, SIM_PASSWORD, encryption.encrypt,
+                            encryption.trust_server_certificate)
         target = Target(self.server_ids[server.name], server.name, endpoint, 30.0, "procedure")
         return ServerSession(target, OdbcDriver(name, kind_of(name)), self.settings.login_timeout, reuse)
 
@@ -237,9 +250,9 @@ def timed(series: Series, action: Callable[[], bool]) -> float:
 
 
 def measure(driver: str, reuse: bool, servers: list[SimServer], ours: Ours, sim_pids: list[int],
-            rounds: int) -> tuple[Series, Series]:
-    floors = [Floor(floor_connection_string(driver, s), reuse) for s in servers]
-    sessions = [ours.session(driver, s, reuse) for s in servers]
+            rounds: int, encryption: Encryption = PLAIN) -> tuple[Series, Series]:
+    floors = [Floor(floor_connection_string(driver, s, encryption), reuse) for s in servers]
+    sessions = [ours.session(driver, s, reuse, encryption) for s in servers]
     floor, mine = Series(), Series()
     try:
         # Warm-up (pyodbc's per-connection-string type-info probe, first logins): not counted.
@@ -274,6 +287,51 @@ def measure(driver: str, reuse: bool, servers: list[SimServer], ours: Ours, sim_
         for s in sessions:
             s.close()
     return floor, mine
+
+
+def pair_key(driver: str, mode: str, encryption: Encryption = PLAIN) -> str:
+    return f"{driver}/{mode}" + ("/tls" if encryption.on else "")
+
+
+def login_and_tls(results: dict[str, Any], drivers: list[str]) -> dict[str, dict[str, Any]]:
+    """Per driver, from the measured pairs (``pair_key``): CPU ms per collection on a kept connection and per
+    login, for floor and ours, without and with encryption, and what encryption adds to each. A login's cost
+    is a collection on a fresh connection (login, collection, close) less one on a kept one; medians, as a
+    one-off (a GC pass, the first write of a DB) moves a mean of a few dozen collections."""
+    derived: dict[str, dict[str, Any]] = {}
+    for driver in drivers:
+        per: dict[str, Any] = {}
+        for name, encryption in (("plain", PLAIN), ("tls", TLS)):
+            kept, fresh = (results.get(pair_key(driver, mode, encryption)) for mode in ALL_MODES)
+            if kept is None:
+                continue
+            figures: dict[str, dict[str, float]] = {"collection": {}, "login": {}}
+            for who in ("floor", "ours"):
+                figures["collection"][who] = kept[who]["cpu_ms_median"]
+                if fresh is not None:
+                    figures["login"][who] = fresh[who]["cpu_ms_median"] - kept[who]["cpu_ms_median"]
+            per[name] = figures
+        if "plain" in per and "tls" in per:
+            per["tls_adds"] = {
+                what: {who: per["tls"][what][who] - per["plain"][what][who] for who in per["tls"][what]
+                       if who in per["plain"][what]}
+                for what in ("collection", "login")
+            }
+        if per:
+            derived[driver] = per
+    return derived
+
+
+def print_login_and_tls(derived: dict[str, dict[str, Any]], indent: str = "") -> None:
+    for driver, per in derived.items():
+        for name in ("plain", "tls", "tls_adds"):
+            figures = per.get(name)
+            if not figures:
+                continue
+            label = {"plain": "without TLS", "tls": "with TLS", "tls_adds": "TLS adds"}[name]
+            parts = [f"{what} {' / '.join(fmt(figures[what].get(who, float('nan'))) for who in ('floor', 'ours'))}"
+                     for what in ("collection", "login") if figures[what]]
+            print(f"{indent}{driver:<9} {label:<12} CPU ms per {', per '.join(parts)} (floor / ours)")
 
 
 def storage_by_batch(directory: Path, items: list[Any], batch_sizes: tuple[int, ...]) -> dict[int, dict[str, float]]:
@@ -383,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--drivers", default=",".join(ALL_DRIVERS))
     parser.add_argument("--modes", default=",".join(ALL_MODES))
+    parser.add_argument("--tls", action="store_true",
+                        help="also measure each driver/mode with encryption on, against servers that speak TLS")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     drivers = [d for d in args.drivers.split(",") if d]
@@ -396,16 +456,23 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         directory = Path(tmp)
-        servers = make_servers(args.servers, run_octet(), prefix="cost")
-        fleet = SimFleet(directory / "sim", servers)
+        octet = run_octet()
+        sets = [(PLAIN, make_servers(args.servers, octet, prefix="cost"))]
+        if args.tls:  # as many again, speaking TLS
+            sets.append((TLS, make_servers(args.servers, octet, prefix="cost-tls", tls=True, first=args.servers)))
+        fleet = SimFleet(directory / "sim", [server for _, group in sets for server in group])
         fleet.start()
-        ours = Ours(directory, servers)
+        ours = Ours(directory, [server for _, group in sets for server in group])
         ours.start()
         try:
             for driver in drivers:
-                for mode in modes:
-                    floor, mine = measure(driver, mode == "reuse", servers, ours, fleet.pids(), args.rounds)
-                    results[f"{driver}/{mode}"] = {"floor": floor.summary(), "ours": mine.summary()}
+                for encryption, servers in sets:
+                    for mode in modes:
+                        floor, mine = measure(driver, mode == "reuse", servers, ours, fleet.pids(), args.rounds,
+                                              encryption)
+                        results[pair_key(driver, mode, encryption)] = {"floor": floor.summary(),
+                                                                       "ours": mine.summary()}
+            results["login_and_tls"] = login_and_tls(results, drivers)
             results["stored_snapshots"] = ours.stored()
             recorded = getattr(ours.held, "recorded", [])
             results["storage_cpu_ms_per_collection_by_batch"] = storage_by_batch(directory, recorded, (1, 10, 50, 200))
@@ -450,6 +517,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         if isinstance(value, dict) and "ours" in value:
             print(f"{key:<18} ours CPU median without storage (collect + record): "
                   f"{fmt(value['ours']['path_cpu_ms_median'])} ms vs floor {fmt(value['floor']['cpu_ms_median'])} ms")
+    if any(per.get(name, {}).get("login") for per in results.get("login_and_tls", {}).values()
+           for name in ("plain", "tls")) or args.tls:
+        print("CPU per collection on a kept connection, and per login (fresh-connection median less kept-connection "
+              "median):")
+        print_login_and_tls(results.get("login_and_tls", {}), indent="  ")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,12 +104,34 @@ class SimServer:
         return entry
 
 
-def make_servers(count: int, run_octet: int, prefix: str = "sql") -> list[SimServer]:
+@dataclass(frozen=True)
+class Encryption:
+    """How the collector's server rows (and a peer's connections) ask for encryption."""
+
+    encrypt: str = "no"  # the server row's encrypt mode
+    trust_server_certificate: bool = False
+
+    @property
+    def on(self) -> bool:
+        return self.encrypt != "no"
+
+
+PLAIN = Encryption()
+#: The production default ``encrypt = yes``, against servers with ``tls`` on. The simulator's self-signed
+#: certificate names 127.0.0.1-8 and localhost, not the 127.77.x.y addresses of the benches, so it is trusted
+#: (TrustServerCertificate) rather than verified; the peers are configured the same way.
+TLS = Encryption("yes", True)
+
+
+def make_servers(count: int, run_octet: int, prefix: str = "sql", *, tls: bool = False,
+                 first: int = 0) -> list[SimServer]:
+    """``count`` servers from the ``first``-th address/port slot of this run on (another set of the same run
+    starts where the last one ended)."""
     servers = []
-    for index in range(count):
+    for index in range(first, first + count):
         host = f"127.77.{run_octet}.{1 + index // PORTS_PER_HOST}"
         port = PORT_BASE + index % PORTS_PER_HOST
-        servers.append(SimServer(f"{prefix}-{index + 1:05d}", host, port))
+        servers.append(SimServer(f"{prefix}-{index + 1:05d}", host, port, tls=tls))
     return servers
 
 
@@ -325,6 +347,13 @@ def cpu_of(pids: Sequence[int]) -> float:
     return total
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds of one process (all its threads, exited ones too; not its children) in nanoseconds'
+    resolution: the kernel's CPU clock of another process (clock_getcpuclockid's id, CPUCLOCK_SCHED), where
+    /proc's times count 10 ms ticks."""
+    return time.clock_gettime(((~pid) << 3) | 2)
+
+
 class TreeSampler:
     """Samples a process tree every ``every`` seconds in a thread."""
 
@@ -390,14 +419,18 @@ class Deployment:
         extra = ["--db-url", db_url] if db_url else []
         self.cli("tenant", "add", slug, *extra)
 
-    def add_server_cli(self, tenant: str, server: SimServer, interval: int | None) -> None:
+    def add_server_cli(self, tenant: str, server: SimServer, interval: int | None,
+                       encryption: Encryption = PLAIN) -> None:
         args = ["server", "add", tenant, server.name, "--host", server.host, "--port", str(server.port),
-                "--user", SIM_USER, "--password-env", "BENCH_SIM_PASSWORD", "--encrypt", "no"]
+                "--user", SIM_USER, "--password-env", "BENCH_SIM_PASSWORD", "--encrypt", encryption.encrypt]
+        if encryption.trust_server_certificate:
+            args.append("--trust-server-certificate")
         if interval is not None:
             args += ["--interval", str(interval)]
         self.cli(*args, env={"BENCH_SIM_PASSWORD": SIM_PASSWORD})
 
-    def add_servers_api(self, tenant: str, servers: Sequence[SimServer], interval: int | None) -> None:
+    def add_servers_api(self, tenant: str, servers: Sequence[SimServer], interval: int | None,
+                        encryption: Encryption = PLAIN) -> None:
         """Bulk registration with the very function ``server add`` calls (a CLI call per server is too slow
         for thousands)."""
         from supervisor import databases
@@ -413,21 +446,22 @@ class Deployment:
         try:
             for server in servers:
                 spec = ServerSpec(name=server.name, host=server.host, port=server.port, username=SIM_USER,
-                                  password=SIM_PASSWORD, interval_seconds=interval, encrypt="no")
+                                  password=SIM_PASSWORD, interval_seconds=interval, encrypt=encryption.encrypt,
+                                  trust_server_certificate=encryption.trust_server_certificate or None)
                 add_server(engine, spec, box.encrypt(SIM_PASSWORD))
         finally:
             engine.dispose()
             system.dispose()
 
-    def register(self, tenants: dict[str, Sequence[SimServer]], interval: int | None, *, use_cli: bool,
-                 db_urls: dict[str, str] | None = None) -> None:
+    def register(self, tenants: Mapping[str, Sequence[SimServer]], interval: int | None, *, use_cli: bool,
+                 db_urls: dict[str, str] | None = None, encryption: Encryption = PLAIN) -> None:
         for slug, servers in tenants.items():
             self.add_tenant(slug, (db_urls or {}).get(slug))
             if use_cli:
                 for server in servers:
-                    self.add_server_cli(slug, server, interval)
+                    self.add_server_cli(slug, server, interval, encryption)
             else:
-                self.add_servers_api(slug, servers, interval)
+                self.add_servers_api(slug, servers, interval, encryption)
 
     # --- the supervisor ------------------------------------------------------------------------------
     def start(self) -> subprocess.Popen[bytes]:

@@ -1,13 +1,15 @@
 """Fleet run: the real ``collector-supervisor run`` against a simulated fleet, then figures.
 
     python -m bench.fleet_run [--servers 1000] [--tenants 50] [--interval 30] [--minutes 5]
-                              [--driver msodbc18|freetds] [--db sqlite|postgresql] [--quick] [--big]
+                              [--driver msodbc18|freetds] [--db sqlite|postgresql] [--tls] [--quick] [--big]
 
 S servers in T tenants (plus one tenant without servers, to measure an idle child), interval I,
 D minutes. Prints collections/s, the share of late starts (see ``bench.analysis``), p50/p95/p99
 collection duration, CPU seconds of the collector's process tree per 1,000 collections, USS per idle
 and busy child, parent RSS, fds and RSS at start and end, storage growth per server per day, and the
-time from SIGTERM to full stop. Runs of 5,000 servers and more need ``--big``.
+time from SIGTERM to full stop. Runs of 5,000 servers and more need ``--big``. ``--tls``: the servers
+speak TLS and are registered with ``encrypt = yes`` (the production default) and a trusted certificate, so
+every login and kept connection is encrypted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 from bench.analysis import Punctuality, TenantData, duration_percentiles, in_window, load_tenant, punctuality
 from bench.common import (
     MIB,
+    PLAIN,
+    TLS,
     Deployment,
     SimFleet,
     SimServer,
@@ -59,6 +63,7 @@ class RunPlan:
     db: str
     concurrency: int
     collection_timeout: float
+    tls: bool = False
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -71,6 +76,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--collection-timeout", type=float, default=5.0)
     parser.add_argument("--driver", choices=("msodbc18", "freetds"), default="msodbc18")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--tls", action="store_true", help="servers speak TLS; encrypt = yes, certificate trusted")
     parser.add_argument("--quick", action="store_true", help="40 servers, 4 tenants, 5 s interval, 1 minute")
     parser.add_argument("--big", action="store_true", help=f"allow {BIG:,} servers or more")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
@@ -89,10 +95,11 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     from bench.collection_cost import driver_name
 
     plan = RunPlan(args.servers, args.tenants, args.interval, args.minutes, args.driver, args.db, args.concurrency,
-                   args.collection_timeout)
+                   args.collection_timeout, args.tls)
+    encryption = TLS if plan.tls else PLAIN
     raise_fd_limit()
     octet = run_octet()
-    servers = make_servers(plan.servers, octet, prefix="fleet")
+    servers = make_servers(plan.servers, octet, prefix="fleet", tls=plan.tls)
     groups: dict[str, list[SimServer]] = split_tenants(servers, plan.tenants)
     groups[IDLE_TENANT] = []
     db_urls: dict[str, str] = {}
@@ -105,12 +112,13 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         directory / "collector", odbc_driver=driver_name(plan.driver), concurrency=plan.concurrency,
         collection_interval=plan.interval, collection_timeout=plan.collection_timeout,
         login_timeout=min(3.0, plan.collection_timeout), heartbeat_timeout=max(60.0, plan.collection_timeout * 3),
+        encrypt=encryption.encrypt,
     )
     sampler: TreeSampler | None = None
     try:
         fleet.start()
         started = time.monotonic()
-        deployment.register(groups, None, use_cli=plan.servers <= 50, db_urls=db_urls)
+        deployment.register(groups, None, use_cli=plan.servers <= 50, db_urls=db_urls, encryption=encryption)
         registration_s = time.monotonic() - started
         urls = {slug: db_urls.get(slug) or f"sqlite:///{deployment.directory}/var/tenants/{slug}.db"
                 for slug in groups}
@@ -264,7 +272,8 @@ def report(result: dict[str, Any]) -> None:
     d = result["duration_ms"]
     print(f"fleet run: {plan['servers']} servers in {plan['tenants']} tenants (+1 idle), "
           f"interval {plan['interval']} s, {plan['minutes']} min, driver {plan['driver']}, "
-          f"tenant DBs {plan['db']}, concurrency {plan['concurrency']}")
+          f"tenant DBs {plan['db']}, concurrency {plan['concurrency']}"
+          + (", encryption on (TLS, certificate trusted)" if plan.get("tls") else ""))
     print(f"  registration                 {fmt(result['registration_s'], 1)} s")
     print(f"  measured window              {fmt(result['window_s'], 0)} s (after warm-up)")
     print(f"  collections/s                {fmt(result['collections_per_s'])} (expected "
