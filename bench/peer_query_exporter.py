@@ -1,14 +1,16 @@
 """Side by side with a peer: query-exporter (SQLAlchemy + pyodbc too) against the same simulated fleet.
 
     python -m bench.peer_query_exporter [--servers 1000] [--tenants 5] [--interval 10] [--seconds 120]
-                                        [--warmup 30] [--driver msodbc18|freetds] [--venv DIR]
+                                        [--warmup 30] [--driver msodbc18|freetds] [--tls] [--venv DIR]
 
 query-exporter 5.x is installed into its own venv at benchmark time (default ``bench/.peer-venv``,
 git-ignored): a yardstick, never a dependency. Both run, one after the other, against the same
 simulator processes, with the same collection SQL (``EXEC collector.usp_collect_snapshot``; the peer
 turns the first result set into Prometheus metrics, we read and store all of them) and interval.
 Figures: collections/s and CPU ms per collection over the measured window (after ``--warmup``), and
-memory of the process tree at the end (PSS sum; RSS and USS too), per 1,000 servers.
+memory of the process tree at the end (PSS sum; RSS and USS too), per 1,000 servers. ``--tls``: the
+servers speak TLS and both sides connect with ``Encrypt=yes`` and a trusted certificate. The shared parts
+are in ``bench.peers``.
 """
 
 from __future__ import annotations
@@ -16,38 +18,30 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench.common import (
-    MIB,
-    REPO,
-    Deployment,
-    SimFleet,
-    SimServer,
-    fmt,
-    make_servers,
-    raise_fd_limit,
-    run_octet,
-    sample_tree,
-    split_tenants,
-    stop_process_group,
+from bench.common import PLAIN, REPO, Encryption, SimFleet, SimServer, fmt, make_servers, raise_fd_limit, run_octet
+from bench.peers import (
+    add_arguments,
+    encryption_of,
+    instance_columns,
+    measure_peer,
+    print_table,
+    run_ours,
+    tree_cpu,
 )
 
 PEER_SPEC = "query-exporter>=5,<6"
+#: query-exporter wants every column of the result as a metric or a label (it stringifies labels).
 INSTANCE_COLUMNS = {
-    "metrics": ["contract_version", "engine_edition", "cpu_count"],
-    "labels": ["server_name", "product_version", "edition", "host_platform", "sqlserver_start_time",
-               "sample_time_utc"],
+    "metrics": instance_columns()["numbers"],
+    "labels": instance_columns()["text"] + instance_columns()["times"],
 }
 
 
@@ -62,16 +56,18 @@ def ensure_venv(venv: Path) -> Path:
     return executable
 
 
-def odbc_connect(driver: str, server: SimServer) -> str:
+def odbc_connect(driver: str, server: SimServer, encryption: Encryption = PLAIN) -> str:
     from bench.collection_cost import floor_connection_string
 
-    return floor_connection_string(driver, server).replace("APP=bench-floor", "APP=query-exporter")
+    return floor_connection_string(driver, server, encryption).replace("APP=bench-floor", "APP=query-exporter")
 
 
-def peer_config(servers: list[SimServer], driver: str, interval: int) -> dict[str, Any]:
+def peer_config(servers: list[SimServer], driver: str, interval: int,
+                encryption: Encryption = PLAIN) -> dict[str, Any]:
     databases = {
         server.name.replace("-", "_"): {
-            "dsn": "mssql+pyodbc:///?odbc_connect=" + urllib.parse.quote_plus(odbc_connect(driver, server)),
+            "dsn": "mssql+pyodbc:///?odbc_connect="
+            + urllib.parse.quote_plus(odbc_connect(driver, server, encryption)),
         }
         for server in servers
     }
@@ -105,95 +101,31 @@ def scrape_queries(port: int) -> dict[str, float]:
     return totals
 
 
-def memory_of(pid: int) -> dict[str, float]:
-    processes = [psutil.Process(pid)]
-    processes += processes[0].children(recursive=True)
-    totals = {"rss": 0.0, "pss": 0.0, "uss": 0.0, "processes": 0.0, "threads": 0.0}
-    for process in processes:
-        try:
-            info = process.memory_full_info()
-            totals["rss"] += info.rss
-            totals["pss"] += info.pss
-            totals["uss"] += info.uss
-            totals["processes"] += 1
-            totals["threads"] += process.num_threads()
-        except psutil.NoSuchProcess:
-            continue
-    return totals
-
-
-def snapshots_between(deployment: Deployment, start_utc: str, end_utc: str) -> int:
-    total = 0
-    for path in sorted((deployment.directory / "var" / "tenants").glob("*.db")):
-        with sqlite3.connect(path) as db:
-            total += int(db.execute(
-                "SELECT count(*) FROM metric_snapshots WHERE collected_at >= ? AND collected_at < ?",
-                (start_utc, end_utc),
-            ).fetchone()[0])
-    return total
-
-
-def utc_text() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1000000:06d}"
-
-
-def run_ours(directory: Path, servers: list[SimServer], args: argparse.Namespace) -> dict[str, Any]:
-    from bench.collection_cost import driver_name
-
-    deployment = Deployment(directory / "ours", odbc_driver=driver_name(args.driver),
-                            concurrency=args.concurrency, collection_interval=args.interval)
-    deployment.register(split_tenants(servers, args.tenants), None, use_cli=False)
-    deployment.start()
-    try:
-        time.sleep(args.warmup)
-        cpu0, start = sample_tree(deployment.process.pid).cpu_seconds, utc_text()  # type: ignore[union-attr]
-        time.sleep(args.seconds)
-        cpu1, end = sample_tree(deployment.process.pid).cpu_seconds, utc_text()  # type: ignore[union-attr]
-        memory = memory_of(deployment.process.pid)  # type: ignore[union-attr]
-    finally:
-        deployment.terminate(30.0)
-    collections = snapshots_between(deployment, start, end)
-    return {"collections": collections, "cpu_s": cpu1 - cpu0, "memory": memory}
-
-
-def run_peer(directory: Path, servers: list[SimServer], args: argparse.Namespace, executable: Path) -> dict[str, Any]:
+def run_peer(directory: Path, servers: list[SimServer], args: argparse.Namespace, executable: Path,
+             sim_pids: list[int]) -> dict[str, Any]:
     config = directory / "peer.yaml"
-    config.write_text(json.dumps(peer_config(servers, args.driver, args.interval)), encoding="utf-8")  # JSON is YAML
+    document = peer_config(servers, args.driver, args.interval, encryption_of(args))
+    config.write_text(json.dumps(document), encoding="utf-8")  # JSON is YAML
     port = 19560 + run_octet()
-    log = (directory / "peer.log").open("wb")
-    process = subprocess.Popen(
-        [str(executable), "--config", str(config), "-H", "127.0.0.1", "-p", str(port), "-L", "warning"],
-        cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        time.sleep(args.warmup)
-        if process.poll() is not None:
-            raise RuntimeError(f"query-exporter exited with {process.returncode}: see {directory / 'peer.log'}")
-        before = scrape_queries(port)
-        cpu0 = sample_tree(process.pid).cpu_seconds
-        time.sleep(args.seconds)
-        after = scrape_queries(port)
-        cpu1 = sample_tree(process.pid).cpu_seconds
-        memory = memory_of(process.pid)
-    finally:
-        stop_process_group(process, 15.0)
-        log.close()
+    log_path = directory / "peer.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(executable), "--config", str(config), "-H", "127.0.0.1", "-p", str(port), "-L", "warning"],
+            cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        window = measure_peer(process, "query-exporter", log_path, args, sim_pids,
+                              lambda pid: (scrape_queries(port), tree_cpu(pid)))
+    before, after = window.before, window.after
     ok = after.get("success", 0.0) - before.get("success", 0.0)
     failed = sum(after.values()) - sum(before.values()) - ok
-    return {"collections": int(ok), "failed": int(failed), "cpu_s": cpu1 - cpu0, "memory": memory}
+    return {"collections": int(ok), "failed": int(failed), "cpu_s": window.cpu_s, "sim_cpu_s": window.sim_cpu_s,
+            "memory": window.memory, "window_s": window.window_s}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.peer_query_exporter", description=__doc__.splitlines()[0])
-    parser.add_argument("--servers", type=int, default=1000)
-    parser.add_argument("--tenants", type=int, default=5)
-    parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--interval", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=120.0, help="measured window per side")
-    parser.add_argument("--warmup", type=float, default=30.0)
-    parser.add_argument("--driver", choices=("msodbc18", "freetds"), default="msodbc18")
+    add_arguments(parser, interval=10, seconds=120.0, warmup=30.0)
     parser.add_argument("--venv", type=Path, default=REPO / "bench" / ".peer-venv")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     raise_fd_limit()
     try:
@@ -203,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
         directory = Path(tmp)
-        servers = make_servers(args.servers, run_octet(), prefix="peer")
+        servers = make_servers(args.servers, run_octet(), prefix="peer", tls=args.tls)
         fleet = SimFleet(directory / "sim", servers)
         fleet.start()
         try:
-            ours = run_ours(directory, servers, args)
-            theirs = run_peer(directory, servers, args, executable)
+            ours = run_ours(directory, servers, args, fleet.pids())
+            theirs = run_peer(directory, servers, args, executable, fleet.pids())
         finally:
             fleet.stop()
     report(ours, theirs, args)
@@ -218,25 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(ours: dict[str, Any], theirs: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"{args.servers} simulated servers, interval {args.interval} s, driver {args.driver}, "
-          f"{args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up, one side after the other")
-    rows = []
-    for who, data in (("ours", ours), ("query-exporter", theirs)):
-        n = max(1, data["collections"])
-        memory = data["memory"]
-        per_k = 1000 / args.servers
-        rows.append((who, data["collections"], data["collections"] / args.seconds, 1000 * data["cpu_s"] / n,
-                     memory["pss"] * per_k / MIB, memory["rss"] * per_k / MIB, memory["uss"] * per_k / MIB,
-                     int(memory["processes"]), int(memory["threads"])))
-    print(f"{'who':<15} {'collections':>11} {'per s':>7} {'CPU ms/coll':>11} {'PSS MiB/1k srv':>14} "
-          f"{'RSS MiB/1k':>10} {'USS MiB/1k':>10} {'procs':>5} {'threads':>7}")
-    for row in rows:
-        print(f"{row[0]:<15} {row[1]:>11} {fmt(row[2], 1):>7} {fmt(row[3]):>11} {fmt(row[4], 1):>14} "
-              f"{fmt(row[5], 1):>10} {fmt(row[6], 1):>10} {row[7]:>5} {row[8]:>7}")
+    cpu_ratio, mem_ratio = print_table(ours, theirs, "query-exporter", args)
     if theirs.get("failed"):
         print(f"query-exporter failed queries in the window: {theirs['failed']}")
-    cpu_ratio = rows[0][3] / rows[1][3] if rows[1][3] else float("nan")
-    mem_ratio = rows[0][4] / rows[1][4] if rows[1][4] else float("nan")
     print(f"ours / query-exporter: CPU per collection {fmt(cpu_ratio)}x (target <= 0.5), "
           f"memory (PSS) per 1,000 servers {fmt(mem_ratio)}x (target <= 0.5)")
 
