@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, or_, select
+from sqlalchemy import Connection, bindparam, func, or_, select
 
 from supervisor.parent.handle import FINAL_STOPS, ChildHandle, StopReason
 from supervisor.storage.system_schema import tenant_leases
@@ -181,6 +181,15 @@ def sync_leases(
     if surplus:
         release_leases(conn, owner, surplus)
     return keep
+
+
+def next_foreign_expiry(conn: Connection, owner: str, now: dt.datetime) -> dt.datetime | None:
+    """When the first lease another instance holds runs out, unless renewed: a dead instance's tenants are free
+    from then on, so the poll after that moment should not wait for the regular interval."""
+    query = select(func.min(tenant_leases.c.expires_at)).where(
+        tenant_leases.c.owner.is_not(None), tenant_leases.c.owner != owner, tenant_leases.c.expires_at >= now
+    )
+    return conn.execute(query).scalar()
 
 
 def release_leases(conn: Connection, owner: str, tenant_ids: Collection[int] | None = None) -> None:

@@ -38,6 +38,8 @@ DB_ERRORS = (SQLAlchemyError, CollectorError)
 #: Longest wait of one system DB statement or connect: the loop (log relay, reaping, watchdog) stalls
 #: no longer than this per statement while the system DB is locked or unreachable.
 CALL_TIMEOUT = 2.0
+#: A poll due at another instance's lease expiry comes this long after it.
+EXPIRY_SLACK = 0.1
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class SystemDbSync:
                     servers=leases.reported_servers(handles), running=leases.running_here(handles),
                 )
                 record_children(conn, self.identity.id, handles, now)
+                expiry = leases.next_foreign_expiry(conn, self.identity.id, now)
         except DB_ERRORS as exc:
             self._failed(exc)
             return None
@@ -99,6 +102,8 @@ class SystemDbSync:
             )  # fmt: skip
         self.lease_renewed_at = started
         self.next_poll = started + self.settings.poll_interval
+        if expiry is not None:  # another instance's lease runs out first: look again right after it (failover)
+            self.next_poll = min(self.next_poll, started + (expiry - now).total_seconds() + EXPIRY_SLACK)
         return PollResult(active, runnable)
 
     def _usable(self, rows: Sequence[RowMapping]) -> list[RowMapping]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from supervisor.parent.leases import release_leases, sync_leases
+from supervisor.parent.leases import next_foreign_expiry, release_leases, sync_leases
 from supervisor.storage.engine import make_engine
 from supervisor.storage.migrations import upgrade_system
 from supervisor.storage.system_schema import tenant_leases
@@ -174,3 +174,16 @@ def test_leases_rows_appear_for_new_tenants(engine: Engine) -> None:
     db.tenant_ids.append(insert_tenant(engine, "late", "Late", None, ACTIVE).id)
     assert db.sync("a", 1, live=1) == set(db.tenant_ids)
     assert db.rows()[db.tenant_ids[-1]] == ("a", at(1), at(1 + DURATION))
+
+
+def test_the_next_foreign_expiry_is_the_first_live_lease_of_another_owner(engine: Engine) -> None:
+    db = SystemDb(engine, 4)
+    db.sync("a", 0, live=1, active=db.tenant_ids[:1])
+    db.sync("b", 2, live=2, active=db.tenant_ids[1:2])
+    db.sync("c", 3, live=3, active=db.tenant_ids[2:3])
+    with engine.connect() as conn:
+        assert next_foreign_expiry(conn, "b", at(1)) == at(DURATION)  # a's, the earliest that is not b's own
+        assert next_foreign_expiry(conn, "a", at(1)) == at(2 + DURATION)
+        assert next_foreign_expiry(conn, "b", at(DURATION)) == at(DURATION)  # expiring this very instant
+        assert next_foreign_expiry(conn, "b", at(DURATION + 0.001)) == at(3 + DURATION)  # a's ran out: c's next
+        assert next_foreign_expiry(conn, "b", at(3 + DURATION + 1)) is None
