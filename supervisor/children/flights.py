@@ -89,7 +89,11 @@ class Flights:
         return flight
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (f.deadline for f in self._flights.values()) if d is not None]
+        """The earliest deadline of a flight still running, or the next re-cut of abandoned sockets."""
+        running = [f for f in self._flights.values() if f.outcome is None]
+        deadlines = [f.started + f.timeout for f in running if f.started is not None]
+        if self._abandoned:
+            deadlines.append(self._next_cut)
         return min(deadlines, default=None)
 
     def enforce_deadlines(self, now: float) -> list[int]:

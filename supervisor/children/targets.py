@@ -54,6 +54,26 @@ class InvalidRow(ValueError):
     pass
 
 
+class TargetMemo:
+    """The target each server row last gave, reused while the row's raw values are the same: a child re-reads
+    its server list every few seconds, and checking and decrypting unchanged rows again is most of that read's
+    cost. Only usable rows are kept: an invalid one is checked again on every read (its key file may appear)."""
+
+    def __init__(self) -> None:
+        self._last: dict[object, tuple[tuple[object, ...], Target]] = {}
+
+    def get(self, values: tuple[object, ...]) -> Target | None:
+        kept = self._last.get(values[0])
+        return kept[1] if kept is not None and kept[0] == values else None
+
+    def keep(self, values: tuple[object, ...], target: Target) -> None:
+        self._last[values[0]] = (values, target)
+
+    def retain(self, server_ids: set[object]) -> None:
+        for server_id in [sid for sid in self._last if sid not in server_ids]:
+            del self._last[server_id]
+
+
 def _raw(column: Any) -> Any:
     return type_coerce(column, NullType()).label(column.name)
 
@@ -88,7 +108,8 @@ _QUERY = (
 
 
 def read_servers(
-    conn: Connection, settings: Settings, box: PasswordDecryptor, *, name: str | None = None
+    conn: Connection, settings: Settings, box: PasswordDecryptor, *, name: str | None = None,
+    memo: TargetMemo | None = None,
 ) -> ServerRows:
     """Enabled, non-removed servers, each a Target or an InvalidServer; with ``name``, that server whether
     enabled or not."""
@@ -97,7 +118,14 @@ def read_servers(
     else:
         query = _QUERY.where(servers.c.name == name)
     rows = ServerRows([], [])
-    for row in conn.execute(query).mappings():
+    seen: set[object] = set()
+    for raw in conn.execute(query):
+        values = tuple(raw)
+        seen.add(values[0])
+        if memo is not None and (known := memo.get(values)) is not None:
+            rows.targets.append(known)
+            continue
+        row = raw._mapping
         server_id = row["id"]
         display = _display_name(row["name"], server_id)
         try:
@@ -110,6 +138,10 @@ def read_servers(
             continue
         if target is not None:
             rows.targets.append(target)
+            if memo is not None:
+                memo.keep(values, target)
+    if memo is not None:
+        memo.retain(seen)
     return rows
 
 
