@@ -135,7 +135,19 @@ def given_back(handles: Iterable[ChildHandle]) -> list[int]:
 # --- the lease table ------------------------------------------------------------------------------------------
 
 
-def sync_leases(
+@dataclass(frozen=True)
+class LeaseSync:
+    runnable: set[int]  # the active tenants this instance may run now
+    #: Free tenants this instance left to another (less loaded) one; if both polled at once, neither took them.
+    left_free: frozenset[int]
+
+
+def sync_leases(*args: Any, **kwargs: Any) -> set[int]:
+    """``sync``'s runnable tenants."""
+    return sync(*args, **kwargs).runnable
+
+
+def sync(
     conn: Connection,
     owner: str,
     active_ids: Collection[int],
@@ -146,7 +158,7 @@ def sync_leases(
     *,
     servers: Mapping[int, int] | None = None,
     running: Collection[int] | None = None,
-) -> set[int]:
+) -> LeaseSync:
     """Renew, weigh, claim and release this owner's leases; returns the active tenants it may run now.
 
     ``busy_ids`` are tenants whose child is still alive here: their lease is renewed even when the tenant is no
@@ -180,7 +192,7 @@ def sync_leases(
     surplus = held - keep - set(busy_ids)
     if surplus:
         release_leases(conn, owner, surplus)
-    return keep
+    return LeaseSync(keep, frozenset(view.free - keep))
 
 
 def next_foreign_expiry(conn: Connection, owner: str, now: dt.datetime) -> dt.datetime | None:

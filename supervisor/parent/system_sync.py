@@ -59,6 +59,7 @@ class SystemDbSync:
         self.next_poll = 0.0
         self.lease_renewed_at: float | None = None
         self._row_problems: dict[int, str] = {}
+        self._left_free: frozenset[int] = frozenset()
 
     @property
     def healthy(self) -> bool:
@@ -85,7 +86,7 @@ class SystemDbSync:
                 live = instances.count_live(conn, now, self.settings.lease_duration)
                 rows = conn.execute(select(tenants_table).where(tenants_table.c.status == ACTIVE)).mappings().all()
                 active = {row["id"]: Tenant.from_row(row) for row in self._usable(rows)}
-                runnable = leases.sync_leases(
+                synced = leases.sync(
                     conn, self.identity.id, list(active), busy, live, now, self.settings.lease_duration,
                     servers=leases.reported_servers(handles), running=leases.running_here(handles),
                 )
@@ -104,7 +105,10 @@ class SystemDbSync:
         self.next_poll = started + self.settings.poll_interval
         if expiry is not None:  # another instance's lease runs out first: look again right after it (failover)
             self.next_poll = min(self.next_poll, started + (expiry - now).total_seconds() + EXPIRY_SLACK)
-        return PollResult(active, runnable)
+        if synced.left_free - self._left_free:  # left to a less loaded instance that may have polled at the same
+            self.next_poll = min(self.next_poll, started + self.settings.poll_interval / 4)  # moment: look again
+        self._left_free = synced.left_free
+        return PollResult(active, synced.runnable)
 
     def _usable(self, rows: Sequence[RowMapping]) -> list[RowMapping]:
         """The rows that can be run; an unusable one is logged once per change of its problem, not per poll."""

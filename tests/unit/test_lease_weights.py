@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from supervisor.ipc import ChildSpec, Heartbeat
 from supervisor.parent.handle import ChildHandle, StopReason
 from supervisor.parent.leases import (
+    LeaseSync,
     View,
     claim_order,
     given_back,
@@ -24,6 +25,7 @@ from supervisor.parent.leases import (
     release_leases,
     reported_servers,
     running_here,
+    sync,
     sync_leases,
     tenant_weights,
     wants,
@@ -252,3 +254,16 @@ def test_the_weights_come_from_the_lease_rows_whoever_wrote_them(engine: Engine)
                                               for t, s in zip(ids, (300, 100, 100, 100), strict=True)])  # fmt: skip
     assert _sync(engine, "c", ids, 1, live=2) == {ids[0]}  # 300 of 600
     assert _sync(engine, "d", ids, 2, live=2) == set(ids[1:])
+
+
+def test_a_free_tenant_left_to_a_less_loaded_instance_is_reported(engine: Engine) -> None:
+    """a (2 servers) leaves the free tenant to b (1 server): it says so, so that it looks again soon in case b
+    polled at the same moment and saw a lighter a. (What a poll reports, not the rule: the rule's cases are above.)"""
+    ids = _tenants(engine, 4)
+    with engine.begin() as conn:
+        sync(conn, "a", ids[:2], [], 1, T0, 10.0)
+        sync(conn, "b", ids[2:3], [], 2, T0, 10.0)
+        left = sync(conn, "a", ids, [], 2, T0 + dt.timedelta(seconds=1), 10.0, servers={ids[0]: 1, ids[1]: 1})
+        assert left == LeaseSync({ids[0], ids[1]}, frozenset({ids[3]}))
+        taken = sync(conn, "b", ids, [], 2, T0 + dt.timedelta(seconds=2), 10.0, servers={ids[2]: 1})
+        assert taken == LeaseSync({ids[2], ids[3]}, frozenset())
