@@ -140,6 +140,8 @@ class LeaseSync:
     runnable: set[int]  # the active tenants this instance may run now
     #: Free tenants this instance left to another (less loaded) one; if both polled at once, neither took them.
     left_free: frozenset[int]
+    #: Another instance holds tenants the rule has it give back (a newcomer's share is on its way).
+    rebalancing: bool = False
 
 
 def sync_leases(*args: Any, **kwargs: Any) -> set[int]:
@@ -192,7 +194,16 @@ def sync(
     surplus = held - keep - set(busy_ids)
     if surplus:
         release_leases(conn, owner, surplus)
-    return LeaseSync(keep, frozenset(view.free - keep))
+    return LeaseSync(keep, frozenset(view.free - keep), _others_give_back(view))
+
+
+def _others_give_back(view: View) -> bool:
+    """Whether, by this view, another live instance is to give tenants back at its next poll."""
+    for other in {o for o in view.owners.values() if o is not None and o != view.me}:
+        theirs = View(other, view.weights, view.owners, view.live)
+        if plan_release(theirs.mine, view.weights, theirs.mine, theirs.share(), theirs.other_loads())[0]:
+            return True
+    return False
 
 
 def next_foreign_expiry(conn: Connection, owner: str, now: dt.datetime) -> dt.datetime | None:

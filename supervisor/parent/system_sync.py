@@ -105,8 +105,10 @@ class SystemDbSync:
         self.next_poll = started + self.settings.poll_interval
         if expiry is not None:  # another instance's lease runs out first: look again right after it (failover)
             self.next_poll = min(self.next_poll, started + (expiry - now).total_seconds() + EXPIRY_SLACK)
-        if synced.left_free - self._left_free:  # left to a less loaded instance that may have polled at the same
-            self.next_poll = min(self.next_poll, started + self.settings.poll_interval / 4)  # moment: look again
+        # Free tenants left to a less loaded instance that may have polled at the same moment, or others still to
+        # give tenants back (to this newcomer, say): look again soon.
+        if synced.left_free - self._left_free or synced.rebalancing:
+            self.next_poll = min(self.next_poll, started + self.settings.poll_interval / 4)
         self._left_free = synced.left_free
         return PollResult(active, synced.runnable)
 

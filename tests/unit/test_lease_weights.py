@@ -267,3 +267,18 @@ def test_a_free_tenant_left_to_a_less_loaded_instance_is_reported(engine: Engine
         assert left == LeaseSync({ids[0], ids[1]}, frozenset({ids[3]}))
         taken = sync(conn, "b", ids, [], 2, T0 + dt.timedelta(seconds=2), 10.0, servers={ids[2]: 1})
         assert taken == LeaseSync({ids[2], ids[3]}, frozenset())
+
+
+def test_a_newcomer_hears_that_others_still_give_back_until_its_share_is_settled(engine: Engine) -> None:
+    """b joins while a holds 90, 5, 3 and 2 servers: a is to give back the three small tenants, so b looks again
+    soon; once b holds them, nobody is to give anything back (by count a would still owe b one tenant)."""
+    ids = _tenants(engine, 4)
+    servers = dict(zip(ids, (90, 5, 3, 2), strict=True))
+    with engine.begin() as conn:
+        sync(conn, "a", ids, [], 1, T0, 10.0)
+        sync(conn, "a", ids, ids, 1, T0 + dt.timedelta(seconds=1), 10.0, servers=servers)
+        assert sync(conn, "b", ids, [], 2, T0 + dt.timedelta(seconds=2), 10.0).rebalancing
+        assert sync(conn, "a", ids, [], 2, T0 + dt.timedelta(seconds=3), 10.0, servers=servers).runnable == {ids[0]}
+        joined = sync(conn, "b", ids, [], 2, T0 + dt.timedelta(seconds=4), 10.0)
+        assert joined == LeaseSync(set(ids[1:]), frozenset(), rebalancing=False)
+        assert not sync(conn, "a", ids, [ids[0]], 2, T0 + dt.timedelta(seconds=5), 10.0, servers=servers).rebalancing
