@@ -127,6 +127,16 @@ class SimHosts:
         return problems
 
 
+def bindable(port: int, address: str) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the simulator binds: TIME_WAIT is no owner
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
 class TcpForwarder:
     """Accepts on ``listen`` and copies bytes both ways to ``target``: one thread per direction and connection."""
 

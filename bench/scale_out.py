@@ -42,6 +42,7 @@ from typing import Any
 import psutil
 
 from bench.common import (
+    PORT_BASE,
     Deployment,
     SimFleet,
     SimServer,
@@ -51,7 +52,7 @@ from bench.common import (
     run_in_folder,
     stop_process_group,
 )
-from bench.netns import SimHosts, TcpForwarder, free_subnet, netns_unavailable
+from bench.netns import SimHosts, TcpForwarder, bindable, free_subnet, netns_unavailable
 from bench.scale_out_watch import LeaseWatch, fmt_s, loads_of, local_optimum
 from supervisor.ipc import CHILD_EXIT_OK
 
@@ -78,6 +79,7 @@ class Host:
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     starts: int = 0
+    every_process: list[subprocess.Popen[bytes]] = field(default_factory=list)  # for the clean-up
 
     def start(self, sim_hosts: SimHosts) -> None:
         argv = [sys.executable, "-m", "supervisor", "-c", str(self.deployment.config_path), "run"]
@@ -88,6 +90,7 @@ class Host:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
         )  # fmt: skip
         stderr.close()
+        self.every_process.append(self.process)
         self.starts += 1
 
     @property
@@ -231,6 +234,15 @@ def busiest(watch: LeaseWatch, hosts: list[Host]) -> Host:
     return max(hosts, key=weight)
 
 
+def free_port_base(address: str, count: int) -> int:
+    """The first of ``count`` consecutive ports from 10000 on that can be bound on ``address`` now (the address is
+    this run's own, so only a wildcard listener of another program could hold one)."""
+    for base in range(PORT_BASE, 30000 - count, count):
+        if all(bindable(port, address) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports on {address}")
+
+
 def count_duplicates(tenant_dir: Path, slugs: list[str], interval: int) -> tuple[int, int]:
     """(snapshots, pairs of one server's snapshots closer than half the interval)."""
     total = duplicates = 0
@@ -259,7 +271,8 @@ def run(args: argparse.Namespace, directory: Path) -> Report:
         sim_hosts.create()
         address = sim_hosts.service_address
         forwarder = TcpForwarder((address, 5432), ("127.0.0.1", 5432)).start()
-        servers = [SimServer(f"sql-{n + 1:04d}", address, 10000 + n) for n in range(sum(plan.sizes))]
+        base = free_port_base(address, sum(plan.sizes))
+        servers = [SimServer(f"sql-{n + 1:04d}", address, base + n) for n in range(sum(plan.sizes))]
         groups: dict[str, Sequence[SimServer]] = {}
         first = 0
         for index, size in enumerate(plan.sizes):
@@ -317,8 +330,8 @@ def run(args: argparse.Namespace, directory: Path) -> Report:
     finally:
         if watch is not None:
             watch.stop()
-        for host in hosts:
-            stop_process_group(host.process, 10.0)
+        for process in (p for host in hosts for p in host.every_process):
+            stop_process_group(process, 10.0)
         if fleet is not None:
             fleet.stop()
         if forwarder is not None:

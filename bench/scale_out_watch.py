@@ -67,7 +67,7 @@ def loads_of(sample: Sample, sizes: dict[str, int]) -> dict[str, int]:
 
 def local_optimum(sample: Sample, sizes: dict[str, int]) -> bool:
     """Every tenant leased, and no host over its share holds a tenant that could move to the least loaded other host
-    and narrow their gap (the leases' stable state, README "Several supervisors")."""
+    and narrow their gap (the leases' settled state, supervisor/parent/leases.py)."""
     by_host = sample.owners_by_host()
     if any(host is None for host in by_host.values()):
         return False
