@@ -7,6 +7,8 @@ deadline is abandoned: its session's sockets are shut down so the stuck driver c
 (``sockets``), its thread is written off in the pool so the slot is free at once (``pool``), and
 its late result, if any, is dropped. The main thread keeps shutting down the sockets of abandoned
 sessions until their threads return (a driver may open a new connection after the first is cut).
+A result that wins is recorded by its own thread (``on_result``) while its data is still in the CPU's
+caches; a deadline's timeout is recorded by the main thread, which harvests both.
 See docs/architecture.md, "The deadline".
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from supervisor.children.collect import CollectionOutcome, ServerSession
@@ -32,6 +35,7 @@ class Flight:
     target: Target
     session: ServerSession
     timeout: float
+    on_result: Callable[[CollectionOutcome], None] | None = None
     started: float | None = None  # monotonic, when a thread began it
     started_wall: float = 0.0
     thread_ident: int | None = None
@@ -39,8 +43,10 @@ class Flight:
     abandoned: bool = False
     dropped: bool = False
     returned: bool = False  # the thread is out of the driver
+    recorded: bool = False  # ``on_result`` had the outcome
     lock: threading.Lock = field(default_factory=threading.Lock)
-    settled: threading.Event = field(default_factory=threading.Event)  # set once ``outcome`` is
+    #: Set once ``outcome`` is, and recorded if its thread won: the flight can be harvested.
+    settled: threading.Event = field(default_factory=threading.Event)
 
     @property
     def deadline(self) -> float | None:
@@ -57,17 +63,27 @@ class Flight:
         outcome = self.session.collect(deadline)
         with self.lock:
             self.returned = True
-            if self.outcome is None:
+            won = self.outcome is None
+            if won:
                 self.outcome = outcome
+        if won:
+            try:
+                if self.on_result is not None:
+                    self.on_result(outcome)
+                    self.recorded = True
+            finally:
                 self.settled.set()
         if self.abandoned:
             self.session.close()  # the session was retired when the flight was abandoned
 
 
 class Flights:
-    def __init__(self, pool: CollectionPool, timeout: float) -> None:
+    def __init__(
+        self, pool: CollectionPool, timeout: float, on_result: Callable[[CollectionOutcome], None] | None = None
+    ) -> None:
         self._pool = pool
         self._timeout = timeout
+        self._on_result = on_result
         self._flights: dict[int, Flight] = {}
         self._abandoned: list[Flight] = []  # settled by the deadline, thread still in the driver
         self._next_cut = 0.0
@@ -83,7 +99,7 @@ class Flights:
         return [f.session for f in self._flights.values()] + [f.session for f in self._abandoned]
 
     def start(self, target: Target, session: ServerSession) -> Flight:
-        flight = Flight(target, session, self._timeout)
+        flight = Flight(target, session, self._timeout, self._on_result)
         self._flights[target.server_id] = flight
         self._pool.submit(flight.run)
         return flight
@@ -119,13 +135,14 @@ class Flights:
         self._cut_abandoned()
         return overrun
 
-    def harvest(self) -> list[CollectionOutcome]:
-        """The outcomes of the flights settled since the last call."""
+    def harvest(self) -> list[tuple[CollectionOutcome, bool]]:
+        """The outcomes of the flights settled since the last call, each with whether ``on_result`` had it."""
         outcomes = []
         for server_id, flight in list(self._flights.items()):
-            if flight.outcome is not None:
+            if flight.settled.is_set():
                 del self._flights[server_id]
-                outcomes.append(flight.outcome)
+                assert flight.outcome is not None
+                outcomes.append((flight.outcome, flight.recorded))
         return outcomes
 
     def drop_queued(self) -> None:
@@ -158,7 +175,7 @@ def collect_within_deadline(session: ServerSession, timeout: float) -> Collectio
             flights.enforce_deadlines(time.monotonic())
             outcomes = flights.harvest()
             if outcomes:
-                return outcomes[0]
+                return outcomes[0][0]
     finally:
         pool.shutdown()
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from supervisor.children.collect import CollectionOutcome
 from supervisor.children.flights import Flights
 from supervisor.children.odbc_driver import resolve_driver
 from supervisor.children.pool import CollectionPool
@@ -82,7 +83,9 @@ class TenantRuntime:
         self.recorder = OutcomeRecorder(self.tenant, self.settings.max_sample_gap, self.stats, self.writer.put)
         self.servers = ServerList(self.driver, self.settings.login_timeout, self.settings.keep_connections)
         self._pool = CollectionPool(self.settings.concurrency, name=f"collect-{self.tenant}")
-        self.flights = Flights(self._pool, self.settings.collection_timeout)
+        #: Held while the recorder or the stats are used: pool threads record their own results.
+        self._record_lock = threading.Lock()
+        self.flights = Flights(self._pool, self.settings.collection_timeout, on_result=self._record)
         self._heartbeat_every = min(HEARTBEAT_EVERY, self.settings.heartbeat_timeout / 4)
         # A collection that starts while the loop sleeps is seen at the next wake, before its deadline.
         self._longest_sleep = min(IDLE_TICK, self.settings.collection_timeout)
@@ -187,10 +190,10 @@ class TenantRuntime:
                 listed = [*targets, *(server.server_id for server in rows.invalid)]
                 self._disabled = count_disabled(conn)
                 unknown = [sid for sid in listed if sid not in self.recorder.states]
-                if unknown:
-                    states = load_states(conn)
-                    for sid in unknown:
-                        self.recorder.states[sid] = states.get(sid, ServerState())
+                states = load_states(conn) if unknown else {}
+            with self._record_lock:
+                for sid in unknown:
+                    self.recorder.states.setdefault(sid, states.get(sid, ServerState()))
         except (SQLAlchemyError, CollectorError) as exc:
             if not self._refresh_failing:
                 log_event(
@@ -200,7 +203,8 @@ class TenantRuntime:
             self._refresh_failing = True
             return False
         self._refresh_failing = False
-        self.recorder.report_invalid(rows.invalid)
+        with self._record_lock:
+            self.recorder.report_invalid(rows.invalid)
         changes = self.servers.replace(targets, busy=self.flights.sessions())
         self._scheduler.set_servers({sid: t.interval_seconds for sid, t in targets.items()}, now)
         log_event(
@@ -237,17 +241,29 @@ class TenantRuntime:
         return min(waits)
 
     def _harvest(self) -> None:
-        for outcome in self.flights.harvest():
+        for outcome, recorded in self.flights.harvest():
             self._scheduler.finished(outcome.target.server_id)
-            self.recorder.record(outcome)
+            if not recorded:  # a deadline's timeout
+                self._record(outcome)
         if self.servers.has_retired():
             self.servers.close_idle_retired(busy=self.flights.sessions())
 
+    def _record(self, outcome: CollectionOutcome) -> None:
+        """On the pool thread that collected it, or on the main thread for a deadline's timeout."""
+        with self._record_lock:
+            self.recorder.record(outcome)
+
     # --- reporting --------------------------------------------------------------------------------------
     def _heartbeat(self) -> None:
+        with self._record_lock:
+            beat = self._beat()
+        with contextlib.suppress(OSError, EOFError, ValueError):  # parent gone: parent_alive() notices
+            self._send_heartbeat(beat)
+
+    def _beat(self) -> Heartbeat:
         statuses = [self.recorder.state_of(sid).status for sid in [*self.servers.targets, *self.recorder.config_errors]]
         newest = self.stats.newest_snapshot
-        beat = Heartbeat(
+        return Heartbeat(
             sent_at=time.time(),
             servers_total=len(statuses),
             servers_online=statuses.count(ONLINE),
@@ -263,8 +279,6 @@ class TenantRuntime:
             spooled_results=self.writer.spooled,
             servers=self._server_reports() if self.settings.metrics.per_server else None,
         )
-        with contextlib.suppress(OSError, EOFError, ValueError):  # parent gone: parent_alive() notices
-            self._send_heartbeat(beat)
 
     def _server_reports(self) -> tuple[ServerReport, ...]:
         recorder = self.recorder
@@ -274,7 +288,8 @@ class TenantRuntime:
         )
 
     def _summary(self) -> None:
-        window = self.stats.take_window()
+        with self._record_lock:
+            window = self.stats.take_window()
         log_event(
             log, logging.INFO, "tenant.summary", "last minute: %d collected, %d failed, p50 %s ms, p95 %s ms",
             window.collected, window.failed, window.p50_ms, window.p95_ms,

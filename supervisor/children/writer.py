@@ -31,9 +31,10 @@ log = logging.getLogger("supervisor.child.writer")
 
 BATCH_SIZE = 200
 #: How long a batch may wait to fill before it is written. A tenant of 200 servers at 30 s hands over
-#: about 7 results a second; a 2 s window makes that one transaction of ~13 instead of 4 of ~3, which
-#: is most of the child's CPU (bench/fleet_run.py). Results reach the tenant DB at most this much later.
-BATCH_WINDOW = 2.0
+#: about 7 results a second; a 5 s window makes that one transaction of ~33 instead of 15 of ~2: a
+#: transaction's fixed cost, not its rows, is most of the writer's CPU (bench/collection_cost.py, storage
+#: by batch size). Results reach the tenant DB at most this much later; a graceful stop writes them at once.
+BATCH_WINDOW = 5.0
 MAX_BUFFER = 10_000
 #: With the spool unwritable too, results are kept in memory up to this many times ``max_buffer``.
 HARD_BUFFER_FACTOR = 3
@@ -42,8 +43,8 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0
 RETENTION_EVERY = 3600.0
 UNHEALTHY_FLUSH_TIMEOUT = 0.5
-#: How often the writer looks for spool files to replay and for expired rows.
-HOUSEKEEPING_EVERY = 2.0
+#: How often the writer looks for spool files to replay and for expired rows (an idle writer sleeps until then).
+HOUSEKEEPING_EVERY = 10.0
 RETENTION_FIRST_AFTER = 30.0
 
 
@@ -134,7 +135,7 @@ class Writer:
             with self._cond:
                 if not self._in_hand:
                     if not self._buffer and not self._stopping:
-                        self._cond.wait(timeout=1.0)
+                        self._cond.wait(timeout=max(0.05, next_housekeeping - time.monotonic()))
                     self._gather_locked()
                     for _ in range(min(BATCH_SIZE, len(self._buffer))):
                         self._in_hand.append(self._buffer.popleft())

@@ -79,10 +79,17 @@ def test_metrics_health_and_readiness(tmp_path: Path, simulator) -> None:
     assert ("process_resident_memory_bytes", ()) in samples
     assert any(name == "collector_info" for name, _ in samples)
 
-    status_json = json.loads(deployment.cli("status", "--json").stdout)
-    for tenant in status_json["tenants"]:  # the same story as status
-        online = samples[("collector_servers", (("status", "online"), ("tenant", tenant["slug"])))]
-        assert online == tenant["servers_online"]
+    def same_story_as_status() -> bool:
+        """/metrics (the children's heartbeats) and status (the statuses the writers stored) agree once both
+        have caught up: each lags by up to a heartbeat or a writer batch."""
+        live = _samples(_get(f"{base}/metrics")[1])
+        stored = json.loads(deployment.cli("status", "--json").stdout)["tenants"]
+        return all(
+            live[("collector_servers", (("status", "online"), ("tenant", t["slug"])))] == t["servers_online"]
+            for t in stored
+        )
+
+    wait_until(same_story_as_status, 30, "/metrics and status to agree on the servers online")
 
     titles = {p.cmdline()[0] for p in psutil.Process(supervisor.pid).children()} | {
         psutil.Process(supervisor.pid).cmdline()[0]

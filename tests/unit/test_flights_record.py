@@ -1,0 +1,92 @@
+"""Who records a flight's outcome: the thread that collected it (``on_result``, at once, while its data is hot)
+or, for a deadline's timeout, the main thread from ``harvest``; a late result after the deadline is dropped."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from supervisor.children.collect import CollectionOutcome
+from supervisor.children.connection_string import Endpoint
+from supervisor.children.flights import Flights
+from supervisor.children.pool import CollectionPool
+from supervisor.children.targets import Target
+from supervisor.errors import TIMEOUT
+
+TARGET = Target(7, "sql-7", Endpoint("127.0.0.1", 1433, "mon", "pw", "no", False), 30.0, "auto")
+
+
+class FakeSession:
+    """Stands in for ServerSession: ``collect`` returns once ``release`` is set."""
+
+    phase = "query"
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+        self.target = TARGET
+
+    def collect(self, deadline: float) -> CollectionOutcome:
+        self.release.wait(10)
+        return CollectionOutcome(TARGET, time.time(), 1, None, None)
+
+    def abandon(self) -> str:
+        self.release.set()
+        return "query"
+
+    def close(self) -> None:
+        pass
+
+
+def settle(flights: Flights, timeout: float = 10.0) -> list[tuple[CollectionOutcome, bool]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        flights.enforce_deadlines(time.monotonic())
+        if harvested := flights.harvest():
+            return harvested
+        time.sleep(0.005)
+    raise AssertionError("the flight never settled")
+
+
+def test_a_result_is_recorded_on_its_own_thread_and_harvested_as_recorded() -> None:
+    recorded: list[tuple[CollectionOutcome, int]] = []
+    pool = CollectionPool(2, name="t")
+    flights = Flights(pool, 5.0, on_result=lambda outcome: recorded.append((outcome, threading.get_ident())))
+    release = threading.Event()
+    release.set()
+    flights.start(TARGET, FakeSession(release))  # type: ignore[arg-type]
+    [(outcome, by_thread)] = settle(flights)
+    assert by_thread and outcome.failure is None
+    assert [r[0] for r in recorded] == [outcome] and recorded[0][1] != threading.get_ident()
+    pool.shutdown()
+
+
+def test_a_timeout_is_left_to_the_main_thread_and_the_late_result_is_not_recorded() -> None:
+    recorded: list[Any] = []
+    pool = CollectionPool(2, name="t")
+    flights = Flights(pool, 0.2, on_result=recorded.append)
+    release = threading.Event()
+    session = FakeSession(release)
+    session.abandon = lambda: "query"  # type: ignore[method-assign]  # the driver call goes on past the deadline
+    flights.start(TARGET, session)  # type: ignore[arg-type]
+    [(outcome, by_thread)] = settle(flights)
+    assert not by_thread and outcome.failure is not None and outcome.failure.error_class == TIMEOUT
+    release.set()  # the late result arrives
+    time.sleep(0.2)
+    assert recorded == []
+    pool.shutdown()
+
+
+def test_a_failing_recorder_still_settles_the_flight() -> None:
+    def broken(outcome: CollectionOutcome) -> None:
+        raise RuntimeError("recorder bug")
+
+    pool = CollectionPool(1, name="t")
+    flights = Flights(pool, 5.0, on_result=broken)
+    release = threading.Event()
+    release.set()
+    flights.start(TARGET, FakeSession(release))  # type: ignore[arg-type]
+    [(outcome, by_thread)] = settle(flights)  # harvested, so the server is scheduled again; the main thread records it
+    assert outcome.failure is None and not by_thread
+    assert len(flights) == 0
+    pool.shutdown()
