@@ -15,6 +15,7 @@ import queue
 import threading
 from collections.abc import Callable
 
+from supervisor.children.os_thread_name import name_os_thread
 from supervisor.errors import INTERNAL
 
 log = logging.getLogger("supervisor.child.pool")
@@ -68,6 +69,7 @@ class CollectionPool:
         threading.Thread(target=self._work, name=f"{self._name}-{self._spawned}", daemon=True).start()
 
     def _work(self) -> None:
+        name_os_thread("collect")
         me = threading.get_ident()
         while True:
             with self._lock:

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, SQLAlchemyError
 
 from supervisor.backoff import Backoff
+from supervisor.children.os_thread_name import name_os_thread
 from supervisor.children.persist import write_items
 from supervisor.children.records import WriteItem
 from supervisor.children.retention import purge_batch
@@ -125,6 +126,7 @@ class Writer:
 
     # --- writer thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
+        name_os_thread("writer")
         backoff = Backoff(base=BACKOFF_START, cap=BACKOFF_MAX)
         next_housekeeping = time.monotonic()
         while True:
