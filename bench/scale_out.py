@@ -116,6 +116,7 @@ class Report:
     joins: list[dict[str, Any]] = field(default_factory=list)
     failovers: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = -1
+    duplicates_at_handover: int = 0
     snapshots: int = 0
     overlaps: list[str] = field(default_factory=list)
     stop_exit_codes: dict[str, int | None] = field(default_factory=dict)
@@ -243,17 +244,33 @@ def free_port_base(address: str, count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports on {address}")
 
 
-def count_duplicates(tenant_dir: Path, slugs: list[str], interval: int) -> tuple[int, int]:
-    """(snapshots, pairs of one server's snapshots closer than half the interval)."""
-    total = duplicates = 0
+def find_duplicates(tenant_dir: Path, slugs: list[str], interval: int) -> tuple[int, list[tuple[str, int, str, str]]]:
+    """(snapshots, pairs of one server's snapshots closer than half the interval: tenant, server, the two times)."""
+    total, duplicates = 0, []
     for slug in slugs:
         with contextlib.closing(sqlite3.connect(f"file:{tenant_dir / slug}.db?mode=ro", uri=True)) as conn:
             rows = conn.execute("SELECT server_id, collected_at FROM metric_snapshots ORDER BY 1, 2").fetchall()
         total += len(rows)
         for (server_a, at_a), (server_b, at_b) in itertools.pairwise(rows):
             gap = (dt.datetime.fromisoformat(at_b) - dt.datetime.fromisoformat(at_a)).total_seconds()
-            duplicates += server_a == server_b and gap < interval / 2
+            if server_a == server_b and gap < interval / 2:
+                duplicates.append((slug, server_a, at_a, at_b))
     return total, duplicates
+
+
+def describe_duplicates(watch: LeaseWatch, pairs: list[tuple[str, int, str, str]], report: Report) -> None:
+    """A pair across a move (the old child exited, the new one started between the two) is one slot collected by
+    both children one after the other, not two owners at once; it is a duplicate all the same."""
+    epoch = lambda text: dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()  # noqa: E731
+    described = []
+    for slug, server, first, second in pairs:
+        how = watch.handover(slug, epoch(first), epoch(second))
+        report.duplicates_at_handover += how is not None
+        described.append(f"{slug} server {server} at {first[11:]} and {second[11:]}" + (f" ({how})" if how else ""))
+    report.duplicates = len(pairs)
+    if pairs:
+        report.problems.append(f"{len(pairs)} duplicate snapshots (one server twice within half its interval), "
+                               f"{report.duplicates_at_handover} of them across a move: {'; '.join(described[:6])}")
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
@@ -319,10 +336,9 @@ def run(args: argparse.Namespace, directory: Path) -> Report:
                     host.process.wait(30)
                 report.stop_exit_codes[host.hostname] = host.process.returncode
         watch.stop()
-        report.snapshots, report.duplicates = count_duplicates(directory / "tenants", list(groups), plan.interval)
+        report.snapshots, pairs = find_duplicates(directory / "tenants", list(groups), plan.interval)
+        describe_duplicates(watch, pairs, report)
         report.overlaps = watch.overlaps()
-        if report.duplicates:
-            report.problems.append(f"{report.duplicates} duplicate snapshots: a server collected by two owners")
         report.problems += [f"two children at once: {overlap}" for overlap in report.overlaps]
         report.problems += [f"{h} exit code {c} after SIGTERM" for h, c in report.stop_exit_codes.items()
                             if c != CHILD_EXIT_OK]  # fmt: skip

@@ -237,9 +237,9 @@ class LeaseWatch:
     def stops_logged(self, host: WatchedHost, since: float) -> list[dict[str, Any]]:
         return [e for e in self.events(host, "child.stopping") if e.get("reason") == MOVED and _epoch(e) >= since]
 
-    def overlaps(self) -> list[str]:
-        """Children of one tenant under two supervisor processes alive at the same time (from their logs; a child
-        of a killed supervisor lived until it was seen gone)."""
+    def spans(self) -> dict[str, list[tuple[float, float, int]]]:
+        """Each tenant's children as (started, ended, supervisor pid), from the logs; a child of a killed supervisor
+        lived until it was seen gone."""
         spans: dict[str, list[tuple[float, float, int]]] = {}
         for host in self.hosts:
             exits = {e["child_pid"]: _epoch(e) for e in self.events(host, "child.exited")}
@@ -247,13 +247,28 @@ class LeaseWatch:
                 pid = start["child_pid"]
                 end = exits.get(pid, self.gone_at.get(pid, float("inf")))
                 spans.setdefault(start["tenant"], []).append((_epoch(start), end, start["pid"]))
+        return spans
+
+    def overlaps(self) -> list[str]:
+        """Children of one tenant under two supervisor processes alive at the same time."""
         found = []
-        for slug, items in spans.items():
+        for slug, items in self.spans().items():
             for a_start, a_end, a_parent in items:
                 for b_start, b_end, b_parent in items:
                     if a_parent < b_parent and a_start < b_end and b_start < a_end:
                         found.append(f"{slug} under supervisor pids {a_parent} and {b_parent}")
         return found
+
+    def handover(self, slug: str, first: float, second: float) -> str | None:
+        """How the tenant's child changed between two snapshot times, if it did (one child ended, another started)."""
+        items = self.spans().get(slug, [])
+        ended = [end for _, end, _ in items if first <= end <= second]
+        started = [start for start, _, _ in items if first <= start <= second]
+        if ended and started:
+            moment = dt.datetime.fromtimestamp
+            return (f"its child exited at {moment(min(ended), dt.UTC):%H:%M:%S.%f} and the next started at "
+                    f"{moment(max(started), dt.UTC):%H:%M:%S.%f}")  # fmt: skip
+        return None
 
 
 def _epoch(event: dict[str, Any]) -> float:
