@@ -44,7 +44,7 @@ from bench.peers import snapshots_between, utc_text
 
 ROLES = ("parent", "child main", "collect", "writer", "other")
 _TICKS = os.sysconf("SC_CLK_TCK")
-_PY_SPY_THREAD = re.compile(r'^Thread (\d+) \([a-z]+\): "([^"]+)"', re.MULTILINE)
+_PY_SPY_THREAD = re.compile(r'^Thread (\d+) \([^)]*\): "([^"]+)"', re.MULTILINE)
 
 
 def tasks(root: int) -> Iterator[tuple[int, int]]:
@@ -89,8 +89,8 @@ def role_of(root: int, pid: int, tid: int, kernel_name: str, python_name: str | 
         return "parent"
     if tid == pid:
         return "child main"
-    for role in ("collect", "writer"):
-        if kernel_name.startswith(role) or (python_name or "").startswith(role):
+    for role in ("collect", "writer"):  # the kernel names are exact; Python's are "collect-<tenant>-<n>", ...
+        if kernel_name == role or (python_name or "").startswith(f"{role}-"):
             return role
     return "other"
 

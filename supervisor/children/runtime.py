@@ -45,9 +45,10 @@ SUMMARY_EVERY = 60.0
 #: due or an unsettled one reaches its deadline; finished collections are passed on to the writer at the
 #: next wake, not on their own (one wake per collection, not two).
 IDLE_TICK = 1.0
-#: A wake starts every collection due within this many seconds, not only those due now: fewer wakes of the
-#: loop and of the pool's threads (a wake, not the work, is most of a collection's cost outside the driver).
-START_AHEAD = 0.2
+#: A wake starts every collection due within this many seconds (half the shortest interval), not only those
+#: due now: fewer wakes of the loop and of the pool's threads (a wake, not the work, is most of a collection's
+#: cost outside the driver). A collection may so start up to this much before its slot, never after it.
+START_AHEAD = 0.5
 #: How long stop() gives the writer to flush before spooling.
 WRITER_FLUSH_TIMEOUT = 5.0
 STARTUP_RETRY = 5.0
