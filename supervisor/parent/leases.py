@@ -2,8 +2,8 @@
 
 A lease is claimed with one atomic ``UPDATE … WHERE owner IS NULL OR owner = me OR expires_at < now``
 (the database serialises competing claims: only one instance sees rowcount 1), renewed every poll
-and released once the tenant's child has exited. Times are the supervisor hosts' UTC clocks; keep them in
-sync (NTP) — skew eats into the lease.
+and released once the tenant's child has exited (``HANDOVER_GAP`` later). Times are the supervisor hosts'
+UTC clocks; keep them in sync (NTP) — skew eats into the lease.
 
 Instances split the active tenants by **weight**, not by count: a tenant weighs its collection-enabled
 servers (``tenant_leases.servers``, written by the instance whose child reports them in its heartbeats; at
@@ -37,6 +37,11 @@ from sqlalchemy import Connection, bindparam, func, or_, select
 from supervisor.parent.handle import FINAL_STOPS, ChildHandle, StopReason
 from supervisor.storage.system_schema import tenant_leases
 from supervisor.storage.upsert import conflict_insert
+
+#: A lease is given up no sooner than this after its child exited: a child starts a collection up to
+#: ``children.runtime.START_AHEAD`` before its slot, and the next owner's child, on the same grid, must not
+#: collect that slot again (tests/unit/test_lease_weights.py checks the gap is the longer).
+HANDOVER_GAP = 1.0
 
 # --- the balancing rule (pure) -------------------------------------------------------------------------------
 
@@ -122,6 +127,14 @@ def reported_servers(handles: Iterable[ChildHandle]) -> dict[int, int]:
     return {h.tenant.id: h.last_heartbeat.servers_total for h in handles if h.last_heartbeat is not None}
 
 
+def held_here(handles: Iterable[ChildHandle], now: dt.datetime) -> set[int]:
+    """Tenants whose lease this instance must not give up yet: their child is alive, or exited less than
+    ``HANDOVER_GAP`` ago."""
+    gap = dt.timedelta(seconds=HANDOVER_GAP)
+    return {h.tenant.id for h in handles
+            if h.alive or (h.last_exit_wall is not None and now - h.last_exit_wall < gap)}  # fmt: skip
+
+
 def running_here(handles: Iterable[ChildHandle]) -> set[int]:
     """Tenants whose child runs here and is not being stopped for good (those are kept first)."""
     return {h.tenant.id for h in handles if h.alive and h.stop_reason not in FINAL_STOPS}
@@ -163,9 +176,10 @@ def sync(
 ) -> LeaseSync:
     """Renew, weigh, claim and release this owner's leases; returns the active tenants it may run now.
 
-    ``busy_ids`` are tenants whose child is still alive here: their lease is renewed even when the tenant is no
-    longer wanted, and released only after the child has exited. ``running`` (default: ``busy_ids``) are kept
-    first; ``servers`` are the tenants' server counts its children reported, stored on leases it holds.
+    ``busy_ids`` are tenants whose child is still alive here (or exited a moment ago, ``held_here``): their
+    lease is renewed even when the tenant is no longer wanted, and released only after the child has exited.
+    ``running`` (default: ``busy_ids``) are kept first; ``servers`` are the tenants' server counts its children
+    reported, stored on leases it holds.
     """
     expires = now + dt.timedelta(seconds=duration)
     _ensure_rows(conn, active_ids)

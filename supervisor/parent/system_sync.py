@@ -78,7 +78,7 @@ class SystemDbSync:
                 upgrade_system(self.engine)
                 self.schema_ready = True
             now = utcnow()
-            busy = {h.tenant.id for h in handles if h.alive}
+            busy = leases.held_here(handles, now)
             with self.engine.begin() as conn:
                 instances.heartbeat(conn, self.identity, self.started_wall, now)
                 gone = instances.take_over_dead_peers(conn, self.identity, now)
@@ -136,10 +136,10 @@ class SystemDbSync:
         try:
             with self.engine.begin() as conn:
                 record_children(conn, self.identity.id, handles, utcnow())
-                if given_back := leases.given_back(handles):  # free for another instance now, not at the next poll
-                    leases.release_leases(conn, self.identity.id, given_back)
         except DB_ERRORS as exc:
             self._failed(exc)
+        if leases.given_back(handles):  # a child stopped for a move exited: its lease is released by the poll
+            self.next_poll = min(self.next_poll, time.monotonic() + leases.HANDOVER_GAP + EXPIRY_SLACK)
 
     def record_stop(self, handles: Iterable[ChildHandle]) -> CollectorError | SQLAlchemyError | None:
         """Children's last rows, leases released, instance marked stopped; the error if that failed."""

@@ -17,10 +17,12 @@ from sqlalchemy import Engine, select
 from supervisor.ipc import ChildSpec, Heartbeat
 from supervisor.parent.handle import ChildHandle, StopReason
 from supervisor.parent.leases import (
+    HANDOVER_GAP,
     LeaseSync,
     View,
     claim_order,
     given_back,
+    held_here,
     plan_release,
     release_leases,
     reported_servers,
@@ -179,6 +181,25 @@ def _handle(tenant_id: int, servers: int | None) -> ChildHandle:
     if servers is not None:
         handle.on_heartbeat(Heartbeat(sent_at=0.0, servers_total=servers, servers_disabled=3), 1.0)
     return handle
+
+
+def test_a_lease_is_held_until_a_moment_after_its_child_exited() -> None:
+    running, exited = _handle(1, 4), _handle(2, 4)
+    exited.request_stop(StopReason.NOT_WANTED, 1.0, 5.0)
+    exited.process.exit(0)  # type: ignore[union-attr]
+    exited.reap(2.0)
+    assert exited.last_exit_wall is not None
+    just_after = exited.last_exit_wall + dt.timedelta(seconds=HANDOVER_GAP - 0.01)
+    assert held_here([running, exited], just_after) == {1, 2}
+    assert held_here([running, exited], just_after + dt.timedelta(seconds=0.01)) == {1}
+
+
+def test_the_handover_gap_outlasts_a_childs_start_ahead_of_its_slot() -> None:
+    """The next owner's child keeps the same slots: had it started within START_AHEAD of the old child's exit,
+    a slot the old child collected early would be collected again."""
+    from supervisor.children.runtime import START_AHEAD
+
+    assert HANDOVER_GAP > START_AHEAD + 0.25
 
 
 def test_handles_report_their_enabled_servers_and_which_children_run_or_were_given_back() -> None:
