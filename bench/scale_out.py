@@ -14,8 +14,9 @@ until the assignment settles, measured from the newcomer's first poll and from i
 moved); the host running the most tenants is killed with SIGKILL (until each of its tenants is claimed by
 another host and has a snapshot again, from the snapshots in the tenant DBs); then the busiest survivor is
 killed and restarted at once on the same host (same-host take-over). Finally every snapshot pair of one
-server closer than half the interval is a duplicate (two owners collecting it), and every tenant's children
-on different hosts must not overlap in time. Targets (issue 16): a joining instance settles within
+server closer than half the interval is a duplicate (one slot collected twice: by two owners at once, or by
+the old and the new child across a move, which the report tells apart), and every tenant's children on
+different hosts must not overlap in time. Targets (issue 16): a joining instance settles within
 2 x poll_interval, a killed one's tenants collect again within lease_duration, and within 15 s when it is
 restarted on the same host. Needs root (network namespaces) and PostgreSQL; exits 2 with one line if not.
 """
@@ -374,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"bench.scale_out: failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("bench.scale_out: interrupted (everything it made is removed)", file=sys.stderr)
+        return 130
     for problem in report.problems:
         print(f"  FAIL: {problem}")
     summary = {"passed": report.passed, **asdict(report)}
