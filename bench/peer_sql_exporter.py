@@ -2,14 +2,17 @@
 
     python -m bench.peer_sql_exporter [--servers 1000] [--tenants 5] [--interval 30] [--seconds 150]
                                       [--warmup 70] [--driver msodbc18|freetds] [--tls]
-                                      [--login-servers 100] [--login-repeats 3] [--go-defaults] [--json FILE]
+                                      [--repeats 1] [--login-servers 100] [--login-repeats 3] [--go-defaults]
+                                      [--json FILE]
 
 The peer is Debian's ``prometheus-sql-exporter`` (justwatchcom sql_exporter 0.4.5, built with go-mssqldb):
 ``/usr/bin/prometheus-sql-exporter``, installed with ``apt-get install -y prometheus-sql-exporter`` when it
 is missing (the benchmark says so). A yardstick, never a dependency. Ours (the real supervisor) runs first,
 then the peer, against the same simulator processes, with the same SQL and interval; figures as in
 ``bench.peer_query_exporter`` (shared code in ``bench.peers``): collections/s and CPU ms per collection over
-the window after ``--warmup``, memory (PSS; RSS and USS too) per 1,000 servers at its end.
+the window after ``--warmup``, memory (PSS; RSS and USS too) per 1,000 servers at its end. ``--repeats N``
+runs the two sides N times, alternating, and compares each side's median: on a shared machine our CPU per
+collection moves with the neighbours' load (Python more than Go), so one pair of runs is one sample.
 
 The peer's configuration, as its documentation describes it (YAML; written as JSON, which is YAML): one job
 per tenant, each with the tenant's servers as ``connections`` (go-mssqldb URLs ``sqlserver://user:password@
@@ -81,7 +84,7 @@ from bench.common import (
     split_tenants,
     stop_process_group,
 )
-from bench.peers import add_arguments, encryption_of, instance_columns, measure_peer, print_table, run_ours
+from bench.peers import add_arguments, encryption_of, instance_columns, measure_peer, print_runs, run_ours
 
 PEER = "prometheus-sql-exporter"
 EXECUTABLE = Path("/usr/bin/prometheus-sql-exporter")
@@ -334,6 +337,7 @@ def ours_logins(directory: Path, sets: list[tuple[Encryption, list[SimServer]]],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.peer_sql_exporter", description=__doc__.splitlines()[0])
     add_arguments(parser, interval=30, seconds=150.0, warmup=70.0)
+    parser.add_argument("--repeats", type=int, default=1, help="run both sides this many times, alternating")
     parser.add_argument("--login-servers", type=int, default=100,
                         help="servers per encryption for the per-login figures (0: skip them)")
     parser.add_argument("--login-repeats", type=int, default=3, help="fresh-peer pairs per encryption")
@@ -365,10 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         fleet = SimFleet(directory / "sim", servers + [s for _, group in login_sets for s in group])
         fleet.start()
         try:
-            ours = run_ours(directory, servers, args, fleet.pids())
-            load.append(os.getloadavg())
-            theirs = run_peer(directory, servers, args, env, prefix, fleet.pids())
-            load.append(os.getloadavg())
+            runs = []
+            for repeat in range(max(1, args.repeats)):
+                ours = run_ours(directory / f"run-{repeat}", servers, args, fleet.pids())
+                load.append(os.getloadavg())
+                theirs = run_peer(directory / f"run-{repeat}", servers, args, env, prefix, fleet.pids())
+                load.append(os.getloadavg())
+                runs.append((ours, theirs))
             logins: dict[str, Any] = {}
             if login_sets:
                 logins["ours"] = ours_logins(directory / "logins", login_sets, args.driver, args.login_rounds,
@@ -378,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                 load.append(os.getloadavg())
         finally:
             fleet.stop()
-    result = {"ours": ours, "theirs": theirs, "logins": logins, "load_average": load,
+    result = {"ours": runs[0][0], "theirs": runs[0][1], "runs": [list(pair) for pair in runs], "logins": logins,
+              "load_average": load,
               "plan": {key: value for key, value in vars(args).items() if key != "json"}}
     report(result, args)
     if args.json:
@@ -395,14 +403,16 @@ def _encryption_rows(who: str, figures: dict[str, Any]) -> Iterable[str]:
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
-    ours, theirs, logins = result["ours"], result["theirs"], result["logins"]
-    cpu_ratio, mem_ratio = print_table(ours, theirs, PEER, args)
-    env = " ".join(f"{key}={value}" for key, value in theirs["env"].items())
-    print(f"{PEER}: {env or 'Go defaults'}; collections counted from its sockets' TCP counters: "
-          f"{theirs['sockets']} sockets, bytes sent per collection {theirs['bytes_sent_per_collection']}, "
-          f"{theirs['opened_in_window']} opened and {theirs['closed_in_window']} closed in the window, "
-          f"{theirs['odd_segment_counts']} odd segment counts; {theirs['failed']} failures logged "
-          f"(ours: {ours['failed']})")
+    logins = result["logins"]
+    cpu_ratio, mem_ratio = print_runs([(ours, theirs) for ours, theirs in result["runs"]], PEER, args)
+    env = " ".join(f"{key}={value}" for key, value in result["theirs"]["env"].items())
+    for index, (ours, theirs) in enumerate(result["runs"]):
+        run = f" #{index + 1}" if len(result["runs"]) > 1 else ""
+        print(f"{PEER}{run}: {env or 'Go defaults'}; collections counted from its sockets' TCP counters: "
+              f"{theirs['sockets']} sockets, bytes sent per collection {theirs['bytes_sent_per_collection']}, "
+              f"{theirs['opened_in_window']} opened and {theirs['closed_in_window']} closed in the window, "
+              f"{theirs['odd_segment_counts']} odd segment counts; {theirs['failed']} failures logged "
+              f"(ours: {ours['failed']})")
     print(f"expected collections/s: ours {args.servers / args.interval:.1f} (servers / interval); the peer a little "
           f"less (it sleeps the interval after each job's round)")
     if logins:
@@ -419,8 +429,9 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
             print(line)
         if logins["ours"].get("failures"):
             print(f"  ours: {logins['ours']['failures']} failed collections in the login phase")
-    print("load average (1/5/15 min) at start, after ours, after the peer" + (", at the end" if logins else "")
-          + ": " + "; ".join(" ".join(f"{v:.2f}" for v in sample) for sample in result["load_average"]))
+    samples = "; ".join(" ".join(f"{v:.2f}" for v in sample) for sample in result["load_average"])
+    print(f"load average (1/5/15 min) at start, after ours, after the peer (each run){', at the end' * bool(logins)}: "
+          f"{samples}")
     print(f"ours / {PEER}: CPU per collection {cpu_ratio:.2f}x, memory (PSS) per 1,000 servers {mem_ratio:.2f}x")
 
 

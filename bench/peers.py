@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import math
 import sqlite3
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -182,25 +183,39 @@ def tree_cpu(pid: int) -> float:
 def print_table(ours: dict[str, Any], theirs: dict[str, Any], peer: str,
                 args: argparse.Namespace) -> tuple[float, float]:
     """The side-by-side table; returns (CPU per collection, PSS per 1,000 servers) ours / the peer's."""
+    return print_runs([(ours, theirs)], peer, args)
+
+
+def print_runs(runs: list[tuple[dict[str, Any], dict[str, Any]]], peer: str,
+               args: argparse.Namespace) -> tuple[float, float]:
+    """The table, a row per side and run (ours, peer, ours, ...); returns ours / the peer's, each side's median
+    over the runs: (CPU per collection, PSS per 1,000 servers)."""
     encryption = "encryption on (TLS, certificate trusted)" if args.tls else "no encryption"
     print(f"{args.servers} simulated servers in {args.tenants} tenants, interval {args.interval} s, driver "
           f"{args.driver} for ours, {encryption}; {args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up, "
-          f"one side after the other")
-    width = max(len(peer), 4)
+          f"one side after the other" + (f", {len(runs)} times" if len(runs) > 1 else ""))
+    width = max(len(peer), 4) + (3 if len(runs) > 1 else 0)
     print(f"{'who':<{width}} {'collections':>11} {'per s':>7} {'failed':>6} {'CPU ms/coll':>11} {'sim ms/coll':>11} "
           f"{'PSS MiB/1k srv':>14} {'RSS MiB/1k':>10} {'USS MiB/1k':>10} {'procs':>5} {'threads':>7}")
-    figures = []
-    for who, data in (("ours", ours), (peer, theirs)):
-        n = data["collections"]
-        memory = data["memory"]
-        per_k = 1000 / args.servers / MIB
-        cpu_ms = 1000 * data["cpu_s"] / n if n else math.nan
-        pss = memory["pss"] * per_k
-        figures.append((cpu_ms, pss))
-        data["cpu_ms_per_collection"], data["pss_mib_per_1000_servers"] = cpu_ms, pss
-        print(f"{who:<{width}} {n:>11} {fmt(n / data['window_s'], 1):>7} {data.get('failed', 0):>6} "
-              f"{fmt(cpu_ms):>11} {fmt(1000 * data['sim_cpu_s'] / n if n else math.nan):>11} {fmt(pss, 1):>14} "
-              f"{fmt(memory['rss'] * per_k, 1):>10} {fmt(memory['uss'] * per_k, 1):>10} "
-              f"{int(memory['processes']):>5} {int(memory['threads']):>7}")
-    (ours_cpu, ours_pss), (their_cpu, their_pss) = figures
+    figures: dict[str, list[tuple[float, float]]] = {"ours": [], peer: []}
+    for index, pair in enumerate(runs):
+        for who, data in zip(figures, pair, strict=True):
+            n = data["collections"]
+            memory = data["memory"]
+            per_k = 1000 / args.servers / MIB
+            cpu_ms = 1000 * data["cpu_s"] / n if n else math.nan
+            pss = memory["pss"] * per_k
+            figures[who].append((cpu_ms, pss))
+            data["cpu_ms_per_collection"], data["pss_mib_per_1000_servers"] = cpu_ms, pss
+            label = f"{who} #{index + 1}" if len(runs) > 1 else who
+            print(f"{label:<{width}} {n:>11} {fmt(n / data['window_s'], 1):>7} {data.get('failed', 0):>6} "
+                  f"{fmt(cpu_ms):>11} {fmt(1000 * data['sim_cpu_s'] / n if n else math.nan):>11} {fmt(pss, 1):>14} "
+                  f"{fmt(memory['rss'] * per_k, 1):>10} {fmt(memory['uss'] * per_k, 1):>10} "
+                  f"{int(memory['processes']):>5} {int(memory['threads']):>7}")
+    (ours_cpu, ours_pss), (their_cpu, their_pss) = (
+        (statistics.median(cpu for cpu, _ in rows), statistics.median(pss for _, pss in rows))
+        for rows in figures.values())
+    if len(runs) > 1:
+        print(f"medians, ours / {peer}: CPU ms per collection {fmt(ours_cpu)} / {fmt(their_cpu)}, "
+              f"PSS MiB per 1,000 servers {fmt(ours_pss, 1)} / {fmt(their_pss, 1)}")
     return (ours_cpu / their_cpu if their_cpu else math.nan, ours_pss / their_pss if their_pss else math.nan)
