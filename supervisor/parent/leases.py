@@ -41,7 +41,7 @@ from supervisor.storage.upsert import conflict_insert
 #: A lease is given up no sooner than this after its child exited: a child starts a collection up to
 #: ``children.runtime.START_AHEAD`` before its slot, and the next owner's child, on the same grid, must not
 #: collect that slot again (tests/unit/test_lease_weights.py checks the gap is the longer).
-HANDOVER_GAP = 1.0
+HANDOVER_GAP = 0.75
 
 # --- the balancing rule (pure) -------------------------------------------------------------------------------
 
@@ -127,22 +127,32 @@ def reported_servers(handles: Iterable[ChildHandle]) -> dict[int, int]:
     return {h.tenant.id: h.last_heartbeat.servers_total for h in handles if h.last_heartbeat is not None}
 
 
-def held_here(handles: Iterable[ChildHandle], now: dt.datetime) -> set[int]:
-    """Tenants whose lease this instance must not give up yet: their child is alive, or exited less than
-    ``HANDOVER_GAP`` ago."""
-    gap = dt.timedelta(seconds=HANDOVER_GAP)
-    return {h.tenant.id for h in handles
-            if h.alive or (h.last_exit_wall is not None and now - h.last_exit_wall < gap)}  # fmt: skip
+class HandoverGap:
+    """Tenants given back here whose child exited less than ``HANDOVER_GAP`` ago: their lease is held that long
+    (kept in the instance, as the loop forgets the handle of a given-back tenant after the next poll)."""
+
+    def __init__(self) -> None:
+        self._exits: dict[int, dt.datetime] = {}
+
+    def note(self, handles: Iterable[ChildHandle]) -> bool:
+        """Remember the exits of given-back children; True if one is new (a poll is then due after the gap)."""
+        new = False
+        for h in handles:
+            exited = h.last_exit_wall
+            if not h.alive and h.stop_reason is StopReason.NOT_WANTED and exited is not None:
+                new |= self._exits.get(h.tenant.id) != exited
+                self._exits[h.tenant.id] = exited
+        return new
+
+    def held(self, now: dt.datetime) -> set[int]:
+        gap = dt.timedelta(seconds=HANDOVER_GAP)
+        self._exits = {t: exited for t, exited in self._exits.items() if now - exited < gap}
+        return set(self._exits)
 
 
 def running_here(handles: Iterable[ChildHandle]) -> set[int]:
     """Tenants whose child runs here and is not being stopped for good (those are kept first)."""
     return {h.tenant.id for h in handles if h.alive and h.stop_reason not in FINAL_STOPS}
-
-
-def given_back(handles: Iterable[ChildHandle]) -> list[int]:
-    """Tenants whose child was stopped here because the tenant is not wanted any more, and has exited."""
-    return sorted(h.tenant.id for h in handles if not h.alive and h.stop_reason is StopReason.NOT_WANTED)
 
 
 # --- the lease table ------------------------------------------------------------------------------------------
@@ -176,7 +186,7 @@ def sync(
 ) -> LeaseSync:
     """Renew, weigh, claim and release this owner's leases; returns the active tenants it may run now.
 
-    ``busy_ids`` are tenants whose child is still alive here (or exited a moment ago, ``held_here``): their
+    ``busy_ids`` are tenants whose child is still alive here (or exited a moment ago, ``HandoverGap``): their
     lease is renewed even when the tenant is no longer wanted, and released only after the child has exited.
     ``running`` (default: ``busy_ids``) are kept first; ``servers`` are the tenants' server counts its children
     reported, stored on leases it holds.

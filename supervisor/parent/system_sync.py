@@ -60,6 +60,7 @@ class SystemDbSync:
         self.lease_renewed_at: float | None = None
         self._row_problems: dict[int, str] = {}
         self._left_free: frozenset[int] = frozenset()
+        self.handovers = leases.HandoverGap()
 
     @property
     def healthy(self) -> bool:
@@ -78,7 +79,8 @@ class SystemDbSync:
                 upgrade_system(self.engine)
                 self.schema_ready = True
             now = utcnow()
-            busy = leases.held_here(handles, now)
+            self.handovers.note(handles)
+            busy = {h.tenant.id for h in handles if h.alive} | self.handovers.held(now)
             with self.engine.begin() as conn:
                 instances.heartbeat(conn, self.identity, self.started_wall, now)
                 gone = instances.take_over_dead_peers(conn, self.identity, now)
@@ -138,7 +140,7 @@ class SystemDbSync:
                 record_children(conn, self.identity.id, handles, utcnow())
         except DB_ERRORS as exc:
             self._failed(exc)
-        if leases.given_back(handles):  # a child stopped for a move exited: its lease is released by the poll
+        if self.handovers.note(handles):  # a child stopped for a move exited: the poll after the gap releases it
             self.next_poll = min(self.next_poll, time.monotonic() + leases.HANDOVER_GAP + EXPIRY_SLACK)
 
     def record_stop(self, handles: Iterable[ChildHandle]) -> CollectorError | SQLAlchemyError | None:

@@ -18,11 +18,10 @@ from supervisor.ipc import ChildSpec, Heartbeat
 from supervisor.parent.handle import ChildHandle, StopReason
 from supervisor.parent.leases import (
     HANDOVER_GAP,
+    HandoverGap,
     LeaseSync,
     View,
     claim_order,
-    given_back,
-    held_here,
     plan_release,
     release_leases,
     reported_servers,
@@ -183,15 +182,18 @@ def _handle(tenant_id: int, servers: int | None) -> ChildHandle:
     return handle
 
 
-def test_a_lease_is_held_until_a_moment_after_its_child_exited() -> None:
-    running, exited = _handle(1, 4), _handle(2, 4)
-    exited.request_stop(StopReason.NOT_WANTED, 1.0, 5.0)
-    exited.process.exit(0)  # type: ignore[union-attr]
-    exited.reap(2.0)
-    assert exited.last_exit_wall is not None
-    just_after = exited.last_exit_wall + dt.timedelta(seconds=HANDOVER_GAP - 0.01)
-    assert held_here([running, exited], just_after) == {1, 2}
-    assert held_here([running, exited], just_after + dt.timedelta(seconds=0.01)) == {1}
+def test_a_given_back_lease_is_held_until_a_moment_after_its_child_exited() -> None:
+    running, moved, crashed = _handle(1, 4), _handle(2, 4), _handle(3, 4)
+    moved.request_stop(StopReason.NOT_WANTED, 1.0, 5.0)
+    for handle in (moved, crashed):
+        handle.process.exit(0)  # type: ignore[union-attr]
+        handle.reap(2.0)
+    gap = HandoverGap()
+    assert gap.note([running, moved, crashed]) and not gap.note([running, moved, crashed])  # one new exit
+    assert moved.last_exit_wall is not None
+    just_before = moved.last_exit_wall + dt.timedelta(seconds=HANDOVER_GAP - 0.01)
+    assert gap.note([]) is False and gap.held(just_before) == {2}  # held even once the loop forgot the handle
+    assert gap.held(just_before + dt.timedelta(seconds=0.01)) == set()
 
 
 def test_the_handover_gap_outlasts_a_childs_start_ahead_of_its_slot() -> None:
@@ -199,10 +201,10 @@ def test_the_handover_gap_outlasts_a_childs_start_ahead_of_its_slot() -> None:
     a slot the old child collected early would be collected again."""
     from supervisor.children.runtime import START_AHEAD
 
-    assert HANDOVER_GAP > START_AHEAD + 0.25
+    assert HANDOVER_GAP >= START_AHEAD + 0.25  # and a margin for the hosts' clocks
 
 
-def test_handles_report_their_enabled_servers_and_which_children_run_or_were_given_back() -> None:
+def test_handles_report_their_enabled_servers_and_which_children_run() -> None:
     quiet, big, leaving, gone = _handle(1, None), _handle(2, 480), _handle(3, 7), _handle(4, 2)
     leaving.request_stop(StopReason.NOT_WANTED, 1.0, 5.0)
     gone.request_stop(StopReason.NOT_WANTED, 1.0, 5.0)
@@ -211,7 +213,6 @@ def test_handles_report_their_enabled_servers_and_which_children_run_or_were_giv
     handles = [quiet, big, leaving, gone]
     assert reported_servers(handles) == {2: 480, 3: 7, 4: 2}  # disabled ones not counted
     assert running_here(handles) == {1, 2}  # alive and not being stopped for good
-    assert given_back(handles) == [4]
 
 
 # --- on the system schema -------------------------------------------------------------------------------------
