@@ -144,6 +144,16 @@ def _text(text: str) -> str:
     return value
 
 
+def _path(text: str) -> str:
+    """A file or folder; ``~`` and ``~user`` are expanded, so the user must exist."""
+    value = _text(text)
+    try:
+        Path(value).expanduser()
+    except RuntimeError:
+        raise ValueError(f"cannot expand {value.split('/', 1)[0]!r}: no such user or no home directory") from None
+    return value
+
+
 def _db_url(text: str) -> str:
     value = _text(text)
     check_database_url(value)
@@ -183,7 +193,7 @@ _COLLECTOR_KEYS: dict[str, Parser] = {
     "odbc_driver": _text,
     "encrypt": _choice(ENCRYPT_MODES),
     "trust_server_certificate": _boolean,
-    "secret_key_file": _text,
+    "secret_key_file": _path,
     "heartbeat_timeout": _positive(float, 86400, SHORTEST),
     "max_child_rss_mb": _number(int, 16, 1024 * 1024),
     "retention_days": _number(int, 0, 36500),
@@ -192,13 +202,13 @@ _COLLECTOR_KEYS: dict[str, Parser] = {
     "server_refresh_interval": _positive(float, 3600, SHORTEST),
     "max_sample_gap": _positive(float, 30 * 86400, 1),
     "lease_duration": _positive(float, 3600, 1),
-    "spool_dir": _text,
+    "spool_dir": _path,
 }
 
 _LOGGING_KEYS: dict[str, Parser] = {
     "level": _choice(LOG_LEVELS, upper=True),
     "format": _choice(LOG_FORMATS),
-    "file": _text,
+    "file": _path,
 }
 
 def _listen(text: str) -> str:
