@@ -73,7 +73,7 @@ class TenantRuntime:
         self._orphaned = False
         self._refresh_failing = False
         self._disabled = 0
-        self._scheduler = Scheduler(salt=spec.slug)
+        self._scheduler = Scheduler(salt=spec.slug, ahead=START_AHEAD)
         self._targets_memo = TargetMemo()
         self._box = DeferredSecretBox(self.settings.secret_key_file)
         self.driver = resolve_driver(self.settings.odbc_driver)
@@ -219,7 +219,7 @@ class TenantRuntime:
 
     # --- collections ------------------------------------------------------------------------------------
     def _start_due(self, now: float) -> None:
-        for server_id in self._scheduler.due(now + START_AHEAD):
+        for server_id in self._scheduler.due(now):
             target = self.servers.targets.get(server_id)
             if target is None or server_id in self.flights:
                 self._scheduler.finished(server_id)
@@ -235,7 +235,7 @@ class TenantRuntime:
         waits = [self._longest_sleep]
         until_due = self._scheduler.next_due_in(now)
         if until_due is not None:
-            waits.append(until_due - START_AHEAD)
+            waits.append(until_due)
         deadline = self.flights.next_deadline()
         if deadline is not None:
             waits.append(deadline - now)

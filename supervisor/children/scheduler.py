@@ -7,6 +7,11 @@ slots missed while the process was busy are skipped too: a late collection is ne
 Each server's phase on its grid comes from a hash of (tenant, server id) and the wall clock, so a
 tenant's servers are spread evenly over the whole interval (a burst of first collections would stay
 a burst forever on a fixed grid) and a restarted child keeps the same slots.
+
+With ``ahead``, ``due(now)`` also gives the slots due within ``ahead`` seconds (one wake starts several
+collections, each at most ``ahead`` early). A server's first slot is then never within ``ahead`` of the
+moment it is added: the child that had the tenant before (a restart, a move to another instance) may
+have started that slot early already, and the server would be collected twice in one slot.
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ class _Slot:
 
 
 class Scheduler:
-    def __init__(self, salt: str = "", wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, salt: str = "", wall_clock: Callable[[], float] = time.time, ahead: float = 0.0) -> None:
         self._slots: dict[int, _Slot] = {}
         self._heap: list[tuple[float, int]] = []  # (next_due, server_id); stale once the slot moved on
         self._salt = salt
         self._wall_clock = wall_clock
+        self._ahead = ahead
 
     def set_servers(self, intervals: dict[int, float], now: float) -> None:
         """The current server list (id → interval seconds): additions, removals, interval changes."""
@@ -42,7 +48,10 @@ class Scheduler:
         for server_id, interval in intervals.items():
             slot = self._slots.get(server_id)
             if slot is None:
-                slot = self._slots[server_id] = _Slot(interval, now + self.first_delay(server_id, interval))
+                delay = self.first_delay(server_id, interval)
+                if delay < self._ahead:  # a slot the tenant's previous child may have started early
+                    delay += interval
+                slot = self._slots[server_id] = _Slot(interval, now + delay)
                 heapq.heappush(self._heap, (slot.next_due, server_id))
             elif slot.interval != interval:
                 if now + interval < slot.next_due:
@@ -56,9 +65,10 @@ class Scheduler:
         return (phase - self._wall_clock()) % interval
 
     def due(self, now: float) -> list[int]:
-        """Servers to start now, oldest slot first; their next slot is already booked."""
+        """Servers to start now (due by ``now`` + ``ahead``), oldest slot first; their next slot is already booked."""
         ready: list[int] = []
         heap = self._heap
+        now += self._ahead
         while heap and heap[0][0] <= now:
             due_at, server_id = heapq.heappop(heap)
             slot = self._slot_due_at(server_id, due_at)
@@ -84,7 +94,7 @@ class Scheduler:
         while heap:
             due_at, server_id = heap[0]
             if self._slot_due_at(server_id, due_at) is not None:
-                return max(0.0, due_at - now)
+                return max(0.0, due_at - self._ahead - now)
             heapq.heappop(heap)
         return None
 

@@ -325,3 +325,25 @@ def test_a_failing_server_is_logged_loudly_once_per_streak_then_reminded() -> No
     assert policy.failed(1, "login", now=610) == (logging.WARNING, 0)  # a different error: loud again
     policy.succeeded(1)
     assert policy.failed(1, "login", now=620) == (logging.WARNING, 0)
+
+
+def test_scheduler_ahead_starts_slots_early_but_never_one_a_previous_child_may_have_taken() -> None:
+    """A tenant moved or restarted: its previous child, with the same wall-clock slots, may have started the
+    next slot up to ``ahead`` early; the new child must not collect that slot again."""
+    ahead, interval = 0.5, 10.0
+    previous = Scheduler(salt="acme", wall_clock=lambda: 1000.0, ahead=ahead)
+    server = next(sid for sid in range(1000) if 1.0 <= previous.first_delay(sid, interval) <= 2.0)
+    slot = previous.first_delay(server, interval)
+    previous.set_servers({server: interval}, now=0.0)
+    assert math.isclose(previous.next_due_in(0.0) or 0.0, slot - ahead)
+    assert previous.due(slot - ahead - 0.01) == []
+    assert previous.due(slot - ahead + 1e-6) == [server]  # early, by ahead at most
+    # The next child starts just after, with that slot 0.2 s away on the same wall clock: not collected again.
+    after = Scheduler(salt="acme", wall_clock=lambda: 1000.0 + slot - 0.2, ahead=ahead)
+    after.set_servers({server: interval}, now=0.0)
+    assert after.due(0.2) == [] and after.due(interval + 0.2 - ahead - 0.01) == []
+    assert after.due(interval + 0.2 - ahead + 1e-6) == [server]  # the next slot, early again
+    # A first slot further away than ahead is kept.
+    later = Scheduler(salt="acme", wall_clock=lambda: 1000.0 + slot - 1.0, ahead=ahead)
+    later.set_servers({server: interval}, now=0.0)
+    assert later.due(1.0 - ahead + 1e-6) == [server]
