@@ -149,6 +149,11 @@ class HandoverGap:
         self._exits = {t: exited for t, exited in self._exits.items() if now - exited < gap}
         return set(self._exits)
 
+    def next_end_in(self, now: dt.datetime) -> float | None:
+        """Seconds until the first held lease may be released (the poll then due releases it)."""
+        ends = [(exited - now).total_seconds() + HANDOVER_GAP for exited in self._exits.values()]
+        return max(0.0, min(ends)) if ends else None
+
 
 def running_here(handles: Iterable[ChildHandle]) -> set[int]:
     """Tenants whose child runs here and is not being stopped for good (those are kept first)."""

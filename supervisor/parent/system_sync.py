@@ -111,6 +111,8 @@ class SystemDbSync:
         # give tenants back (to this newcomer, say): look again soon.
         if synced.left_free - self._left_free or synced.rebalancing:
             self.next_poll = min(self.next_poll, started + self.settings.poll_interval / 4)
+        if (gap_end := self.handovers.next_end_in(now)) is not None:  # a given-back lease is due for release
+            self.next_poll = min(self.next_poll, started + gap_end + EXPIRY_SLACK)
         self._left_free = synced.left_free
         return PollResult(active, synced.runnable)
 

@@ -193,7 +193,9 @@ def test_a_given_back_lease_is_held_until_a_moment_after_its_child_exited() -> N
     assert moved.last_exit_wall is not None
     just_before = moved.last_exit_wall + dt.timedelta(seconds=HANDOVER_GAP - 0.01)
     assert gap.note([]) is False and gap.held(just_before) == {2}  # held even once the loop forgot the handle
+    assert gap.next_end_in(just_before) == pytest.approx(0.01)  # when the poll that releases it is due
     assert gap.held(just_before + dt.timedelta(seconds=0.01)) == set()
+    assert gap.next_end_in(just_before) is None
 
 
 def test_the_handover_gap_outlasts_a_childs_start_ahead_of_its_slot() -> None:
