@@ -166,7 +166,9 @@ def running_here(handles: Iterable[ChildHandle]) -> set[int]:
 @dataclass(frozen=True)
 class LeaseSync:
     runnable: set[int]  # the active tenants this instance may run now
-    #: Free tenants this instance left to another (less loaded) one; if both polled at once, neither took them.
+    #: Free tenants this instance left to another (less loaded) one (if both polled at once, neither took them),
+    #: and those it gave back now (two instances giving to the same newcomer can leave one over for nobody but
+    #: themselves).
     left_free: frozenset[int]
     #: Another instance holds tenants the rule has it give back (a newcomer's share is on its way).
     rebalancing: bool = False
@@ -223,7 +225,7 @@ def sync(
     surplus = held - keep - set(busy_ids)
     if surplus:
         release_leases(conn, owner, surplus)
-    return LeaseSync(keep, frozenset(view.free - keep), _others_give_back(view))
+    return LeaseSync(keep, frozenset((view.free - keep) | (surplus & active)), _others_give_back(view))
 
 
 def _others_give_back(view: View) -> bool:

@@ -302,7 +302,8 @@ def test_a_newcomer_hears_that_others_still_give_back_until_its_share_is_settled
         sync(conn, "a", ids, [], 1, T0, 10.0)
         sync(conn, "a", ids, ids, 1, T0 + dt.timedelta(seconds=1), 10.0, servers=servers)
         assert sync(conn, "b", ids, [], 2, T0 + dt.timedelta(seconds=2), 10.0).rebalancing
-        assert sync(conn, "a", ids, [], 2, T0 + dt.timedelta(seconds=3), 10.0, servers=servers).runnable == {ids[0]}
+        gave = sync(conn, "a", ids, [], 2, T0 + dt.timedelta(seconds=3), 10.0, servers=servers)
+        assert gave.runnable == {ids[0]} and gave.left_free == set(ids[1:])  # a looks again soon, too
         joined = sync(conn, "b", ids, [], 2, T0 + dt.timedelta(seconds=4), 10.0)
         assert joined == LeaseSync(set(ids[1:]), frozenset(), rebalancing=False)
         assert not sync(conn, "a", ids, [ids[0]], 2, T0 + dt.timedelta(seconds=5), 10.0, servers=servers).rebalancing
