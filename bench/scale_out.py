@@ -328,14 +328,13 @@ def run(args: argparse.Namespace, directory: Path) -> Report:
         fail_over(watch, victim, sim_hosts, plan, report, restart=False)
         fail_over(watch, busiest(watch, [h for h in hosts if h is not victim]), sim_hosts, plan, report, restart=True)
         time.sleep(plan.interval)  # a last round of collections on the final owners
-        for host in hosts:
-            if host.alive and host.process is not None:
-                host.process.send_signal(signal.SIGTERM)
-        for host in hosts:
-            if host.alive and host.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    host.process.wait(30)
-                report.stop_exit_codes[host.hostname] = host.process.returncode
+        running = [(host.hostname, host.process) for host in hosts if host.alive and host.process is not None]
+        for _, process in running:
+            process.send_signal(signal.SIGTERM)
+        for hostname, process in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(30)
+            report.stop_exit_codes[hostname] = process.returncode
         watch.stop()
         report.snapshots, pairs = find_duplicates(directory / "tenants", list(groups), plan.interval)
         describe_duplicates(watch, pairs, report)

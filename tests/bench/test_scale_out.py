@@ -51,4 +51,4 @@ def test_quick_scale_out_shares_by_servers_fails_over_and_never_collects_twice(t
     assert same_host["restarted_on_same_host"] and same_host["claimed_s"] < same_host["lease_expiry_s"], same_host
     assert report["duplicates"] == 0 and report["snapshots"] > 0
     assert report["overlaps"] == []
-    assert set(report["stop_exit_codes"].values()) == {0}
+    assert list(report["stop_exit_codes"].values()) == [0, 0]  # the survivor and the restarted one, on SIGTERM
