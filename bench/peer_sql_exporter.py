@@ -31,9 +31,9 @@ the TCP counters of the peer's sockets (``ss -ti``). On a kept connection a coll
 packets, in two segments (the SQL batch, then the ATTENTION), so a socket's collections in the window are its
 ``data_segs_out`` difference / 2. Checked and printed: every socket's bytes sent per collection are the same
 (108 bytes without TLS), no socket was opened during the window, and none has an odd difference. The window's
-two ends are taken between the peer's bursts: when the counters have not moved for 0.3 s, CPU is read, and
-the counters again. Failures: the lines the peer logs in the window (it logs each failed connect or query
-at WARN).
+two ends are taken between the peer's bursts: when the counters have not moved for 0.3 s, CPU is read (the
+kernel's CPU clock of its process, in ns), and the counters again. Failures: the lines the peer logs in the
+window (it logs each failed connect or query at WARN).
 
 What encryption costs per login (and per collection on a kept connection), after the fleet runs: on
 ``--login-servers`` L plain and L TLS servers of the same simulator processes.
