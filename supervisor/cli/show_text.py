@@ -49,7 +49,8 @@ def _header(data: ServerHistory) -> list[str]:
     interval = f"every {info.interval_seconds} s" if isinstance(info.interval_seconds, int) else "default interval"
     collection = f"collection {'enabled' if info.enabled is True else 'disabled'}, {interval}"
     since = f" for {age(info.status_changed_at, now)}" if info.status_changed_at else ""
-    lines = [f"{data.tenant} / {info.name}  {info.host}:{info.port}  {info.status}{since}  ({collection})"]
+    first = f"{data.tenant} / {info.name}  {info.host}:{info.port}  {info.status}{since}"
+    lines = [f"{first}  ({collection})"] if len(first) + len(collection) + 4 <= 80 else [first, f"({collection})"]
     if info.removed_at is not None:
         lines.append(f"removed {info.removed_at:%Y-%m-%d %H:%M} UTC: no longer collected, its history is kept")
     success = f"last success {age(info.last_success_at, now)} ago" if info.last_success_at else "never collected"

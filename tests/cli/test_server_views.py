@@ -58,11 +58,14 @@ def status_of(root: Path, tenant: str, name: str) -> str | None:
         engine.dispose()
 
 
-def snapshot_count(root: Path, tenant: str) -> int:
+def snapshot_count(root: Path, tenant: str, server: str | None = None) -> int:
     engine = create_engine(f"sqlite:///{root}/var/tenants/{tenant}.db")
+    query = select(metric_snapshots.c.id)
+    if server is not None:
+        query = query.join(servers, servers.c.id == metric_snapshots.c.server_id).where(servers.c.name == server)
     try:
         with engine.connect() as conn:
-            return len(conn.execute(select(metric_snapshots.c.id)).all())
+            return len(conn.execute(query).all())
     finally:
         engine.dispose()
 
@@ -96,7 +99,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         wait_until(lambda: status_of(root, "a", "a-ok") == "offline", 30, "a-ok offline")
         sim.set_faults("a-ok", down=False)
         wait_until(lambda: status_of(root, "a", "a-ok") == "online", 30, "a-ok online again")
-        wait_until(lambda: snapshot_count(root, "a") >= 10, 30, "more snapshots")
+        # server show charts a-ok's history in points of about 2 s: 8 of them need 16 stored snapshots.
+        wait_until(lambda: snapshot_count(root, "a", "a-ok") >= 16, 60, "16 snapshots of a-ok")
         yield view
         supervisor.signal(15)
         assert supervisor.wait_exit(30) == 0

@@ -123,3 +123,25 @@ def test_bridging_fills_buckets_between_collections_but_not_an_outage() -> None:
     bridged = bridge(missed_one)
     assert bridged[1:3] == [2.0, 3.0] and bridged[4:9] == [None] * 5  # a missing collection stays a gap
     assert bridge([None, 1.0, None, 2.0]) == [None, 1.0, None, 2.0]  # too few values to know the spacing
+
+
+def test_a_header_too_long_for_80_columns_puts_the_collection_part_on_its_own_line() -> None:
+    """A five-digit port and a two-digit age made the first line 81 columns (found by test_server_views)."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from supervisor.cli.show_text import _header
+
+    now = dt.datetime(2026, 12, 2, 1, 0, 0)
+    info = SimpleNamespace(
+        interval_seconds=None, enabled=True, status_changed_at=now - dt.timedelta(seconds=12), tenant="a",
+        name="a-ok", host="127.0.0.1", port=10587, status="online", removed_at=None, last_success_at=now,
+        last_error=None, last_error_class=None,
+    )
+    data = SimpleNamespace(info=info, now=now, tenant="a", latest=None, hint=None)
+    lines = _header(data)  # type: ignore[arg-type]
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines[0] == "a / a-ok  127.0.0.1:10587  online for 12s"
+    assert lines[1] == "(collection enabled, default interval)"
+    info.port = 1433
+    assert _header(data)[0] == "a / a-ok  127.0.0.1:1433  online for 12s  (collection enabled, default interval)"  # type: ignore[arg-type]
