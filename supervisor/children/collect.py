@@ -6,9 +6,7 @@ rounded up, set the query timeout to the time left, rounded up (pyodbc takes who
 collection in one round trip, read every result set. The deadline itself is enforced from outside
 (``flights``): at the deadline the main thread calls ``abandon()``, which shuts down the sockets to
 the server so the driver call returns. After any error or abandonment the connection is closed: it
-is never reused in an unknown state. A kept connection keeps its cursor too (one statement handle, not
-one per collection); pyodbc gives a cursor its query timeout when it is made, so a cursor whose timeout
-is shorter than the time a collection has is made anew.
+is never reused in an unknown state.
 """
 
 from __future__ import annotations
@@ -68,8 +66,6 @@ class ServerSession:
         self._login_timeout = login_timeout
         self._keep_connection = keep_connection
         self._conn: Any = None
-        self._cursor: Any = None
-        self._cursor_timeout = 0
         self._handle_lock = threading.Lock()
         self._abandoned = False
         self._peers: list[str] = []  # the server's addresses, resolved before each connect
@@ -163,7 +159,8 @@ class ServerSession:
         left = deadline - time.monotonic()
         if left < MIN_QUERY_SECONDS:
             raise CollectionFailure(TIMEOUT, "no time left for the query after the login")
-        cursor = self._cursor_for(driver_timeout(None, left))
+        self._conn.timeout = driver_timeout(None, left)
+        cursor = self._conn.cursor()
         try:
             self.phase = QUERY
             cursor.execute(statement)
@@ -173,25 +170,10 @@ class ServerSession:
             raw = read_result_sets(cursor)
             if self._abandoned:
                 raise CollectionFailure(TIMEOUT, "collection abandoned at its deadline")
-        except BaseException:
-            self._drop_cursor()
-            raise
-        if not self._keep_connection:
-            self._drop_cursor()
-        return parse_sample(raw)
-
-    def _cursor_for(self, timeout: int) -> Any:
-        if self._cursor is None or self._cursor_timeout < timeout:
-            self._drop_cursor()
-            self._conn.timeout = timeout
-            self._cursor, self._cursor_timeout = self._conn.cursor(), timeout
-        return self._cursor
-
-    def _drop_cursor(self) -> None:
-        cursor, self._cursor = self._cursor, None
-        if cursor is not None:
+        finally:
             with contextlib.suppress(pyodbc.Error):
                 cursor.close()
+        return parse_sample(raw)
 
     # --- any thread -------------------------------------------------------------------------------------
     def abandon(self) -> str:
@@ -211,7 +193,6 @@ class ServerSession:
     def close(self) -> None:
         with self._handle_lock:
             conn, self._conn = self._conn, None
-            self._cursor = None  # closed with its connection
             if conn is not None:
                 with contextlib.suppress(pyodbc.Error):
                     conn.close()
