@@ -8,7 +8,6 @@ import datetime as dt
 import random
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -19,8 +18,6 @@ from supervisor.children.scheduler import Scheduler
 from supervisor.ipc import ChildSpec, Heartbeat
 from supervisor.parent import leases, watchdog
 from supervisor.parent.handle import ChildHandle, ChildState, CollectionTotals, StopReason
-from supervisor.storage.engine import make_engine
-from supervisor.storage.migrations import upgrade_system
 from supervisor.storage.system_schema import tenant_leases
 from supervisor.tenants import ACTIVE, Tenant, insert_tenant
 from tests.unit.fakes import EdgeRandom, FakeContext, SignalRecorder
@@ -153,14 +150,6 @@ def test_rss_is_recorded_to_a_tenth_of_a_mib_and_the_limit_is_inclusive(
 # --- leases ----------------------------------------------------------------------------------------------------
 
 T0 = dt.datetime(2026, 5, 1, 12, 0, 0)
-
-
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path}/system.db", pooled=False)
-    upgrade_system(engine)
-    yield engine
-    engine.dispose()
 
 
 def _sync(engine: Engine, owner: str, active: list[int], at: dt.datetime, live: int = 1) -> set[int]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import pytest
 from sqlalchemy import Engine, select
@@ -31,8 +30,6 @@ from supervisor.parent.leases import (
     tenant_weights,
     wants,
 )
-from supervisor.storage.engine import make_engine
-from supervisor.storage.migrations import upgrade_system
 from supervisor.storage.system_schema import tenant_leases
 from supervisor.tenants import ACTIVE, Tenant, insert_tenant
 from tests.unit.fakes import FakeContext, SignalRecorder
@@ -222,69 +219,61 @@ def test_handles_report_their_enabled_servers_and_which_children_run() -> None:
 T0 = dt.datetime(2024, 5, 1, 12, 0, 0)
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path}/system.db", pooled=False)
-    upgrade_system(engine)
-    yield engine
-    engine.dispose()
-
-
-def _sync(engine: Engine, owner: str, ids: list[int], second: float, live: int,
+def _sync(system: Engine, owner: str, ids: list[int], second: float, live: int,
           servers: Mapping[int, int] | None = None) -> set[int]:  # fmt: skip
-    with engine.begin() as conn:
+    with system.begin() as conn:
         return sync_leases(conn, owner, ids, [], live, T0 + dt.timedelta(seconds=second), 10.0, servers=servers)
 
 
-def _stored(engine: Engine) -> dict[int, tuple[str | None, int | None]]:
-    with engine.connect() as conn:
+def _stored(system: Engine) -> dict[int, tuple[str | None, int | None]]:
+    with system.connect() as conn:
         rows = conn.execute(select(tenant_leases.c.tenant_id, tenant_leases.c.owner, tenant_leases.c.servers))
         return {row.tenant_id: (row.owner, row.servers) for row in rows}
 
 
-def _tenants(engine: Engine, count: int) -> list[int]:
-    return [insert_tenant(engine, f"t{n}", f"T{n}", None, ACTIVE).id for n in range(count)]
+def _tenants(system: Engine, count: int) -> list[int]:
+    return [insert_tenant(system, f"t{n}", f"T{n}", None, ACTIVE).id for n in range(count)]
 
 
-def test_reported_servers_are_stored_by_the_holder_and_kept_after_release(engine: Engine) -> None:
-    ids = _tenants(engine, 2)
-    _sync(engine, "a", [ids[0]], 0, live=1)
-    _sync(engine, "a", [ids[0]], 1, live=1, servers={ids[0]: 40, ids[1]: 9})  # it does not hold ids[1]
-    assert _stored(engine) == {ids[0]: ("a", 40)}
-    with engine.begin() as conn:
+def test_reported_servers_are_stored_by_the_holder_and_kept_after_release(system: Engine) -> None:
+    ids = _tenants(system, 2)
+    _sync(system, "a", [ids[0]], 0, live=1)
+    _sync(system, "a", [ids[0]], 1, live=1, servers={ids[0]: 40, ids[1]: 9})  # it does not hold ids[1]
+    assert _stored(system) == {ids[0]: ("a", 40)}
+    with system.begin() as conn:
         release_leases(conn, "a")
-    assert _stored(engine) == {ids[0]: (None, 40)}
+    assert _stored(system) == {ids[0]: (None, 40)}
 
 
-def test_a_joining_instance_gets_its_share_of_servers(engine: Engine) -> None:
+def test_a_joining_instance_gets_its_share_of_servers(system: Engine) -> None:
     """a ran all four and reported 90, 5, 3 and 2 servers; b joins: b takes the three small tenants (10 servers),
     a keeps the big one. Counting would split them two and two."""
-    ids = _tenants(engine, 4)
+    ids = _tenants(system, 4)
     servers = dict(zip(ids, (90, 5, 3, 2), strict=True))
-    assert _sync(engine, "a", ids, 0, live=1, servers=servers) == set(ids)
-    assert _sync(engine, "b", ids, 1, live=2) == set()
-    assert _sync(engine, "a", ids, 2, live=2, servers=servers) == {ids[0]}
-    assert _sync(engine, "b", ids, 3, live=2) == set(ids[1:])
-    assert _sync(engine, "a", ids, 4, live=2, servers=servers) == {ids[0]}  # and it stays so
-    assert _sync(engine, "b", ids, 5, live=2) == set(ids[1:])
+    assert _sync(system, "a", ids, 0, live=1, servers=servers) == set(ids)
+    assert _sync(system, "b", ids, 1, live=2) == set()
+    assert _sync(system, "a", ids, 2, live=2, servers=servers) == {ids[0]}
+    assert _sync(system, "b", ids, 3, live=2) == set(ids[1:])
+    assert _sync(system, "a", ids, 4, live=2, servers=servers) == {ids[0]}  # and it stays so
+    assert _sync(system, "b", ids, 5, live=2) == set(ids[1:])
 
 
-def test_the_weights_come_from_the_lease_rows_whoever_wrote_them(engine: Engine) -> None:
+def test_the_weights_come_from_the_lease_rows_whoever_wrote_them(system: Engine) -> None:
     """c has never run these tenants: the weights another instance stored decide its share (by count it would
     claim two of the four)."""
-    ids = _tenants(engine, 4)
-    with engine.begin() as conn:
+    ids = _tenants(system, 4)
+    with system.begin() as conn:
         conn.execute(tenant_leases.insert(), [{"tenant_id": t, "owner": None, "servers": s}
                                               for t, s in zip(ids, (300, 100, 100, 100), strict=True)])  # fmt: skip
-    assert _sync(engine, "c", ids, 1, live=2) == {ids[0]}  # 300 of 600
-    assert _sync(engine, "d", ids, 2, live=2) == set(ids[1:])
+    assert _sync(system, "c", ids, 1, live=2) == {ids[0]}  # 300 of 600
+    assert _sync(system, "d", ids, 2, live=2) == set(ids[1:])
 
 
-def test_a_free_tenant_left_to_a_less_loaded_instance_is_reported(engine: Engine) -> None:
+def test_a_free_tenant_left_to_a_less_loaded_instance_is_reported(system: Engine) -> None:
     """a (2 servers) leaves the free tenant to b (1 server): it says so, so that it looks again soon in case b
     polled at the same moment and saw a lighter a. (What a poll reports, not the rule: the rule's cases are above.)"""
-    ids = _tenants(engine, 4)
-    with engine.begin() as conn:
+    ids = _tenants(system, 4)
+    with system.begin() as conn:
         sync(conn, "a", ids[:2], [], 1, T0, 10.0)
         sync(conn, "b", ids[2:3], [], 2, T0, 10.0)
         left = sync(conn, "a", ids, [], 2, T0 + dt.timedelta(seconds=1), 10.0, servers={ids[0]: 1, ids[1]: 1})
@@ -293,12 +282,12 @@ def test_a_free_tenant_left_to_a_less_loaded_instance_is_reported(engine: Engine
         assert taken == LeaseSync({ids[2], ids[3]}, frozenset())
 
 
-def test_a_newcomer_hears_that_others_still_give_back_until_its_share_is_settled(engine: Engine) -> None:
+def test_a_newcomer_hears_that_others_still_give_back_until_its_share_is_settled(system: Engine) -> None:
     """b joins while a holds 90, 5, 3 and 2 servers: a is to give back the three small tenants, so b looks again
     soon; once b holds them, nobody is to give anything back (by count a would still owe b one tenant)."""
-    ids = _tenants(engine, 4)
+    ids = _tenants(system, 4)
     servers = dict(zip(ids, (90, 5, 3, 2), strict=True))
-    with engine.begin() as conn:
+    with system.begin() as conn:
         sync(conn, "a", ids, [], 1, T0, 10.0)
         sync(conn, "a", ids, ids, 1, T0 + dt.timedelta(seconds=1), 10.0, servers=servers)
         assert sync(conn, "b", ids, [], 2, T0 + dt.timedelta(seconds=2), 10.0).rebalancing

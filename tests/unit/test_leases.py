@@ -6,15 +6,12 @@ itself is in test_lease_weights.py."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterator
-from pathlib import Path
+from collections.abc import Collection
 
 import pytest
 from sqlalchemy import Engine, select
 
 from supervisor.parent.leases import next_foreign_expiry, release_leases, sync_leases
-from supervisor.storage.engine import make_engine
-from supervisor.storage.migrations import upgrade_system
 from supervisor.storage.system_schema import tenant_leases
 from supervisor.tenants import ACTIVE, insert_tenant
 
@@ -25,9 +22,9 @@ DURATION = 10.0
 class SystemDb:
     """The system DB with some tenants, and each instance's sync as one transaction (as a poll does)."""
 
-    def __init__(self, engine: Engine, tenant_count: int) -> None:
-        self.engine = engine
-        self.tenant_ids = [insert_tenant(engine, f"t{i}", f"T{i}", None, ACTIVE).id for i in range(tenant_count)]
+    def __init__(self, system: Engine, tenant_count: int) -> None:
+        self.system = system
+        self.tenant_ids = [insert_tenant(system, f"t{i}", f"T{i}", None, ACTIVE).id for i in range(tenant_count)]
 
     def sync(
         self,
@@ -38,15 +35,15 @@ class SystemDb:
         active: Collection[int] | None = None,
     ) -> set[int]:
         active_ids = self.tenant_ids if active is None else active
-        with self.engine.begin() as conn:
+        with self.system.begin() as conn:
             return sync_leases(conn, owner, active_ids, busy, live, at(seconds), DURATION)
 
     def release(self, owner: str, tenant_ids: Collection[int] | None = None) -> None:
-        with self.engine.begin() as conn:
+        with self.system.begin() as conn:
             release_leases(conn, owner, tenant_ids)
 
     def rows(self) -> dict[int, tuple[str | None, dt.datetime | None, dt.datetime | None]]:
-        with self.engine.connect() as conn:
+        with self.system.connect() as conn:
             query = select(tenant_leases.c.tenant_id, tenant_leases.c.owner, tenant_leases.c.acquired_at,
                            tenant_leases.c.expires_at)  # fmt: skip
             return {row.tenant_id: (row.owner, row.acquired_at, row.expires_at) for row in conn.execute(query)}
@@ -60,16 +57,8 @@ def at(seconds: float) -> dt.datetime:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path}/system.db", pooled=False)
-    upgrade_system(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def db(engine: Engine) -> SystemDb:
-    return SystemDb(engine, 5)
+def db(system: Engine) -> SystemDb:
+    return SystemDb(system, 5)
 
 
 def test_a_lone_instance_claims_every_active_tenant(db: SystemDb) -> None:
@@ -109,8 +98,8 @@ def test_a_new_instance_gets_its_fair_share_once_the_first_gives_back_the_excess
     assert db.sync("a", 4, live=2) == kept and db.sync("b", 5, live=2) == claimed  # stable
 
 
-def test_three_instances_split_the_tenants_and_never_share_one(engine: Engine) -> None:
-    db = SystemDb(engine, 7)
+def test_three_instances_split_the_tenants_and_never_share_one(system: Engine) -> None:
+    db = SystemDb(system, 7)
     owners = ["a", "b", "c"]
     latest: dict[str, set[int]] = {}
     for turn in range(12):
@@ -155,8 +144,8 @@ def test_a_deactivated_tenant_is_released_only_after_its_child_exited(db: System
     assert db.sync("b", 4, live=2, active=set(db.tenant_ids)) == {gone}
 
 
-def test_release_gives_back_the_named_leases_or_all_of_an_owner(engine: Engine) -> None:
-    db = SystemDb(engine, 4)
+def test_release_gives_back_the_named_leases_or_all_of_an_owner(system: Engine) -> None:
+    db = SystemDb(system, 4)
     first, second = set(db.tenant_ids[:2]), set(db.tenant_ids[2:])
     db.sync("a", 0, live=1, active=first)
     db.sync("b", 0, live=1, active=second)
@@ -168,20 +157,20 @@ def test_release_gives_back_the_named_leases_or_all_of_an_owner(engine: Engine) 
     assert db.sync("a", 2, live=2) == {db.tenant_ids[1], db.tenant_ids[3]}
 
 
-def test_leases_rows_appear_for_new_tenants(engine: Engine) -> None:
-    db = SystemDb(engine, 2)
+def test_leases_rows_appear_for_new_tenants(system: Engine) -> None:
+    db = SystemDb(system, 2)
     db.sync("a", 0, live=1)
-    db.tenant_ids.append(insert_tenant(engine, "late", "Late", None, ACTIVE).id)
+    db.tenant_ids.append(insert_tenant(system, "late", "Late", None, ACTIVE).id)
     assert db.sync("a", 1, live=1) == set(db.tenant_ids)
     assert db.rows()[db.tenant_ids[-1]] == ("a", at(1), at(1 + DURATION))
 
 
-def test_the_next_foreign_expiry_is_the_first_live_lease_of_another_owner(engine: Engine) -> None:
-    db = SystemDb(engine, 4)
+def test_the_next_foreign_expiry_is_the_first_live_lease_of_another_owner(system: Engine) -> None:
+    db = SystemDb(system, 4)
     db.sync("a", 0, live=1, active=db.tenant_ids[:1])
     db.sync("b", 2, live=2, active=db.tenant_ids[1:2])
     db.sync("c", 3, live=3, active=db.tenant_ids[2:3])
-    with engine.connect() as conn:
+    with system.connect() as conn:
         assert next_foreign_expiry(conn, "b", at(1)) == at(DURATION)  # a's, the earliest that is not b's own
         assert next_foreign_expiry(conn, "a", at(1)) == at(2 + DURATION)
         assert next_foreign_expiry(conn, "b", at(DURATION)) == at(DURATION)  # expiring this very instant
