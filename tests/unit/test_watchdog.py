@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from collections.abc import Iterator
@@ -44,7 +45,7 @@ def t0(handle: ChildHandle) -> float:
 
 def test_a_heartbeat_exactly_heartbeat_timeout_old_is_still_fine(context: FakeContext) -> None:
     handle = started(context)
-    beat_at = t0(handle) + 5
+    beat_at = float(math.ceil(t0(handle))) + 5  # whole seconds: (beat_at + TIMEOUT) - beat_at is TIMEOUT exactly
     handle.on_heartbeat(Heartbeat(sent_at=0.0), beat_at)
     assert check_heartbeat(handle, beat_at + TIMEOUT, TIMEOUT) is None
     verdict = check_heartbeat(handle, beat_at + TIMEOUT + 0.01, TIMEOUT)
