@@ -26,8 +26,16 @@ from supervisor.children.server_list import ServerList
 from supervisor.children.spool import Spool
 from supervisor.children.stats import TenantStats
 from supervisor.children.status import OFFLINE, ONLINE, ServerState
-from supervisor.children.targets import TargetMemo, count_disabled, load_baselines, load_states, read_servers
+from supervisor.children.targets import (
+    TargetMemo,
+    check_ages,
+    count_disabled,
+    load_baselines,
+    load_states,
+    read_servers,
+)
 from supervisor.children.writer import Writer
+from supervisor.clock import utcnow
 from supervisor.config import Settings
 from supervisor.errors import STORAGE, CollectorError, ConfigError
 from supervisor.ipc import CHILD_EXIT_OK, CHILD_EXIT_ORPHANED, ChildSpec, Heartbeat, ServerReport
@@ -192,6 +200,8 @@ class TenantRuntime:
                 self._disabled = count_disabled(conn)
                 unknown = [sid for sid in listed if sid not in self.recorder.states]
                 states = load_states(conn) if unknown else {}
+                added = [sid for sid in targets if sid not in self._scheduler]
+                ages = check_ages(conn, added, utcnow()) if added else {}
             with self._record_lock:
                 for sid in unknown:
                     self.recorder.states.setdefault(sid, states.get(sid, ServerState()))
@@ -207,7 +217,7 @@ class TenantRuntime:
         with self._record_lock:
             self.recorder.report_invalid(rows.invalid)
         changes = self.servers.replace(targets, busy=self.flights.sessions())
-        self._scheduler.set_servers({sid: t.interval_seconds for sid, t in targets.items()}, now)
+        self._scheduler.set_servers({sid: t.interval_seconds for sid, t in targets.items()}, now, check_ages=ages)
         log_event(
             log, logging.INFO if changes else logging.DEBUG, "servers.refreshed",
             "server list: %d servers (%d added, %d removed, %d changed)",
@@ -222,7 +232,7 @@ class TenantRuntime:
         for server_id in self._scheduler.due(now):
             target = self.servers.targets.get(server_id)
             if target is None or server_id in self.flights:
-                self._scheduler.finished(server_id)
+                self._scheduler.finished(server_id, now)
                 continue
             self.flights.start(target, self.servers.session_for(target))
 
@@ -243,7 +253,7 @@ class TenantRuntime:
 
     def _harvest(self) -> None:
         for outcome, recorded in self.flights.harvest():
-            self._scheduler.finished(outcome.target.server_id)
+            self._scheduler.finished(outcome.target.server_id, time.monotonic())
             if not recorded:  # a deadline's timeout
                 self._record(outcome)
         if self.servers.has_retired():

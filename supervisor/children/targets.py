@@ -9,6 +9,8 @@ processing, which on SQLite would turn ``'bogus'`` in a boolean column into ``Tr
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,6 +246,29 @@ def load_states(conn: Connection) -> dict[int, ServerState]:
             failures = 0
         states[server_id] = ServerState(status, failures)
     return states
+
+
+def check_ages(conn: Connection, server_ids: Collection[int], now: dt.datetime) -> dict[int, float]:
+    """Seconds since each of these servers' last stored check (``last_checked_at``, UTC), for those with one that
+    is a time; a catch-up decides on it (children.scheduler), so a value another program wrote is left out."""
+    wanted = set(server_ids)
+    ages = {}
+    for server_id, checked in conn.execute(select(_raw(servers.c.id), _raw(servers.c.last_checked_at))):
+        if server_id in wanted and (checked_at := _utc_time(checked)) is not None:
+            ages[server_id] = (now - checked_at).total_seconds()
+    return ages
+
+
+def _utc_time(value: object) -> dt.datetime | None:
+    """A stored UTC time: a datetime (PostgreSQL) or its ISO text (SQLite); None for anything else."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    return value if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def load_baselines(conn: Connection) -> dict[int, Baseline]:
