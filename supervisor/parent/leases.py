@@ -172,6 +172,9 @@ class LeaseSync:
     left_free: frozenset[int]
     #: Another instance holds tenants the rule has it give back (a newcomer's share is on its way).
     rebalancing: bool = False
+    #: Free tenants whose lease another instance let run out (it died, say) that this instance left to others: two
+    #: instances looking at the moment it ran out may each leave part of them to the other.
+    left_expired: frozenset[int] = frozenset()
 
 
 def sync_leases(*args: Any, **kwargs: Any) -> set[int]:
@@ -225,7 +228,10 @@ def sync(
     surplus = held - keep - set(busy_ids)
     if surplus:
         release_leases(conn, owner, surplus)
-    return LeaseSync(keep, frozenset((view.free - keep) | (surplus & active)), _others_give_back(view))
+    expired = {r.tenant_id for r in rows if r.tenant_id in view.free and r.owner is not None and r.owner != owner}
+    return LeaseSync(
+        keep, frozenset((view.free - keep) | (surplus & active)), _others_give_back(view), frozenset(expired - keep)
+    )
 
 
 def _others_give_back(view: View) -> bool:

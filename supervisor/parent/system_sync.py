@@ -10,6 +10,7 @@ before another instance may claim their tenant. See docs/architecture.md.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ DB_ERRORS = (SQLAlchemyError, CollectorError)
 CALL_TIMEOUT = 2.0
 #: A poll due at another instance's lease expiry comes this long after it.
 EXPIRY_SLACK = 0.1
+#: After leaving a dead instance's tenants to others, the next look comes this long after (random between the two,
+#: so that instances that looked at the same moment, each leaving part to the other, look again one after the other).
+FAILOVER_LOOK_AGAIN = (0.2, 0.5)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class SystemDbSync:
         self.lease_renewed_at: float | None = None
         self._row_problems: dict[int, str] = {}
         self._left_free: frozenset[int] = frozenset()
+        self._left_expired: frozenset[int] = frozenset()
         self.handovers = leases.HandoverGap()
 
     @property
@@ -111,9 +116,11 @@ class SystemDbSync:
         # give tenants back (to this newcomer, say): look again soon.
         if synced.left_free - self._left_free or synced.rebalancing:
             self.next_poll = min(self.next_poll, started + self.settings.poll_interval / 4)
+        if synced.left_expired - self._left_expired:
+            self.next_poll = min(self.next_poll, started + random.uniform(*FAILOVER_LOOK_AGAIN))
         if (gap_end := self.handovers.next_end_in(now)) is not None:  # a given-back lease is due for release
             self.next_poll = min(self.next_poll, started + gap_end + EXPIRY_SLACK)
-        self._left_free = synced.left_free
+        self._left_free, self._left_expired = synced.left_free, synced.left_expired
         return PollResult(active, synced.runnable)
 
     def _usable(self, rows: Sequence[RowMapping]) -> list[RowMapping]:
