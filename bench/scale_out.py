@@ -195,13 +195,15 @@ def fail_over(watch: LeaseWatch, victim: Host, sim_hosts: SimHosts, plan: Plan, 
         victim.start(sim_hosts)
     orphans_gone = watch.wait_pids_gone(orphans, 30)
     target = SAME_HOST_TARGET_S if restart else plan.lease
-    claimed, collecting = watch.wait_collecting(tenants, old_ids, killed_at, target + 30)
+    claimed, collecting, every_server = watch.wait_collecting(tenants, old_ids, killed_at, target + 30)
     _, after = watch.wait_settled(time.time(), plan.poll, 60)
     new_owners = after.owners_by_host()
     owners = sorted({h for t, h in new_owners.items() if h is not None and t in tenants})
     worst = max(collecting.values(), default=None) if len(collecting) == len(tenants) else None
     claimed_s = round(max(claimed.values()) - killed_at, 2) if len(claimed) == len(tenants) and claimed else None
     collecting_s = round(worst - killed_at, 2) if worst is not None else None
+    all_servers = max(every_server.values()) if len(every_server) == len(tenants) and every_server else None
+    all_servers_s = round(all_servers - killed_at, 2) if all_servers is not None else None
     figures = {
         "host": victim.hostname, "restarted_on_same_host": restart, "tenants": len(tenants),
         "servers": sum(watch.sizes[t] for t in tenants), "orphans_gone_s": round(orphans_gone - killed_at, 2),
@@ -209,6 +211,11 @@ def fail_over(watch: LeaseWatch, victim: Host, sim_hosts: SimHosts, plan: Plan, 
         "claimed_s": claimed_s, "collecting_s": collecting_s, "target_s": target,
         "met": worst is not None and worst - killed_at <= target,
         "claimed_met": claimed_s is not None and claimed_s <= target,
+        # Every server of those tenants has a snapshot again (a catch-up collects those the dead owner missed).
+        "all_servers_s": all_servers_s, "all_servers_met": all_servers_s is not None and all_servers_s <= target,
+        # How long after the dead owner's lease ran out (the earliest another may claim): the part this code sets.
+        "all_servers_after_expiry_s": None if all_servers_s is None or expiry is None else
+                                      round(all_servers - expiry.replace(tzinfo=dt.UTC).timestamp(), 2),
         # After its claim, a tenant waits for its servers' next slots (each server keeps its grid over a move).
         "slot_wait_max_s": round(max(collecting[t] - claimed[t] for t in collecting), 2) if collecting else None,
         "taken_by": {h: sum(1 for t in tenants if new_owners.get(t) == h) for h in owners},
@@ -216,9 +223,10 @@ def fail_over(watch: LeaseWatch, victim: Host, sim_hosts: SimHosts, plan: Plan, 
     }  # fmt: skip
     report.failovers.append(figures)
     how = "killed and restarted on the same host" if restart else "killed (SIGKILL)"
-    verdicts = [("claims", figures["claimed_met"]), ("collections", figures["met"])]
+    verdicts = [("claims", figures["claimed_met"]), ("collections", figures["met"]),
+                ("every server", figures["all_servers_met"])]  # fmt: skip
     note(f"{victim.hostname} {how}: its {len(tenants)} tenants claimed again after {fmt_s(claimed_s)}, "
-         f"all collecting after {fmt_s(collecting_s)} (target {target:g} s: "
+         f"all collecting after {fmt_s(collecting_s)}, every server after {fmt_s(all_servers_s)} (target {target:g} s: "
          + ", ".join(f"{what} {'met' if ok else 'missed'}" for what, ok in verdicts)
          + f"), taken by {figures['taken_by']}")  # fmt: skip
     if worst is None:

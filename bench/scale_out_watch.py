@@ -192,14 +192,16 @@ class LeaseWatch:
         return max(self.gone_at.get(pid, time.time()) for pid in pids) if pids else time.time()
 
     def wait_collecting(self, slugs: Sequence[str], old_ids: set[str], since: float, timeout: float,
-                        ) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
-        """When each tenant was claimed by an instance other than ``old_ids`` (its lease's ``acquired_at``), and when
-        its first snapshot at or after that moment was collected (epoch seconds)."""
+                        ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:  # fmt: skip
+        """When each tenant was claimed by an instance other than ``old_ids`` (its lease's ``acquired_at``), when its
+        first snapshot at or after that moment was collected, and when every one of its servers had one (epoch
+        seconds)."""
         claimed: dict[str, float] = {}
         collecting: dict[str, float] = {}
+        every_server: dict[str, float] = {}
         deadline = time.monotonic() + timeout
         seen = 0
-        while len(collecting) < len(slugs) and time.monotonic() < deadline:
+        while len(every_server) < len(slugs) and time.monotonic() < deadline:
             with self._lock:
                 fresh = self.samples[seen:]
                 seen = len(self.samples)
@@ -214,21 +216,22 @@ class LeaseWatch:
             latest = self.latest()
             for slug in claimed:
                 acquired = latest.acquired[slug]
-                if slug not in collecting and acquired is not None:
-                    first = self.first_snapshot(slug, acquired)
-                    if first is not None:
-                        collecting[slug] = first
+                if slug not in every_server and acquired is not None:
+                    firsts = self.first_snapshots(slug, acquired)
+                    if firsts:
+                        collecting.setdefault(slug, min(firsts))
+                    if len(firsts) == self.sizes[slug]:
+                        every_server[slug] = max(firsts)
             time.sleep(0.25)
-        return claimed, collecting
+        return claimed, collecting, every_server
 
-    def first_snapshot(self, slug: str, after: dt.datetime) -> float | None:
+    def first_snapshots(self, slug: str, after: dt.datetime) -> list[float]:
+        """Each server's first snapshot at or after ``after`` (servers with none are left out)."""
         with contextlib.closing(sqlite3.connect(f"file:{self.tenant_dir / slug}.db?mode=ro", uri=True)) as conn:
             conn.execute("PRAGMA busy_timeout = 2000")
-            value = conn.execute("SELECT MIN(collected_at) FROM metric_snapshots WHERE collected_at >= ?",
-                                 (after.strftime("%Y-%m-%d %H:%M:%S.%f"),)).fetchone()[0]  # fmt: skip
-        if value is None:
-            return None
-        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC).timestamp()
+            rows = conn.execute("SELECT MIN(collected_at) FROM metric_snapshots WHERE collected_at >= ? "
+                                "GROUP BY server_id", (after.strftime("%Y-%m-%d %H:%M:%S.%f"),)).fetchall()  # fmt: skip
+        return [dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC).timestamp() for (value,) in rows]
 
     # --- logs -------------------------------------------------------------------------------------------------
     def events(self, host: WatchedHost, name: str) -> list[dict[str, Any]]:

@@ -47,6 +47,10 @@ def test_quick_scale_out_shares_by_servers_fails_over_and_never_collects_twice(t
     # a renewal after that sample only makes the true expiry later)...
     assert lease_expiry["host"] not in lease_expiry["taken_by"]
     assert lease_expiry["claimed_s"] >= lease_expiry["lease_expiry_s"] - 0.01, lease_expiry
+    # Every one of its servers collects again within less than an interval of that (a server that missed its slot is
+    # caught up at once, not left for its next one); the kill may come just after a renewal, so the lease alone can
+    # take lease_duration: whether the target is met depends on that moment, and is printed, not asserted.
+    assert lease_expiry["all_servers_after_expiry_s"] < report["plan"]["interval"], lease_expiry
     # ...while a supervisor restarted on the same host takes them over before that.
     assert same_host["restarted_on_same_host"] and same_host["claimed_s"] < same_host["lease_expiry_s"], same_host
     assert report["duplicates"] == 0 and report["snapshots"] > 0
