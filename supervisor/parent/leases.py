@@ -42,6 +42,20 @@ from supervisor.storage.upsert import conflict_insert
 #: ``children.runtime.START_AHEAD`` before its slot, and the next owner's child, on the same grid, must not
 #: collect that slot again (tests/unit/test_lease_weights.py checks the gap is the longer).
 HANDOVER_GAP = 0.75
+#: While other instances are live, a lease runs this much less than ``lease_duration`` (at most a tenth of it): the
+#: time one of them needs to see it ran out, claim the tenant, start its child and catch its servers up, so that a
+#: dead instance's tenants collect again within ``lease_duration`` of its death, even right after a renewal.
+TAKEOVER_ALLOWANCE = 3.0
+
+
+def shared_term(lease_duration: float) -> float:
+    """How long a lease runs from its renewal while other instances are live (and how recent a heartbeat is live)."""
+    return lease_duration - min(TAKEOVER_ALLOWANCE, lease_duration / 10)
+
+
+def lease_term(lease_duration: float, live_instances: int) -> float:
+    """A lone instance's leases run the whole ``lease_duration``: nobody would take them over sooner."""
+    return shared_term(lease_duration) if live_instances > 1 else lease_duration
 
 # --- the balancing rule (pure) -------------------------------------------------------------------------------
 

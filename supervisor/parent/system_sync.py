@@ -62,6 +62,7 @@ class SystemDbSync:
         self.schema_ready = False
         self.next_poll = 0.0
         self.lease_renewed_at: float | None = None
+        self.lease_term = settings.lease_duration  # of the last renewal (leases.lease_term)
         self._row_problems: dict[int, str] = {}
         self._left_free: frozenset[int] = frozenset()
         self._left_expired: frozenset[int] = frozenset()
@@ -90,11 +91,12 @@ class SystemDbSync:
                 instances.heartbeat(conn, self.identity, self.started_wall, now)
                 gone = instances.take_over_dead_peers(conn, self.identity, now)
                 instances.prune(conn, now)
-                live = instances.count_live(conn, now, self.settings.lease_duration)
+                live = instances.count_live(conn, now, leases.shared_term(self.settings.lease_duration))
+                term = leases.lease_term(self.settings.lease_duration, live)
                 rows = conn.execute(select(tenants_table).where(tenants_table.c.status == ACTIVE)).mappings().all()
                 active = {row["id"]: Tenant.from_row(row) for row in self._usable(rows)}
                 synced = leases.sync(
-                    conn, self.identity.id, list(active), busy, live, now, self.settings.lease_duration,
+                    conn, self.identity.id, list(active), busy, live, now, term,
                     servers=leases.reported_servers(handles), running=leases.running_here(handles),
                 )
                 record_children(conn, self.identity.id, handles, now)
@@ -108,7 +110,7 @@ class SystemDbSync:
                 log, logging.WARNING, "instance.taken_over", "supervisor instance %s on this host is gone: its "
                 "tenants are taken over now", instance_id, instance=instance_id,
             )  # fmt: skip
-        self.lease_renewed_at = started
+        self.lease_renewed_at, self.lease_term = started, term
         self.next_poll = started + self.settings.poll_interval
         if expiry is not None:  # another instance's lease runs out first: look again right after it (failover)
             self.next_poll = min(self.next_poll, started + (expiry - now).total_seconds() + EXPIRY_SLACK)
@@ -168,7 +170,7 @@ class SystemDbSync:
         """When to stop children whose lease could not be renewed, so they are gone before it expires."""
         if self.lease_renewed_at is None:
             return None
-        duration = self.settings.lease_duration
+        duration = self.lease_term
         return self.lease_renewed_at + duration - min(self.settings.shutdown_timeout, duration / 2)
 
     def use_settings(self, settings: Settings) -> None:
