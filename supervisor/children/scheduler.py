@@ -133,11 +133,13 @@ class Scheduler:
             heapq.heappush(self._heap, (slot.next_due, server_id))
 
     def next_due_in(self, now: float) -> float | None:
+        """Seconds until the earliest slot: the loop wakes at it, not ``ahead`` before it, so that the wake
+        also takes every slot of the ``ahead`` seconds after it (waking ``ahead`` early took one slot a wake)."""
         heap = self._heap
         while heap:
             due_at, server_id = heap[0]
             if self._slot_due_at(server_id, due_at) is not None:
-                return max(0.0, due_at - self._ahead - now)
+                return max(0.0, due_at - now)
             heapq.heappop(heap)
         return None
 

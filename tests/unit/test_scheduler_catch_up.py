@@ -39,7 +39,7 @@ def test_an_overdue_server_is_collected_within_the_window_then_back_on_its_grid(
     assert plan.next_due_in(CATCH_UP_WINDOW) is None  # nothing booked while the catch-up runs
     plan.finished(sid, CATCH_UP_WINDOW + 0.1)
     assert not plan.catching_up(sid) and not plan.in_flight(sid)
-    assert plan.next_due_in(0.0) == pytest.approx(grid - AHEAD)  # its own grid slot, far enough after
+    assert plan.next_due_in(0.0) == pytest.approx(grid)  # its own grid slot, far enough after
     assert plan.due(grid - AHEAD - 0.01) == [] and plan.due(grid - AHEAD) == [sid]
 
 
@@ -52,9 +52,9 @@ def test_the_grid_slot_too_soon_after_the_catch_up_is_skipped() -> None:
     assert plan.due(CATCH_UP_WINDOW) == [sid]
     ended = 0.9
     plan.finished(sid, ended)
-    next_start = (plan.next_due_in(ended) or 0.0) + ended
-    assert next_start == pytest.approx(grid + interval - AHEAD)
-    assert next_start - ended >= interval / 2  # even when it starts ``ahead`` early
+    next_slot = (plan.next_due_in(ended) or 0.0) + ended
+    assert next_slot == pytest.approx(grid + interval)
+    assert next_slot - AHEAD - ended >= interval / 2  # even when a wake for another slot takes it ``ahead`` early
 
 
 def test_a_catch_up_that_ends_late_moves_the_next_slot_with_it() -> None:
@@ -67,7 +67,7 @@ def test_a_catch_up_that_ends_late_moves_the_next_slot_with_it() -> None:
     assert plan.due(CATCH_UP_WINDOW) == [sid]
     assert plan.due(grid) == [] and plan.skipped(sid) == 0  # still out: no slot booked, none skipped
     plan.finished(sid, 4.0)  # 7.x is within 5.5 s of its end
-    assert plan.next_due_in(4.0) == pytest.approx(grid + interval - AHEAD - 4.0)
+    assert plan.next_due_in(4.0) == pytest.approx(grid + interval - 4.0)
 
 
 def test_without_the_end_time_the_next_slot_counts_from_the_hand_out() -> None:
@@ -80,7 +80,7 @@ def test_without_the_end_time_the_next_slot_counts_from_the_hand_out() -> None:
     assert plan.due(handed_out) == [sid]
     plan.finished(sid)
     expected = grid if grid >= handed_out + interval / 2 + AHEAD else grid + interval
-    assert plan.next_due_in(0.0) == pytest.approx(expected - AHEAD)
+    assert plan.next_due_in(0.0) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("age", [None, 0.0, 9.99])
@@ -90,7 +90,7 @@ def test_a_server_checked_within_its_interval_or_never_keeps_its_grid_slot(age: 
     plan = scheduler()
     plan.set_servers({sid: interval}, 0.0, check_ages={} if age is None else {sid: age})
     assert not plan.catching_up(sid)
-    assert plan.next_due_in(0.0) == pytest.approx(scheduler().first_delay(sid, interval) - AHEAD)
+    assert plan.next_due_in(0.0) == pytest.approx(scheduler().first_delay(sid, interval))
 
 
 def test_an_overdue_server_whose_slot_is_within_the_window_just_keeps_it() -> None:
