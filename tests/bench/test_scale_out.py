@@ -1,8 +1,9 @@
 """CI run of ``python -m bench.scale_out --quick``: three supervisors on three simulated hosts (network namespaces)
 sharing a PostgreSQL system DB. Skipped, with the reason, only where this machine cannot make network
 namespaces (not root, no ``ip netns``); everything else it needs is the test suite's own (PostgreSQL, the
-simulator). Checks behaviour, not speed: each newcomer got a share by servers, the killed supervisors' tenants
-collected again, no server was collected by two owners. The figures against the targets are printed."""
+simulator). Checks behaviour: each newcomer got a share by servers, the killed supervisors' tenants collected
+again within their targets (lease_duration; 15 s on the same host), no server was collected twice in a slot. The
+join times against their target are printed, not checked (they move with this machine's load)."""
 
 from __future__ import annotations
 
@@ -47,12 +48,14 @@ def test_quick_scale_out_shares_by_servers_fails_over_and_never_collects_twice(t
     # a renewal after that sample only makes the true expiry later)...
     assert lease_expiry["host"] not in lease_expiry["taken_by"]
     assert lease_expiry["claimed_s"] >= lease_expiry["lease_expiry_s"] - 0.01, lease_expiry
-    # Every one of its servers collects again within less than an interval of that (a server that missed its slot is
-    # caught up at once, not left for its next one); the kill may come just after a renewal, so the lease alone can
-    # take lease_duration: whether the target is met depends on that moment, and is printed, not asserted.
-    assert lease_expiry["all_servers_after_expiry_s"] < report["plan"]["interval"], lease_expiry
     # ...while a supervisor restarted on the same host takes them over before that.
     assert same_host["restarted_on_same_host"] and same_host["claimed_s"] < same_host["lease_expiry_s"], same_host
+    # Every server of the killed one collects again within less than an interval of its lease expiry (a server that
+    # missed its slot is caught up at once, not left for its next one), and within lease_duration of the kill (issue
+    # 16: the leases of an instance with live peers run out a takeover's time before that); 15 s on the same host.
+    assert lease_expiry["all_servers_after_expiry_s"] < report["plan"]["interval"], lease_expiry
+    assert lease_expiry["met"] and lease_expiry["all_servers_met"], lease_expiry
+    assert same_host["met"], same_host
     assert report["duplicates"] == 0 and report["snapshots"] > 0
     assert report["overlaps"] == []
     assert list(report["stop_exit_codes"].values()) == [0, 0]  # the survivor and the restarted one, on SIGTERM
