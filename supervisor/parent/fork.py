@@ -32,6 +32,7 @@ def preload_child_modules() -> None:
     for name in CHILD_MODULES:
         importlib.import_module(name)
     warm_up_child_reads()
+    warm_up_decryption()
 
 
 def warm_up_child_reads() -> None:
@@ -58,6 +59,16 @@ def warm_up_child_reads() -> None:
         purge_batch(engine, 1)
     finally:
         engine.dispose()
+
+
+def warm_up_decryption() -> None:
+    """Decrypt a throwaway token once, as a child does with its servers' passwords: cryptography sets up its
+    OpenSSL state on first use, and that is then shared instead of made in every child (USS of a forked
+    child decrypting a password: +1.9 MiB without this, +0.8 MiB with it; the parent's RSS +1.3 MiB)."""
+    from cryptography.fernet import Fernet  # what secret_box uses; a throwaway key, never logged or kept
+
+    fernet = Fernet(Fernet.generate_key())
+    fernet.decrypt(fernet.encrypt(b"warm-up"))
 
 
 class _NoPasswords:
