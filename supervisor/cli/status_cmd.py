@@ -24,6 +24,7 @@ from supervisor.clock import utcnow
 from supervisor.config import Settings
 from supervisor.errors import CollectorError
 from supervisor.parent.instances import RUNNING, process_alive
+from supervisor.parent.leases import shared_term
 from supervisor.storage.engine import describe_db_error
 from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases, tenants
 from supervisor.storage.tenant_schema import collection_configs, metric_snapshots, servers
@@ -61,9 +62,10 @@ def _instances(engine: Engine, settings: Settings, now: dt.datetime) -> list[dic
     result = []
     for row in rows:
         heartbeat_age = _seconds(row["heartbeat_at"], now)
-        # On this host the process itself tells; an instance elsewhere is alive while its heartbeat is recent.
+        # On this host the process itself tells; an instance elsewhere is alive while its heartbeat is recent
+        # (as recent as its peers require).
         local = process_alive(row["host"], row["pid"], row["started_at"]) if row["status"] == RUNNING else None
-        recent = heartbeat_age is not None and heartbeat_age <= settings.lease_duration
+        recent = heartbeat_age is not None and heartbeat_age <= shared_term(settings.lease_duration)
         alive = local if local is not None else row["status"] == RUNNING and recent
         result.append(
             {
