@@ -17,6 +17,7 @@ modules=(
   supervisor/backoff.py
   supervisor/parent/handle.py
   supervisor/parent/leases.py
+  supervisor/parent/lease_balance.py
   supervisor/parent/watchdog.py
   supervisor/children/scheduler.py
   supervisor/children/deltas.py

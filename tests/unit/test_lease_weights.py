@@ -15,20 +15,16 @@ from sqlalchemy import Engine, select
 
 from supervisor.ipc import ChildSpec, Heartbeat
 from supervisor.parent.handle import ChildHandle, StopReason
+from supervisor.parent.lease_balance import View, claim_order, plan_release, tenant_weights, wants
 from supervisor.parent.leases import (
     HANDOVER_GAP,
     HandoverGap,
     LeaseSync,
-    View,
-    claim_order,
-    plan_release,
     release_leases,
     reported_servers,
     running_here,
     sync,
     sync_leases,
-    tenant_weights,
-    wants,
 )
 from supervisor.storage.system_schema import tenant_leases
 from supervisor.tenants import ACTIVE, Tenant, insert_tenant
