@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.collection_cost import driver_name
 from bench.common import (
     PLAIN,
     REPO,
@@ -153,17 +154,6 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- the runner --------------------------------------------------------------------------------------------
-def driver_name(driver: str) -> str:
-    if driver == "freetds":
-        return "FreeTDS"
-    from supervisor.children.odbc_driver import bundled_library
-
-    library = bundled_library()
-    if library is None:
-        raise SystemExit("mssql-python-odbc is not installed: pip install mssql-python-odbc")
-    return library
-
-
 def run_worker(driver: str, server: SimServer, encryption: Encryption, options: OptionSet,
                args: argparse.Namespace) -> dict[str, Any]:
     spec = {"driver_name": driver_name(driver), "host": server.host, "port": server.port,
