@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, Select, se
 from sqlalchemy.types import NullType
 
 from supervisor import rules
-from supervisor.clock import utcnow
+from supervisor.clock import stored_utc, utcnow
 from supervisor.errors import UsageError
 from supervisor.storage.tenant_schema import collection_configs, servers
 
@@ -222,7 +222,7 @@ def _info(row: RowMapping) -> ServerInfo:
     for field in fields(ServerInfo):
         value = row[field.name]
         if field.name in _TIMES:
-            value = _time(value)
+            value = stored_utc(value)  # text that is no time is shown as none
         elif field.name in ("enabled", "trust_server_certificate"):
             try:
                 value = rules.flag(value, nullable=field.name != "enabled")  # SQLite: 0/1 → bool
@@ -232,18 +232,6 @@ def _info(row: RowMapping) -> ServerInfo:
             value = repr(value)  # e.g. a blob: shown, and JSON-serialisable
         values[field.name] = value
     return ServerInfo(**values)
-
-
-def _time(value: object) -> dt.datetime | None:
-    """PostgreSQL gives datetimes, SQLite the stored text; text that is no time is shown as none."""
-    if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.datetime.fromisoformat(value).replace(tzinfo=None)
-        except ValueError:
-            return None
-    return None
 
 
 def get_server(engine: Engine, name: str, *, include_removed: bool = False) -> ServerInfo:

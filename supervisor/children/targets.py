@@ -21,6 +21,7 @@ from supervisor import rules
 from supervisor.children.connection_string import Endpoint
 from supervisor.children.deltas import Baseline
 from supervisor.children.status import OFFLINE, ONLINE, UNKNOWN, ServerState
+from supervisor.clock import stored_utc
 from supervisor.config import Settings
 from supervisor.errors import CollectorError
 from supervisor.logs import register_secret
@@ -254,21 +255,9 @@ def check_ages(conn: Connection, server_ids: Collection[int], now: dt.datetime) 
     wanted = set(server_ids)
     ages = {}
     for server_id, checked in conn.execute(select(_raw(servers.c.id), _raw(servers.c.last_checked_at))):
-        if server_id in wanted and (checked_at := _utc_time(checked)) is not None:
+        if server_id in wanted and (checked_at := stored_utc(checked)) is not None:
             ages[server_id] = (now - checked_at).total_seconds()
     return ages
-
-
-def _utc_time(value: object) -> dt.datetime | None:
-    """A stored UTC time: a datetime (PostgreSQL) or its ISO text (SQLite); None for anything else."""
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, dt.datetime):
-        return None
-    return value if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def load_baselines(conn: Connection) -> dict[int, Baseline]:
