@@ -216,7 +216,8 @@ def fail_over(watch: LeaseWatch, victim: Host, sim_hosts: SimHosts, plan: Plan, 
         # How long after the dead owner's lease ran out (the earliest another may claim): the part this code sets.
         "all_servers_after_expiry_s": None if all_servers_s is None or expiry is None else
                                       round(all_servers - expiry.replace(tzinfo=dt.UTC).timestamp(), 2),
-        # After its claim, a tenant waits for its servers' next slots (each server keeps its grid over a move).
+        # After its claim, a tenant's first snapshot: a caught-up server's, or the next slot of one checked within
+        # an interval (each server keeps its grid over a move).
         "slot_wait_max_s": round(max(collecting[t] - claimed[t] for t in collecting), 2) if collecting else None,
         "taken_by": {h: sum(1 for t in tenants if new_owners.get(t) == h) for h in owners},
         "loads_after": loads_of(after, watch.sizes),
