@@ -5,18 +5,18 @@
                                       [--json FILE]
 
 Each measurement is a fresh worker process (``--worker``), so that no option set inherits another's heap: it
-loads the driver with ``threads * 2`` warm-up connections, takes its USS (psutil: private pages), then opens
-``--connections`` connections from a pool of ``--threads`` threads as a child's collection pool does, runs
-the collection on each (``{CALL collector.usp_collect_snapshot}``, every result set read and parsed with the
-collector's ``read_result_sets``/``parse_sample``), ``--rounds`` more collections on every kept connection,
-and takes its USS again: the difference over the connections is the figure. The CPU per collection on a
-kept connection (this process's CPU over those rounds, all threads) is printed beside it, and the SQLSTATE
-of a login with a wrong password (28000 from Driver 18, 42000 from FreeTDS; Driver 18 with a PacketSize other
-than 4096 reports IM006 "Packet size change not supported by server" instead, as a failed login's reply
-carries no packet-size ENVCHANGE: the real reason is hidden). The connection
-string is the collector's own (``connection_string.build``) with the option set's keywords appended (a
-keyword given twice: the drivers take the last) and its ``attrs_before``. Option sets and encryption
-alternate within each repeat; the median of the repeats is printed with the range.
+loads the driver with ``threads * 2`` warm-up connections, takes the memory it has written (Private_Dirty in
+/proc/self/smaps_rollup), then opens ``--connections`` connections from a pool of ``--threads`` threads as a
+child's collection pool does, runs the collection on each (``{CALL collector.usp_collect_snapshot}``, every
+result set read and parsed with the collector's ``read_result_sets``/``parse_sample``), ``--rounds`` more
+collections on every kept connection, and takes it again: the difference over the connections is the figure.
+The CPU per collection on a kept connection (this process's CPU over those rounds, all threads) is printed
+beside it, and the SQLSTATE of a login with a wrong password (28000 from Driver 18, 42000 from FreeTDS;
+Driver 18 with a PacketSize other than 4096 reports IM006 "Packet size change not supported by server"
+instead, as a failed login's reply carries no packet-size ENVCHANGE: the real reason is hidden). The
+connection string is the collector's own (``connection_string.build``) with the option set's keywords
+appended (a keyword given twice: the drivers take the last) and its ``attrs_before``. Option sets and
+encryption alternate within each repeat; the median of the repeats is printed with the range.
 """
 
 from __future__ import annotations
@@ -87,9 +87,14 @@ QUICK_OPTIONS = ("default", "packet-512")
 
 # --- the worker: one process, one driver, one option set -------------------------------------------------
 def private_bytes() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_full_info().uss)
+    """Pages this process has written (Private_Dirty), not USS: USS also counts the drivers' clean code pages
+    while no other process maps them, and drops when one does (a concurrent process loading the same driver
+    swung 20 connections' USS by -10 to +255 KiB each)."""
+    with open("/proc/self/smaps_rollup", encoding="ascii") as rollup:
+        for line in rollup:
+            if line.startswith("Private_Dirty:"):
+                return int(line.split()[1]) * KIB
+    raise RuntimeError("/proc/self/smaps_rollup has no Private_Dirty line")
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +152,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         wrong_password = "accepted"
     except pyodbc.Error as exc:
         wrong_password = str(exc.args[0])
-    return {"uss_kib_per_connection": (after - before) / KIB / len(conns), "uss_before_mib": before / KIB / KIB,
+    return {"private_kib_per_connection": (after - before) / KIB / len(conns), "private_before_mib": before / KIB / KIB,
             "collections": collections, "failures": failures,
             "cpu_ms_per_collection": 1000 * cpu / max(1, len(conns) * spec["rounds"]),
             "wrong_password_sqlstate": wrong_password}
@@ -199,9 +204,9 @@ def measure(args: argparse.Namespace, drivers: Sequence[str], option_sets: Seque
         finally:
             fleet.stop()
     for row in rows.values():
-        values = [run["uss_kib_per_connection"] for run in row["runs"]]
-        row["uss_kib_median"] = statistics.median(values)
-        row["uss_kib_min"], row["uss_kib_max"] = min(values), max(values)
+        values = [run["private_kib_per_connection"] for run in row["runs"]]
+        row["private_kib_median"] = statistics.median(values)
+        row["private_kib_min"], row["private_kib_max"] = min(values), max(values)
         row["collections"] = sum(run["collections"] for run in row["runs"])
         row["failures"] = sum(run["failures"] for run in row["runs"])
         row["cpu_ms_median"] = statistics.median(run["cpu_ms_per_collection"] for run in row["runs"])
@@ -212,17 +217,19 @@ def measure(args: argparse.Namespace, drivers: Sequence[str], option_sets: Seque
 
 def report(results: dict[str, Any], option_sets: Sequence[OptionSet]) -> None:
     plan = results["plan"]
-    print(f"USS per kept connection: {plan['connections']} connections from {plan['threads']} threads, "
-          f"{1 + plan['rounds']} collections on each, median of {plan['repeats']} worker processes")
+    print(f"Private (written) memory per kept connection: {plan['connections']} connections from "
+          f"{plan['threads']} threads, {1 + plan['rounds']} collections on each, "
+          f"median of {plan['repeats']} worker processes")
     notes = {options.name: options.note or options.keywords or json.dumps(options.env) for options in option_sets}
     print(f"{'driver':<9} {'tls':<5} {'options':<16} {'KiB/conn':>9} {'min':>7} {'max':>7} {'vs default':>10} "
           f"{'cpu ms':>7} {'fail':>5} {'bad pw':>6}  what")
     rows = results["rows"]
     for row in rows.values():
         default = rows.get(f"{row['driver']}/{'tls' if row['tls'] else 'plain'}/default")
-        delta = row["uss_kib_median"] - default["uss_kib_median"] if default else math.nan
+        delta = row["private_kib_median"] - default["private_kib_median"] if default else math.nan
         print(f"{row['driver']:<9} {'yes' if row['tls'] else 'no':<5} {row['options']:<16} "
-              f"{fmt(row['uss_kib_median'], 1):>9} {fmt(row['uss_kib_min'], 1):>7} {fmt(row['uss_kib_max'], 1):>7} "
+              f"{fmt(row['private_kib_median'], 1):>9} {fmt(row['private_kib_min'], 1):>7} "
+              f"{fmt(row['private_kib_max'], 1):>7} "
               f"{fmt(delta, 1):>10} {fmt(row['cpu_ms_median']):>7} {row['failures']:>5} "
               f"{'/'.join(row['wrong_password_sqlstates']):>6}  "
               f"{notes.get(row['options'], '')}")

@@ -1,6 +1,7 @@
 """A quick real run of ``bench.connection_memory`` (--quick: 20 connections per worker, both drivers, with and
 without TLS). Checks that every worker collected on every connection, that a figure came out for each row and
-that a wrong password is still reported as a login failure with the default options. Never checks memory."""
+that a wrong password is still reported as a login failure with the default options. Checks only that memory
+was measured (above 0 per connection: the written pages, which other processes cannot change), not how much."""
 
 from __future__ import annotations
 
@@ -27,6 +28,6 @@ def test_quick_connection_memory_run(tmp_path: Path) -> None:
         for options in ("default", "packet-512")}  # fmt: skip
     for row in rows.values():
         assert row["failures"] == 0 and row["collections"] == 20 * 2, row
-        assert row["uss_kib_median"] > 0, row
+        assert row["private_kib_median"] > 0, row
         if row["options"] == "default":
             assert row["wrong_password_sqlstates"] == [LOGIN_FAILED[row["driver"]]], row
