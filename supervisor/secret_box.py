@@ -15,9 +15,8 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.fernet import Fernet, InvalidToken
-
 from supervisor.errors import ConfigError
+from supervisor.fernet import Fernet, InvalidToken, generate_key
 from supervisor.logs import register_secret
 
 SECRET_KEY_ENV = "COLLECTOR_SECRET_KEY"
@@ -100,7 +99,7 @@ def _read_key_file(path: Path, source: str) -> bytes | None:
 
 
 def _create_key_file(path: Path, source: str) -> bytes:
-    key = Fernet.generate_key()
+    key = generate_key()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -62,12 +62,11 @@ def warm_up_child_reads() -> None:
 
 
 def warm_up_decryption() -> None:
-    """Decrypt a throwaway token once, as a child does with its servers' passwords: cryptography sets up its
-    OpenSSL state on first use, and that is then shared instead of made in every child (USS of a forked
-    child decrypting a password: +1.9 MiB without this, +0.8 MiB with it; the parent's RSS +1.3 MiB)."""
-    from cryptography.fernet import Fernet  # what secret_box uses; a throwaway key, never logged or kept
+    """Decrypt a throwaway token once, as a child does with its servers' passwords: libcrypto's functions are
+    then looked up (ctypes) once in the parent and shared, instead of in every child."""
+    from supervisor.fernet import Fernet, generate_key  # what secret_box uses; a throwaway key, never logged or kept
 
-    fernet = Fernet(Fernet.generate_key())
+    fernet = Fernet(generate_key())
     fernet.decrypt(fernet.encrypt(b"warm-up"))
 
 

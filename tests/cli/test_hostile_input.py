@@ -159,6 +159,9 @@ def test_key_file_that_is_a_directory_or_unreadable(workspace: Workspace) -> Non
     path.write_bytes(b"not a key\n")
     result = workspace.run(*ADD, "sql02", "--host", "h", "--password-env", "PW", env=env)
     assert_one_line_error(result, "collector.secret_key_file", "not a valid Fernet key")
+    path.write_bytes(b"\xff" + saved)  # a valid key behind a stray byte: was an internal error (UnicodeDecodeError)
+    result = workspace.run(*ADD, "sql02", "--host", "h", "--password-env", "PW", env=env)
+    assert_one_line_error(result, "collector.secret_key_file", "not a valid Fernet key")
     result = workspace.run(*ADD, "sql02", "--host", "h", "--password-env", "PW", env={**env, SECRET_KEY_ENV: "short"})
     assert_one_line_error(result, SECRET_KEY_ENV, "not a valid Fernet key")
     assert "short" not in result.stderr
