@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from supervisor.errors import ConfigError
-from supervisor.fernet import Fernet, InvalidToken, generate_key
+from supervisor.fernet import Fernet, InvalidToken, LibcryptoMissing, generate_key, libcrypto
 from supervisor.logs import register_secret
 
 SECRET_KEY_ENV = "COLLECTOR_SECRET_KEY"
@@ -34,6 +34,10 @@ class SecretBox:
             self._fernet = Fernet(key)
         except (ValueError, TypeError):
             raise ConfigError(f"invalid {source}: not a valid Fernet key (32 url-safe base64-encoded bytes)") from None
+        try:
+            libcrypto()
+        except LibcryptoMissing as exc:
+            raise ConfigError(f"cannot encrypt or decrypt passwords: {exc}") from None
         register_secret(key.decode("ascii"))  # valid Fernet keys are ASCII
 
     @classmethod

@@ -43,3 +43,15 @@ def test_deferred_box_needs_the_key_only_when_a_password_is_decrypted(
 
     token = SecretBox.load(str(tmp_path / "present.key")).encrypt("pw")
     assert DeferredSecretBox(str(tmp_path / "present.key")).decrypt(token) == "pw"
+
+
+def test_no_libcrypto_is_a_config_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervisor import fernet
+
+    monkeypatch.setattr(fernet, "_loaded", None)
+    monkeypatch.setattr(fernet, "LIBCRYPTO_NAMES", ("libcrypto-that-is-not-there.so.9",))
+    monkeypatch.setattr(fernet.ctypes.util, "find_library", lambda name: None)
+    monkeypatch.delenv(SECRET_KEY_ENV, raising=False)
+    with pytest.raises(ConfigError, match=r"cannot encrypt or decrypt passwords: cannot load OpenSSL's libcrypto \("
+                       r"libcrypto-that-is-not-there.so.9: cannot open"):
+        SecretBox.load(str(tmp_path / "k.key"))
