@@ -24,7 +24,8 @@ from typing import Any
 VERSION = 0x80
 KEY_BYTES = 32
 BLOCK = 16
-_HEADER = 1 + 8 + BLOCK  # version, timestamp, IV
+_IV_AT = 1 + 8  # after the version and the timestamp
+_HEADER = _IV_AT + BLOCK
 _MAC = 32
 LIBCRYPTO_NAMES = ("libcrypto.so.3",)
 
@@ -60,22 +61,30 @@ class Fernet:
         return base64.urlsafe_b64encode(signed + self._mac(signed))
 
     def decrypt(self, token: bytes) -> bytes:
-        try:
-            data = base64.urlsafe_b64decode(token)
-        except (binascii.Error, ValueError, TypeError):
-            raise InvalidToken from None
-        ciphertext = data[_HEADER:-_MAC]
-        if len(data) < _HEADER + BLOCK + _MAC or data[0] != VERSION or len(ciphertext) % BLOCK:
+        data = token_bytes(token)
+        if data is None:
             raise InvalidToken
         if not hmac.compare_digest(self._mac(data[:-_MAC]), data[-_MAC:]):
             raise InvalidToken
-        plain = _aes_128_cbc(self._encryption_key, data[9:_HEADER], ciphertext, encrypt=False)
-        if plain is None:  # bad padding under a valid HMAC: made with this key, but not by a Fernet encoder
+        plain = _aes_128_cbc(self._encryption_key, data[_IV_AT:_HEADER], data[_HEADER:-_MAC], encrypt=False)
+        if plain is None:  # no ciphertext, or bad padding under a valid HMAC: not made by a Fernet encoder
             raise InvalidToken
         return plain
 
     def _mac(self, signed: bytes) -> bytes:
         return hmac.new(self._signing_key, signed, hashlib.sha256).digest()
+
+
+def token_bytes(token: bytes) -> bytes | None:
+    """The decoded token if it has a token's shape (version, whole blocks, room for the header and the HMAC);
+    None for what is no Fernet token whatever the key."""
+    try:
+        data = base64.urlsafe_b64decode(token)
+    except (binascii.Error, ValueError, TypeError):
+        return None
+    if len(data) < _HEADER + _MAC or data[0] != VERSION or (len(data) - _HEADER - _MAC) % BLOCK:
+        return None
+    return data
 
 
 class _Libcrypto:

@@ -9,19 +9,16 @@ exits 2 with one line and a child reports the servers whose password it cannot d
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from pathlib import Path
 from typing import Protocol
 
 from supervisor.errors import ConfigError
-from supervisor.fernet import Fernet, InvalidToken, LibcryptoMissing, generate_key, libcrypto
+from supervisor.fernet import Fernet, InvalidToken, LibcryptoMissing, generate_key, libcrypto, token_bytes
 from supervisor.logs import register_secret
 
 SECRET_KEY_ENV = "COLLECTOR_SECRET_KEY"
 KEY_DIFFERS = "cannot decrypt: the secret key differs from the one the passwords were encrypted with"
-_FERNET_OVERHEAD = 1 + 8 + 16 + 32  # version, timestamp, IV, HMAC
 
 
 class KeyFileMissing(ConfigError):
@@ -84,10 +81,9 @@ def _looks_like_token(token: object) -> bool:
     if not isinstance(token, str):
         return False
     try:
-        data = base64.urlsafe_b64decode(token.encode("ascii"))
-    except (UnicodeEncodeError, binascii.Error, ValueError):
+        return token_bytes(token.encode("ascii")) is not None
+    except UnicodeEncodeError:
         return False
-    return len(data) >= _FERNET_OVERHEAD and data[0] == 0x80 and (len(data) - _FERNET_OVERHEAD) % 16 == 0
 
 
 def _read_key_file(path: Path, source: str) -> bytes | None:
