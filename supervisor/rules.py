@@ -10,6 +10,7 @@ or ``servers.host``) nor, for a password, the value.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import shlex
@@ -87,10 +88,26 @@ def tenant_name(value: object) -> str:
 
 
 def host(value: object) -> str:
+    """A host name or address, optionally with ``\\INSTANCE``. Refused: a ``,`` (Driver 18 would take what
+    follows as the port, over the port setting) and a ``:`` outside an IPv6 address (a protocol prefix:
+    ``admin:`` would take the server's one dedicated admin connection, ``np:`` a named pipe)."""
     text = _string(value)
     if not 1 <= len(text) <= HOST_MAX or not text.isprintable() or any(ch.isspace() for ch in text):
         raise ValueError(f"must be a host name or IP address of 1-{HOST_MAX} characters without spaces")
+    if "," in text:
+        raise ValueError("must not contain ',' (the port is a setting of its own)")
+    address = text.partition("\\")[0]
+    if ":" in address and not _is_ipv6(address.removeprefix("[").removesuffix("]")):
+        raise ValueError("must be a host name or IP address, without a protocol prefix such as tcp: or admin:")
     return text
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def username(value: object) -> str | None:

@@ -72,12 +72,17 @@ def demo(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def _fresh_folder(folder: Path) -> Path:
     folder = folder.resolve()
-    if folder.exists() and any(folder.iterdir()):
-        if not (folder / MARKER).exists():
-            raise UsageError(f"--dir {folder} is not empty and not a demo folder: choose another")
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARKER).write_text("created by collector-supervisor demo; deleted by the next demo run\n")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--dir {folder} is not a folder: choose another")
+    try:
+        if folder.exists() and any(folder.iterdir()):
+            if not (folder / MARKER).exists():
+                raise UsageError(f"--dir {folder} is not empty and not a demo folder: choose another")
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MARKER).write_text("created by collector-supervisor demo; deleted by the next demo run\n")
+    except OSError as exc:
+        raise UsageError(f"--dir {folder} cannot be used: {exc.strerror or exc}") from None
     return folder
 
 

@@ -28,6 +28,10 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+#: Longest cell: a value stored by another program may be megabytes long (every row is padded to it).
+CELL_MAX = 1000
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -35,7 +39,17 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
+    return visible(str(value), CELL_MAX)
+
+
+def visible(text: str, limit: int) -> str:
+    """``text`` safe to print on a terminal: control characters (a newline, an escape sequence) shown
+    escaped, cut to ``limit`` characters."""
+    if len(text) > limit:
+        text = text[:limit] + f"… ({len(text):,} characters)"
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def age(moment: dt.datetime | None, now: dt.datetime) -> str:

@@ -25,9 +25,12 @@ def masked_url(url: str) -> str:
 
 
 def url_problem(url: str, *, persistent: bool = False) -> str | None:
-    """Why ``url`` cannot be used (None if it can): not a URL, an unknown database type, a driver module that
-    is not installed, or, with ``persistent``, an in-memory SQLite DB (each process would get its own,
-    empty one: the system DB and tenant DBs must be shared)."""
+    """Why ``url`` cannot be used (None if it can): a control character (a NUL would end the path in the
+    driver), not a URL, an unknown database type, a driver module that is not installed, with ``persistent``
+    an in-memory SQLite DB (each process would get its own, empty one: the system DB and tenant DBs must be
+    shared), or a SQLite URI filename: its path would escape ``make_engine``'s ``must_exist`` checks."""
+    if not url.isprintable():
+        return "contains a control character"
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -48,6 +51,8 @@ def url_problem(url: str, *, persistent: bool = False) -> str | None:
         database = parsed.database or ""
         if database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory":
             return "an in-memory SQLite database would be private to each process: name a file"
+    if parsed.get_backend_name() == "sqlite" and (parsed.database or "").startswith("file:"):
+        return "a SQLite URI filename (file:...) is not supported: give the file's path (sqlite:////path/to/file.db)"
     return None
 
 
@@ -90,7 +95,7 @@ def make_engine(
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if sqlite_file is not None and not must_exist:
-            Path(sqlite_file).parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(Path(sqlite_file).parent, what)
         busy_ms = SQLITE_BUSY_TIMEOUT_MS if call_timeout is None else max(1, round(call_timeout * 1000))
         kwargs["connect_args"] = {"timeout": busy_ms / 1000}
     else:
@@ -109,6 +114,15 @@ def make_engine(
         event.listen(engine, "connect", partial(_remember_file, path=path))
         event.listen(engine, "checkout", partial(_check_file, path=path))
     return engine
+
+
+def _make_folder(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"invalid {what}: cannot create the folder {folder}: part of its path is a file") from None
+    except OSError as exc:
+        raise ConfigError(f"invalid {what}: cannot create the folder {folder}: {exc.strerror or exc}") from None
 
 
 def _sqlite_file(parsed: URL) -> str | None:

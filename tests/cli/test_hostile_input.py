@@ -54,6 +54,9 @@ BAD_ARGUMENTS = [
     pytest.param((*ADD, "x", "--host", "h" * 300), ["--host", "300 characters"], id="host-300"),
     pytest.param((*ADD, "x", "--host", "db\x1b[2J"), ["--host"], id="host-escape"),
     pytest.param((*ADD, "x", "--host", ""), ["--host"], id="host-empty"),
+    pytest.param((*ADD, "x", "--host", "127.0.0.1,1500"), ["--host", "','", "port"], id="host-comma-port"),
+    pytest.param((*ADD, "x", "--host", "admin:db1"), ["--host", "protocol prefix"], id="host-admin-prefix"),
+    pytest.param((*ADD, "x", "--host", "tcp:db1\\SQL2"), ["--host", "protocol prefix"], id="host-tcp-prefix"),
     pytest.param((*ADD, "x" * 129, "--host", "h"), ["server name", "128"], id="name-129"),
     pytest.param((*ADD, "a\tb", "--host", "h"), ["server name"], id="name-tab"),
     pytest.param((*H, "--user", "u" * 129), ["--user", "128"], id="user-129"),
@@ -65,6 +68,10 @@ BAD_ARGUMENTS = [
     pytest.param(("tenant", "add", "s" * 100_000), ["invalid tenant slug", "100,000 characters"], id="slug-100000"),
     pytest.param(("tenant", "add", "m", "--db-url", "sqlite://"), ["--db-url", "in-memory"], id="db-url-memory"),
     pytest.param(("tenant", "add", "m", "--db-url", "mysql://u:pw@h/m"), ["--db-url", "MySQLdb"], id="db-url-mysql"),
+    pytest.param(("tenant", "add", "m", "--db-url", "sqlite:///file:/tmp/m.db?uri=true"), ["--db-url", "URI filename"],
+                 id="db-url-sqlite-uri"),
+    pytest.param(("tenant", "add", "m", "--db-url", "sqlite:////tmp/m\n.db"), ["--db-url", "control character"],
+                 id="db-url-newline"),
     pytest.param(("demo", "--seconds", "nan"), ["--seconds"], id="demo-seconds-nan"),
     pytest.param(("demo", "--seconds", "-1"), ["--seconds"], id="demo-seconds-negative"),
 ]  # fmt: skip
@@ -313,3 +320,38 @@ def test_a_huge_unknown_name_is_not_echoed_whole(workspace: Workspace, args: tup
     result = workspace.run(*args)
     assert_one_line_error(result, "unknown", "100,000 characters")
     assert len(result.stderr) < 400
+
+
+def test_a_db_url_under_a_regular_file_is_a_usage_error(workspace: Workspace, tmp_path: Path) -> None:
+    registered(workspace)
+    plain = tmp_path / "plain-file"
+    plain.write_text("not a folder\n")
+    before = workspace.snapshot()
+    result = workspace.run("tenant", "add", "m", "--db-url", f"sqlite:///{plain}/m.db")
+    assert_one_line_error(result, "db_url", "cannot create the folder", "part of its path is a file")
+    assert workspace.snapshot() == before
+
+
+def test_demo_dir_that_is_a_file_is_a_usage_error(workspace: Workspace, tmp_path: Path) -> None:
+    plain = tmp_path / "plain-file"
+    plain.write_text("not a folder\n")
+    result = workspace.run("demo", "--dir", str(plain), "--seconds", "1")
+    assert_one_line_error(result, "--dir", "is not a folder")
+    assert plain.read_text() == "not a folder\n"
+
+
+def test_server_list_shows_hostile_stored_text_escaped_and_cut(workspace: Workspace) -> None:
+    """A name with a terminal escape sequence and a newline, a megabyte-long host (written by another program):
+    printed escaped, on one line, cut short."""
+    registered(workspace)
+    engine = create_engine(workspace.tenant_url("acme"), poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE servers SET name = :name"), {"name": "evil\x1b[2J\nname"})
+        if engine.dialect.name == "sqlite":  # PostgreSQL enforces the column's length
+            conn.execute(text("UPDATE servers SET host = :host"), {"host": "h" * 1_000_000})
+    engine.dispose()
+    listed = workspace.ok("server", "list", "acme")
+    assert "\x1b" not in listed
+    assert "evil\\x1b[2J\\nname" in listed
+    assert len(listed.splitlines()) == 2
+    assert len(listed) < 5000

@@ -273,3 +273,21 @@ def test_values_are_read_verbatim_and_only_urls_are_masked(tmp_path: Path) -> No
     refused(tmp_path, "collector", "concurrency", "x://u:pw@h/db", "expected an integer")  # not a URL key: as written
     assert load(tmp_path, "[metrics]\nlisten = hostX:80\n").metrics.address() == ("hostX", 80)
     assert load(tmp_path, "[metrics]\nlisten = [X::1]:80\n").metrics.address() == ("X::1", 80)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("sqlite:////var/t/acme\x00.db", "contains a control character"),
+        ("postgresql+psycopg://u@h/acme\n", "contains a control character"),
+        ("sqlite:///file:/var/t/acme.db?uri=true", "SQLite URI filename"),
+        ("sqlite:///file:acme?mode=memory&uri=true", "in-memory"),
+    ],
+    ids=["nul", "newline", "sqlite-uri", "sqlite-uri-in-memory"],
+)
+def test_database_urls_the_engine_could_not_keep_safe(url: str, reason: str) -> None:
+    """A NUL would end the path in the driver; a URI filename would bypass the child's check that its file was
+    not deleted or replaced (writes to an unlinked file vanish)."""
+    from supervisor.storage.engine import url_problem
+
+    assert reason in (url_problem(url, persistent=True) or "")

@@ -68,12 +68,21 @@ def test_optional_names_take_none() -> None:
 
 
 def test_host_names_and_addresses() -> None:
-    for good in ("db1", "10.0.0.7", "::1", "sql.example.com", "h" * 255, "host\\INSTANCE"):
+    for good in ("db1", "10.0.0.7", "::1", "[fe80::1]", "sql.example.com", "h" * 255, "host\\INSTANCE", "::1\\I"):
         assert rules.host(good) == good
     message = "must be a host name or IP address of 1-255 characters without spaces"
     for bad in ("", "h" * 256, "two words", "tab\t", "nbsp\u00a0x", "line\n"):
         refused(rules.host, bad, message)
     refused(rules.host, None, "must be text, not NoneType")
+
+
+def test_a_host_cannot_carry_a_port_or_a_protocol() -> None:
+    """Driver 18 reads ``SERVER=host,port``: a comma in the host would override the port column; ``admin:`` would
+    take the server's single dedicated admin connection."""
+    for bad in ("db1,1500", "10.0.0.7,1433", ","):
+        refused(rules.host, bad, "must not contain ',' (the port is a setting of its own)")
+    for bad in ("tcp:db1", "admin:db1", "np:\\\\db1\\pipe\\sql\\query", "lpc:db1", "db1:1433", "[db1]:1433"):
+        refused(rules.host, bad, "must be a host name or IP address, without a protocol prefix such as tcp: or admin:")
 
 
 def test_passwords_any_text_without_nul_up_to_128() -> None:
