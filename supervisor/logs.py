@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import sys
 import threading
 from typing import Any, TextIO
 
@@ -18,6 +17,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from supervisor.config import LoggingSettings
 from supervisor.errors import ConfigError
+from supervisor.log_writer import LogFile, QueuedLogHandler
 
 DEFAULT_EVENT = "log"
 _MASK = "***"
@@ -96,22 +96,22 @@ def make_formatter(settings: LoggingSettings) -> logging.Formatter:
     return ContractJsonFormatter() if settings.format == "json" else TextFormatter()
 
 
-def open_log_stream(settings: LoggingSettings) -> TextIO:
-    if settings.file == "-":
-        return sys.stderr
+def open_log_file(settings: LoggingSettings, stream: TextIO | None = None) -> LogFile:
     try:
-        return open(settings.file, "a", encoding="utf-8", buffering=1)
+        return LogFile(None if settings.file == "-" else settings.file, stream)
     except OSError as exc:
         raise ConfigError(f"invalid logging.file = {settings.file!r}: cannot open it: {exc.strerror or exc}") from None
 
 
 def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> logging.Handler:
-    """Route the root logger to one handler with the contract's format; returns that handler."""
-    handler = logging.StreamHandler(stream or open_log_stream(settings))
+    """Route the root logger to one handler with the contract's format (``supervisor.log_writer``: never
+    blocking the caller); returns that handler. The handler it replaces is closed."""
+    handler = QueuedLogHandler(open_log_file(settings, stream))
     handler.setFormatter(make_formatter(settings))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(settings.level)
     return handler

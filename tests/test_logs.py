@@ -20,11 +20,20 @@ def capture() -> io.StringIO:
     stream = io.StringIO()
     configure_logging(LoggingSettings(level="DEBUG"), stream)
     yield stream
+    for handler in logging.getLogger().handlers:
+        handler.close()
     logging.getLogger().handlers.clear()
 
 
+def written(stream: io.StringIO) -> str:
+    """What the log's writer thread has written so far."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return stream.getvalue()
+
+
 def lines(stream: io.StringIO) -> list[dict]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
+    return [json.loads(line) for line in written(stream).splitlines()]
 
 
 def test_every_line_has_the_contract_fields(capture: io.StringIO) -> None:
@@ -57,7 +66,7 @@ def test_secrets_are_masked_everywhere(capture: io.StringIO) -> None:
         "login failed with hunter2-secret", extra={"event": "x", "error": "PWD={hunter2-secret};UID=sa"}
     )
     logging.getLogger("t").error("conn string PWD=plain;UID=x", extra={"event": "y"})
-    output = capture.getvalue()
+    output = written(capture)
     assert "hunter2" not in output
     assert "plain" not in output
     assert output.count("***") == 3

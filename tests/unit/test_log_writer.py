@@ -1,0 +1,111 @@
+"""The log output never blocks the code that logs: a reader that stops reading costs dropped lines (counted
+in one ``log.dropped`` line when it reads again), not a stuck supervisor; a renamed or deleted log file is
+reopened at its path."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.log_writer import DROPPED_EVENT, LogFile, QueuedLogHandler
+from supervisor.logs import ContractJsonFormatter
+
+
+def record(number: int) -> logging.LogRecord:
+    line = logging.LogRecord("supervisor.test", logging.INFO, __file__, 0, "line %d", (number,), None)
+    line.event = "test.line"
+    return line
+
+
+def handler_for(stream: io.TextIOBase | None, path: Path | None = None, capacity: int = 100) -> QueuedLogHandler:
+    handler = QueuedLogHandler(LogFile(str(path) if path else None, stream), capacity=capacity)  # type: ignore[arg-type]
+    handler.setFormatter(ContractJsonFormatter())
+    return handler
+
+
+@pytest.fixture
+def stuck_pipe() -> Iterator[tuple[io.TextIOWrapper, int]]:
+    """A pipe whose reader reads nothing until the test does: a write to it blocks once it is full."""
+    read_fd, write_fd = os.pipe()
+    writer = os.fdopen(write_fd, "w", encoding="utf-8")
+    yield writer, read_fd
+    os.close(read_fd)
+    if not writer.closed:
+        writer.close()
+
+
+def read_all(read_fd: int, into: list[bytes]) -> None:
+    while chunk := os.read(read_fd, 65536):
+        into.append(chunk)
+
+
+def test_logging_goes_on_while_the_reader_is_stuck_and_the_loss_is_reported(
+    stuck_pipe: tuple[io.TextIOWrapper, int],
+) -> None:
+    stream, read_fd = stuck_pipe
+    handler = handler_for(stream, capacity=100)
+    emitted = threading.Event()
+
+    def log_many() -> None:
+        for number in range(20_000):  # about 3 MB: far more than the pipe (64 KiB) and the queue hold
+            handler.handle(record(number))
+        emitted.set()
+
+    threading.Thread(target=log_many, daemon=True).start()
+    assert emitted.wait(60), "logging blocked on the stuck reader"
+    received: list[bytes] = []
+    reader = threading.Thread(target=read_all, args=(read_fd, received), daemon=True)
+    reader.start()  # the reader is back
+    handler.flush()
+    handler.handle(record(-1))
+    handler.close()
+    stream.close()
+    reader.join(30)
+    lines = [json.loads(line) for line in b"".join(received).decode().splitlines()]
+    reports = [line for line in lines if line["event"] == DROPPED_EVENT]
+    written = [line for line in lines if line["event"] == "test.line"]
+    assert sum(report["dropped"] for report in reports) == 20_000 - (len(written) - 1) > 0
+    assert {report["level"] for report in reports} == {"WARNING"}
+    numbers = [int(line["message"].split()[1]) for line in written]
+    assert numbers[-1] == -1 and numbers[:-1] == sorted(numbers[:-1])
+    assert lines.index(reports[-1]) < lines.index(written[-1])  # reported before the line that came after it
+
+
+def test_a_renamed_or_deleted_log_file_is_reopened(tmp_path: Path) -> None:
+    path = tmp_path / "collector.log"
+    handler = handler_for(None, path)
+    handler.handle(record(1))
+    handler.flush()
+    path.rename(tmp_path / "collector.log.1")
+    handler.handle(record(2))
+    handler.flush()
+    assert "line 1" in (tmp_path / "collector.log.1").read_text()
+    assert "line 2" not in (tmp_path / "collector.log.1").read_text()
+    assert "line 2" in path.read_text()
+    path.unlink()
+    handler.handle(record(3))
+    handler.close()
+    assert [json.loads(line)["message"] for line in path.read_text().splitlines()] == ["line 3"]
+
+
+def test_a_forked_copy_writes_nothing(tmp_path: Path) -> None:
+    """A child inherits the parent's handler: logging or stopping through it must not write the parent's
+    held lines a second time, nor wait for a writer thread it does not have."""
+    path = tmp_path / "collector.log"
+    handler = handler_for(None, path)
+    pid = os.fork()
+    if pid == 0:
+        handler.handle(record(99))
+        handler.close()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    handler.handle(record(1))
+    handler.close()
+    assert [json.loads(line)["message"] for line in path.read_text().splitlines()] == ["line 1"]
