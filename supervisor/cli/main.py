@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor import __version__
 from supervisor.cli.context import CliContext
+from supervisor.cli.entry import release_signals
 from supervisor.cli.options import copy_options
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE, CollectorError
 from supervisor.storage.engine import describe_db_error
@@ -158,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, function_name = HANDLERS[command].split(":")
     context = CliContext(config_path=args.config, debug=args.debug)
     try:
+        if command != "run":  # run releases them once its handlers are in place
+            release_signals()
         handler = getattr(_import_command(module_name, command), function_name)
         return int(handler(args, context) or 0)
     except CollectorError as exc:
@@ -192,4 +195,6 @@ def _fail(debug: bool, message: str, code: int) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from supervisor.cli.entry import main as entry_main
+
+    raise SystemExit(entry_main())
