@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -34,7 +35,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def child_main(spec: ChildSpec, conn: Connection) -> None:
-    parent_pid = os.getppid()
+    parent_pid = _parent_pid()
     setproctitle(f"collector-supervisor: tenant {spec.slug}")
     stop = threading.Event()
     _install_signal_handlers(stop)
@@ -62,6 +63,13 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     finally:
         logging.shutdown()
     sys.exit(code)
+
+
+def _parent_pid() -> int:
+    """The pid of the process that forked this one, as it was before the fork. ``os.getppid()`` read now may
+    already be 1 (or a subreaper's pid) if the parent died meanwhile: the orphan would then never notice."""
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None and parent.pid is not None else os.getppid()
 
 
 def _context(spec: ChildSpec, event: str, error_class: str) -> dict[str, str]:
