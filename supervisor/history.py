@@ -4,17 +4,41 @@ Every query is bounded by the snapshot index ``ix_metric_snapshots_server_time``
 series are downsampled in SQL: the database groups the rows into equal time buckets, so a month of 30-s
 snapshots comes back as a few hundred rows. Waits are reached through the same index range (``wait_stats`` by
 its primary key, snapshot first; ``history_waits``).
+
+Stored values are input: the product's web app writes these tables too, and SQLite stores any value in any
+column. A metric that is not a finite number of plausible size (``numeric``) counts as missing, a snapshot or
+status event whose time is not a time is left out, and other values are shown as they are, never a crash.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Integer, Label, and_, cast, extract, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Label,
+    Select,
+    Subquery,
+    and_,
+    case,
+    cast,
+    extract,
+    func,
+    literal,
+    literal_column,
+    select,
+    type_coerce,
+)
+from sqlalchemy.types import NullType
 
+from supervisor.clock import stored_utc
 from supervisor.storage.tenant_schema import metric_snapshots, server_status_events
 
 #: The four charted metrics: column name -> label.
@@ -26,6 +50,37 @@ METRICS = {
 }
 _EPOCH = dt.datetime(1970, 1, 1)
 _snap = metric_snapshots.c
+#: A stored metric or wait counter beyond this magnitude is no measurement (and SQLite's integer SUM would
+#: overflow on a few of them): it counts as missing.
+PLAUSIBLE_MAX = 1e15
+_BOUND: ColumnElement[float] = literal_column(repr(PLAUSIBLE_MAX))
+#: How many of the newest snapshots ``latest`` looks through for one whose time is a time.
+LATEST_CANDIDATES = 100
+
+
+def numeric(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The column where it holds a number within ±PLAUSIBLE_MAX, else NULL, for the database to aggregate: in
+    SQLite text and blobs compare greater than any number, and in PostgreSQL NaN greater than any number."""
+    return case((column.between(-_BOUND, _BOUND), column), else_=None)
+
+
+def finite(value: object) -> float | None:
+    """A value read back (PostgreSQL sums integers as Decimal) as a float; None where it is not a finite number
+    of plausible size (text, a blob)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and abs(number) <= PLAUSIBLE_MAX else None
+
+
+def raw(column: ColumnElement[Any]) -> Label[Any]:
+    """The column without result processing (SQLAlchemy's raises on text in a DateTime column of SQLite)."""
+    return type_coerce(column, NullType()).label(column.key)
+
+
+def shown(value: object) -> str | None:
+    """A stored text value for display; another type (a blob, a number in SQLite) as its repr."""
+    return value if value is None or isinstance(value, str) else repr(value)
 
 
 @dataclass(frozen=True)
@@ -76,24 +131,26 @@ def julian_day(moment: dt.datetime) -> float:
     return (moment - _EPOCH).total_seconds() / 86400.0 + 2440587.5
 
 
-def bucket_index(window: Window, raw: Any) -> int:
-    return min(window.buckets - 1, max(0, int(raw)))
+def bucket_index(window: Window, bucket: Any) -> int:
+    return min(window.buckets - 1, max(0, int(bucket)))
 
 
 def series(conn: Connection, server_id: int, window: Window) -> tuple[list[Point], dict[str, Any]]:
     """The non-empty buckets of the window in time order, and the window's summary: its snapshot count and, per
     metric, min / avg / max over the raw snapshots (from the buckets' counts, sums, minima and maxima: one scan)."""
-    bucket = bucket_of(conn, window)
-    aggregates: list[Any] = [func.count(), func.sum(_snap.interval_seconds)]
+    rows = _window_values(conn, server_id, window)
+    aggregates: list[Any] = [func.count(), func.sum(rows.c.interval_seconds)]
     for name in METRICS:
-        column = getattr(_snap, name)
+        column = rows.c[name]
         aggregates += [func.count(column), func.sum(column), func.min(column), func.max(column)]
-    query = select(bucket, *aggregates).where(in_window(server_id, window)).group_by(bucket).order_by(bucket)
+    query = select(rows.c.bucket, *aggregates).group_by(rows.c.bucket).order_by(rows.c.bucket)
     points: list[Point] = []
     totals = {name: _Total() for name in METRICS}
     snapshots = 0
     for row in conn.execute(query):
-        index, samples, covered = bucket_index(window, row[0]), int(row[1]), float(row[2] or 0)
+        if row[0] is None:  # SQLite: a collected_at in the window's range of text that is no time
+            continue
+        index, samples, covered = bucket_index(window, row[0]), int(row[1]), finite(row[2]) or 0.0
         snapshots += samples
         values: dict[str, float | None] = {}
         for i, name in enumerate(METRICS):
@@ -106,6 +163,20 @@ def series(conn: Connection, server_id: int, window: Window) -> tuple[list[Point
         else:
             points.append(Point(index, window.bucket_start(index), samples, values, covered))
     return points, {"snapshots": snapshots, "metrics": {name: total.stats() for name, total in totals.items()}}
+
+
+def _window_values(conn: Connection, server_id: int, window: Window) -> Subquery:
+    """The window's snapshots: bucket, ``interval_seconds`` and the metrics, each a number or NULL."""
+    columns = [numeric(getattr(_snap, name)).label(name) for name in ("interval_seconds", *METRICS)]
+    query = select(bucket_of(conn, window), *columns).where(in_window(server_id, window))
+    return once_per_row(conn, query).subquery()
+
+
+def once_per_row(conn: Connection, query: Select[Any]) -> Select[Any]:
+    """``query`` made a subquery the database computes row by row before aggregating: SQLite would otherwise
+    merge it into the outer query and run each ``numeric`` once per aggregate using it (four per metric: about
+    half the time of the whole query). LIMIT -1 is no limit, and SQLite does not merge a limited subquery."""
+    return query.limit(-1) if conn.dialect.name == "sqlite" else query
 
 
 @dataclass
@@ -138,15 +209,26 @@ def _merged(point: Point, values: dict[str, float | None], samples: int, covered
 
 
 def latest(conn: Connection, server_id: int) -> dict[str, Any] | None:
-    """The newest snapshot of the server, whatever its age."""
+    """The newest snapshot of the server whose time is a time, whatever its age; a metric that is not a number
+    is None."""
     query = (
-        select(_snap.collected_at, *(getattr(_snap, name) for name in METRICS))
-        .where(_snap.server_id == server_id)
+        select(raw(_snap.collected_at), *(raw(getattr(_snap, name)) for name in METRICS))
+        .where(_snap.server_id == server_id, *_text_time_range(conn, _snap.collected_at))
         .order_by(_snap.collected_at.desc())
-        .limit(1)
+        .limit(LATEST_CANDIDATES)
     )
-    row = conn.execute(query).mappings().first()
-    return None if row is None else dict(row)
+    for row in conn.execute(query).mappings():
+        if (collected_at := stored_utc(row["collected_at"])) is not None:
+            return {"collected_at": collected_at, **{name: finite(row[name]) for name in METRICS}}
+    return None
+
+
+def _text_time_range(conn: Connection, column: ColumnElement[Any]) -> list[ColumnElement[bool]]:
+    """SQLite: only text that starts with a digit, as a stored time does (its numbers sort before any text, its
+    other text and blobs after), so the newest rows read are times; other databases store only times."""
+    if conn.dialect.name != "sqlite":
+        return []
+    return [type_coerce(column, NullType()).between(literal("0"), literal(":"))]
 
 
 def status_events(conn: Connection, server_id: int, window: Window, limit: int = 20) -> tuple[list[dict], int]:
@@ -157,13 +239,22 @@ def status_events(conn: Connection, server_id: int, window: Window, limit: int =
         server_status_events.c.at <= window.end,
     )
     count = int(conn.execute(select(func.count()).select_from(server_status_events).where(where)).scalar() or 0)
+    events = server_status_events.c
     query = (
-        select(server_status_events.c.at, server_status_events.c.status, server_status_events.c.error)
+        select(raw(events.at), raw(events.status), raw(events.error))
         .where(where)
-        .order_by(server_status_events.c.at.desc(), server_status_events.c.id.desc())
+        .order_by(events.at.desc(), events.id.desc())
         .limit(limit)
     )
-    return [dict(row) for row in conn.execute(query).mappings()][::-1], count
+    rows = conn.execute(query).mappings().all()
+    kept = [
+        {"at": at, "status": shown(row["status"]), "error": shown(row["error"])}
+        for row in rows
+        if (at := stored_utc(row["at"])) is not None
+    ]
+    if len(rows) < limit:  # every event of the window was read: count only those shown
+        count = len(kept)
+    return kept[::-1], count
 
 
 def columns(points: list[Point], name: str, buckets: int, *, max_gap: float = 1.5) -> list[float | None]:

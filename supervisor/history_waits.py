@@ -6,7 +6,8 @@ for a month of 30-s snapshots (86,400 snapshots, half a million wait rows) costs
 of more than ``MAX_EXACT_SNAPSHOTS`` snapshots reads the waits of an even sample of them: the window is cut
 into ``STRATA`` equal slices and the same leading part of each slice is read (never every n-th id, which would
 alias with a tenant's servers taking turns), and the totals are scaled by snapshots / sampled. The result
-says so (``WaitSample``), and the text and JSON show it.
+says so (``WaitSample``), and the text and JSON show it. Counters that are not numbers count as missing
+(``history.numeric``), as in the metric series.
 """
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Float, Integer, cast, extract, func, literal, select, true
 
-from supervisor.history import Point, Window, bridge, bucket_index, bucket_of, in_window, julian_day
+from supervisor.history import (
+    Point,
+    Window,
+    bridge,
+    bucket_index,
+    bucket_of,
+    finite,
+    in_window,
+    julian_day,
+    numeric,
+    once_per_row,
+    shown,
+)
 from supervisor.storage.tenant_schema import metric_snapshots, wait_stats
 
 MAX_EXACT_SNAPSHOTS = 20_000
@@ -65,25 +78,31 @@ def sample(
 def top_waits(conn: Connection, server_id: int, window: Window, chosen: WaitSample, limit: int = 5) -> list[dict]:
     """Wait types by their total wait time in the window (benign ones were never stored), with their share of
     all stored wait time; scaled up from the sample where the window was sampled."""
-    total = func.sum(wait_stats.c.wait_time_ms).label("wait_time_ms")
+    counters = ("wait_time_ms", "waiting_tasks_count", "signal_wait_time_ms")
+    values = once_per_row(
+        conn,
+        select(wait_stats.c.wait_type, *(numeric(wait_stats.c[name]).label(name) for name in counters))
+        .select_from(metric_snapshots.join(wait_stats, wait_stats.c.snapshot_id == _snap.id))
+        .where(in_window(server_id, window), chosen.condition),
+    ).subquery()
+    total = func.sum(values.c.wait_time_ms).label("wait_time_ms")
     query = (
         select(
-            wait_stats.c.wait_type,
+            values.c.wait_type,
             total,
-            func.sum(wait_stats.c.waiting_tasks_count).label("waiting_tasks_count"),
-            func.sum(wait_stats.c.signal_wait_time_ms).label("signal_wait_time_ms"),
+            func.sum(values.c.waiting_tasks_count).label("waiting_tasks_count"),
+            func.sum(values.c.signal_wait_time_ms).label("signal_wait_time_ms"),
         )
-        .select_from(metric_snapshots.join(wait_stats, wait_stats.c.snapshot_id == _snap.id))
-        .where(in_window(server_id, window), chosen.condition)
-        .group_by(wait_stats.c.wait_type)
-        .order_by(total.desc(), wait_stats.c.wait_type)
+        .group_by(values.c.wait_type)
+        .order_by(total.desc(), values.c.wait_type)
     )
     rows = [dict(row) for row in conn.execute(query).mappings()]
-    everything = sum(float(row["wait_time_ms"] or 0) for row in rows)
+    everything = sum(finite(row["wait_time_ms"]) or 0.0 for row in rows)
     for row in rows:
-        row["share"] = float(row["wait_time_ms"] or 0) / everything if everything else 0.0
+        row["wait_type"] = shown(row["wait_type"])
+        row["share"] = (finite(row["wait_time_ms"]) or 0.0) / everything if everything else 0.0
         for key in ("wait_time_ms", "waiting_tasks_count", "signal_wait_time_ms"):
-            row[key] = round(float(row[key] or 0) * chosen.scale)
+            row[key] = round((finite(row[key]) or 0.0) * chosen.scale)
     return rows[:limit]
 
 
@@ -97,22 +116,25 @@ def wait_series(
         return {}
     bucket = bucket_of(conn, window)
     query = (
-        select(bucket, wait_stats.c.wait_type, func.sum(wait_stats.c.wait_time_ms))
+        select(bucket, wait_stats.c.wait_type, func.sum(numeric(wait_stats.c.wait_time_ms)))
         .select_from(metric_snapshots.join(wait_stats, wait_stats.c.snapshot_id == _snap.id))
         .where(in_window(server_id, window), chosen.condition, wait_stats.c.wait_type.in_(wait_types))
         .group_by(bucket, wait_stats.c.wait_type)
     )
     totals = {name: [0.0] * window.buckets for name in wait_types}
-    for raw, wait_type, total in conn.execute(query):
-        totals[wait_type][bucket_index(window, raw)] += float(total or 0)
+    for index, wait_type, total in conn.execute(query):
+        if index is not None and wait_type in totals:  # SQLite: NULL for a collected_at that is no time
+            totals[wait_type][bucket_index(window, index)] += finite(total) or 0.0
     covered = [0.0] * window.buckets
     if chosen.exact:
         for point in points:
             covered[point.index] = point.covered_s
     else:
-        spans = select(bucket, func.sum(_snap.interval_seconds)).where(in_window(server_id, window), chosen.condition)
-        for raw, seconds in conn.execute(spans.group_by(bucket)):
-            covered[bucket_index(window, raw)] += float(seconds or 0)
+        seconds = func.sum(numeric(_snap.interval_seconds))
+        spans = select(bucket, seconds).where(in_window(server_id, window), chosen.condition)
+        for index, span in conn.execute(spans.group_by(bucket)):
+            if index is not None:
+                covered[bucket_index(window, index)] += finite(span) or 0.0
     return {
         name: bridge([sums[i] / covered[i] if covered[i] > 0 else None for i in range(window.buckets)])
         for name, sums in totals.items()

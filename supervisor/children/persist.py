@@ -4,6 +4,11 @@ Replaying an item already stored changes nothing: a snapshot whose (server_id, c
 is skipped, a status update older than (or as old as) the stored ``last_checked_at`` is ignored
 (so its status event is not added twice), and a baseline only ever moves forward.
 
+Stored rows are input (the product's web app writes these tables too; SQLite stores any value in any column):
+a stored time that is no time never blocks a write. A snapshot whose ``collected_at`` does not parse is no
+duplicate of anything, and a ``last_checked_at`` or baseline ``sample_time`` no check of ours can have (text,
+or a day ahead) is overwritten.
+
 Statements are built once and run with executemany: building and caching a statement per item cost
 more CPU than SQLite's own work (``bench/collection_cost.py`` prints the storage cost per batch size).
 """
@@ -14,11 +19,12 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, type_coerce, update
+from sqlalchemy.types import NullType
 
 from supervisor.children.records import SnapshotRow, WriteItem
 from supervisor.children.status import StatusUpdate
-from supervisor.clock import utcnow
+from supervisor.clock import stored_utc, utcnow
 from supervisor.storage.tenant_schema import (
     counter_baselines,
     metric_snapshots,
@@ -61,6 +67,7 @@ IMPLAUSIBLE_AHEAD = dt.timedelta(days=1)
 
 _BASELINE_COLUMNS = ("sqlserver_start_time", "sample_time", "batch_requests_total", "waits_json")
 _baseline_upserts: dict[str, Any] = {}
+_IMPLAUSIBLE_SAMPLE = bindparam("implausible_after", type_=counter_baselines.c.sample_time.type)
 
 
 def _baseline_upsert(dialect: str) -> Any:
@@ -74,7 +81,10 @@ def _baseline_upsert(dialect: str) -> Any:
         _baseline_upserts[dialect] = statement.on_conflict_do_update(
             index_elements=[counter_baselines.c.server_id],
             set_={name: statement.excluded[name] for name in _BASELINE_COLUMNS},
-            where=counter_baselines.c.sample_time < statement.excluded.sample_time,
+            where=or_(
+                counter_baselines.c.sample_time < statement.excluded.sample_time,
+                counter_baselines.c.sample_time > _IMPLAUSIBLE_SAMPLE,
+            ),
         )
     return _baseline_upserts[dialect]
 
@@ -124,12 +134,20 @@ def _insert_snapshots(conn: Connection, snapshots: list[SnapshotRow]) -> int:
 
 
 def _existing_keys(conn: Connection, snapshots: list[SnapshotRow]) -> set[tuple[int, object]]:
+    """The stored (server_id, collected_at) keys these snapshots may repeat. ``collected_at`` is read raw and
+    parsed here: SQLite compares text such as ``'bogus'`` greater than any time, so such a row is in the range,
+    and SQLAlchemy's own conversion would raise on it."""
     server_ids = sorted({row.server_id for row in snapshots})
     oldest = min(row.collected_at for row in snapshots)
-    query = select(metric_snapshots.c.server_id, metric_snapshots.c.collected_at).where(
-        metric_snapshots.c.server_id.in_(server_ids), metric_snapshots.c.collected_at >= oldest
+    collected_at = metric_snapshots.c.collected_at
+    query = select(metric_snapshots.c.server_id, type_coerce(collected_at, NullType())).where(
+        metric_snapshots.c.server_id.in_(server_ids), collected_at >= oldest
     )
-    return {(server_id, collected_at) for server_id, collected_at in conn.execute(query)}
+    return {
+        (server_id, moment)
+        for server_id, stored in conn.execute(query)
+        if (moment := stored_utc(stored)) is not None
+    }
 
 
 def _apply_statuses(conn: Connection, updates: list[StatusUpdate]) -> None:
@@ -165,7 +183,8 @@ def _status_params(status: StatusUpdate, implausible_after: dt.datetime) -> dict
 
 
 def _store_baselines(conn: Connection, items: list[WriteItem]) -> None:
-    """One row per server, only ever moved forward in time."""
+    """One row per server, only ever moved forward in time (a stored time no sample of ours has is replaced)."""
+    implausible_after = utcnow() + IMPLAUSIBLE_AHEAD
     rows = []
     for item in items:
         baseline = item.baseline
@@ -176,6 +195,7 @@ def _store_baselines(conn: Connection, items: list[WriteItem]) -> None:
             "sample_time": baseline.sample_time,
             "batch_requests_total": baseline.batch_requests_total,
             "waits_json": baseline.waits_json(),
+            "implausible_after": implausible_after,
         })
     upsert = _baseline_upsert(conn.dialect.name)
     if upsert is not None:
@@ -187,12 +207,13 @@ def _store_baselines(conn: Connection, items: list[WriteItem]) -> None:
 
 def _store_baseline_portably(conn: Connection, row: dict[str, Any]) -> None:
     values = {name: row[name] for name in _BASELINE_COLUMNS}
+    sample_time = counter_baselines.c.sample_time
     result = conn.execute(
         update(counter_baselines)
         .where(
             and_(
                 counter_baselines.c.server_id == row["server_id"],
-                counter_baselines.c.sample_time < row["sample_time"],
+                or_(sample_time < row["sample_time"], sample_time > row["implausible_after"]),
             )
         )
         .values(**values)
@@ -203,4 +224,4 @@ def _store_baseline_portably(conn: Connection, row: dict[str, Any]) -> None:
         select(counter_baselines.c.server_id).where(counter_baselines.c.server_id == row["server_id"])
     ).first()
     if exists is None:
-        conn.execute(insert(counter_baselines).values(**row))
+        conn.execute(insert(counter_baselines).values(server_id=row["server_id"], **values))

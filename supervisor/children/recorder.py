@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from supervisor.children.collect import CollectionOutcome
 from supervisor.children.deltas import Baseline
@@ -16,7 +17,7 @@ from supervisor.children.outcome import process_outcome
 from supervisor.children.records import WriteItem
 from supervisor.children.stats import TenantStats
 from supervisor.children.status import ServerState, apply_outcome
-from supervisor.children.targets import InvalidServer
+from supervisor.children.targets import InvalidServer, StoredBaselines
 from supervisor.clock import utcnow
 from supervisor.errors import CONFIG
 from supervisor.logs import log_event
@@ -53,6 +54,8 @@ class OutcomeRecorder:
         self.last_duration[sid] = outcome.duration_ms
         context = {"tenant": self.tenant, "server": target.name, "duration_ms": outcome.duration_ms}
         previous = self.baselines.get(sid)
+        if outcome.sample is not None:
+            self._note_dropped_baseline(sid, previous, context)
         processed = process_outcome(outcome, previous, self.state_of(sid), self.max_sample_gap)
         update = processed.item.status
         stale = sid in self.config_errors  # started before its row became unusable: that error is newer
@@ -89,6 +92,19 @@ class OutcomeRecorder:
                 status=update.status, error_class=update.error_class, error=update.error, **context,
             )  # fmt: skip
         self._put(processed.item)  # a stale status is not applied: the stored config error is newer
+
+    def _note_dropped_baseline(self, sid: int, previous: Baseline | None, context: dict[str, Any]) -> None:
+        """One warning for a stored baseline that could not be used (``load_baselines``), at the server's first
+        collection, which then has no rate and replaces the row; none if a spooled baseline stood in for it."""
+        if not isinstance(self.baselines, StoredBaselines):
+            return
+        reason = self.baselines.unusable.pop(sid, None)
+        if reason is None or previous is not None:
+            return
+        log_event(
+            log, logging.WARNING, "collection.baseline_dropped", "server %s: its stored baseline cannot be used "
+            "(%s): starting with a first sample", context["server"], reason, error=reason, **context,
+        )  # fmt: skip
 
     def report_invalid(self, invalid: Iterable[InvalidServer]) -> None:
         """Servers whose row cannot be used (the latest server-list read): each is a ``config`` failure,

@@ -10,6 +10,7 @@ processing, which on SQLite would turn ``'bogus'`` in a boolean column into ``Tr
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy.types import NullType
 from supervisor import rules
 from supervisor.children.connection_string import Endpoint
 from supervisor.children.deltas import Baseline
+from supervisor.children.sample import WaitCounts
 from supervisor.children.status import OFFLINE, ONLINE, UNKNOWN, ServerState
 from supervisor.clock import stored_utc
 from supervisor.config import Settings
@@ -260,16 +262,81 @@ def check_ages(conn: Connection, server_ids: Collection[int], now: dt.datetime) 
     return ages
 
 
-def load_baselines(conn: Connection) -> dict[int, Baseline]:
-    baselines = {}
-    for row in conn.execute(select(counter_baselines)).mappings():
-        baselines[row["server_id"]] = Baseline(
-            sqlserver_start_time=row["sqlserver_start_time"],
-            sample_time=row["sample_time"],
-            batch_requests_total=row["batch_requests_total"],
-            waits=Baseline.parse_waits(row["waits_json"]),
-        )
+class StoredBaselines(dict[int, Baseline]):
+    """The usable stored baselines by server id. ``unusable``: the servers whose row was dropped, each with the
+    column and value at fault, for the one warning the recorder logs when that server is next collected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unusable: dict[int, str] = {}
+
+
+_BASELINE_QUERY = select(*(_raw(column) for column in counter_baselines.c))
+#: A BIGINT counter's largest value.
+_COUNTER_MAX = 2**63 - 1
+
+
+def load_baselines(conn: Connection) -> StoredBaselines:
+    """Each server's previous raw sample. A row with a value the collector would not have written (another
+    program's: text in a time column, a counter that is not a whole number, waits that are not the collector's
+    JSON) is dropped: that server starts with a first sample (no rate), whose baseline then replaces the row."""
+    baselines = StoredBaselines()
+    for row in conn.execute(_BASELINE_QUERY).mappings():
+        try:
+            baselines[row["server_id"]] = _baseline(row)
+        except InvalidRow as exc:
+            baselines.unusable[row["server_id"]] = str(exc)
     return baselines
+
+
+def _baseline(row: Any) -> Baseline:
+    return Baseline(
+        sqlserver_start_time=_baseline_value(row, "sqlserver_start_time", _stored_time),
+        sample_time=_baseline_value(row, "sample_time", _stored_time),
+        batch_requests_total=_baseline_value(row, "batch_requests_total", _counter),
+        waits=_baseline_value(row, "waits_json", _stored_waits),
+    )
+
+
+def _baseline_value(row: Any, column: str, parse: Any) -> Any:
+    value = row[column]
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise InvalidRow(f"counter_baselines.{column} = {rules.shown(value)} {exc}") from None
+
+
+def _stored_time(value: object) -> dt.datetime:
+    moment = stored_utc(value)
+    if moment is None:
+        raise ValueError("is not a time")
+    return moment
+
+
+def _counter(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        return rules.whole_number(value, 0, _COUNTER_MAX)
+    except ValueError:
+        raise ValueError("is not a counter value (a whole number, 0 or more)") from None
+
+
+def _stored_waits(value: object) -> dict[str, WaitCounts]:
+    """The JSON ``Baseline.waits_json`` writes. ``parse_waits`` gives {} for what it cannot read, which must not
+    pass for "no waits": the next sample's increments would then be its whole counters."""
+    if isinstance(value, str):
+        waits = Baseline.parse_waits(value)
+        if waits or _is_empty_object(value):
+            return waits
+    raise ValueError("is not the collector's wait counters (JSON)")
+
+
+def _is_empty_object(text: str) -> bool:
+    try:
+        return json.loads(text) == {}
+    except ValueError:
+        return False
 
 
 def count_disabled(conn: Connection) -> int:

@@ -16,7 +16,7 @@ import threading
 import time
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError, StatementError
 
 from supervisor.backoff import Backoff
 from supervisor.children.os_thread_name import name_os_thread
@@ -175,20 +175,17 @@ class Writer:
                 if _is_outage(exc):
                     raise
                 self._store_one_by_one(batch)
+            except Exception:  # a value this code did not foresee: it must not hold back the batch's other items
+                self._store_one_by_one(batch)
         except SQLAlchemyError as exc:
             self._note_failure(exc)
-            return False
-        except Exception:
-            log.exception(
-                "writer failed unexpectedly; retrying",
-                extra={"event": "writer.failed", "tenant": self._tenant, "error_class": INTERNAL},
-            )
             return False
         self._note_success()
         return True
 
     def _store_one_by_one(self, batch: list[WriteItem]) -> None:
-        """A batch the DB rejects as data (not an outage): keep every item it accepts, drop the rest."""
+        """A batch the DB rejects as data (not an outage), or that fails unexpectedly: keep every item that can
+        be stored, drop the rest with one line each."""
         for item in batch:
             try:
                 with self._engine.begin() as conn:
@@ -198,6 +195,12 @@ class Writer:
                     raise
                 log_event(log, logging.ERROR, "writer.rejected", "dropping a result the tenant DB rejects: %s",
                           describe_db_error(exc), tenant=self._tenant, error_class=STORAGE)  # fmt: skip
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log_event(log, logging.ERROR, "writer.rejected", "dropping a result of server id %s that cannot be "
+                          "stored: %s", item.server_id, error, tenant=self._tenant, error_class=INTERNAL,
+                          error=error)  # fmt: skip
+                log.debug("why the result could not be stored", exc_info=True, extra={"tenant": self._tenant})
 
     def _replay_spool(self) -> None:
         for path in self._spool.files():
@@ -294,8 +297,11 @@ class Writer:
 
 
 def _is_outage(exc: SQLAlchemyError) -> bool:
-    """Connection trouble, locks, missing tables: worth retrying. Integrity/data errors are not."""
+    """Connection trouble, locks, missing tables: worth retrying. Integrity/data errors are not, nor a value
+    SQLAlchemy cannot bind (a ``StatementError`` that is no DBAPI error: the statement never reached the DB)."""
     if isinstance(exc, IntegrityError | DataError):
+        return False
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
         return False
     if isinstance(exc, ProgrammingError):
         return "does not exist" in str(exc) or "no such table" in str(exc)

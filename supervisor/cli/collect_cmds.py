@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from typing import Any
 
@@ -52,8 +53,12 @@ def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
     driver = resolve_driver(ctx.settings.odbc_driver)
     engine, target = _target(ctx, args.tenant, args.name)
     with engine.connect() as conn:
-        previous = load_baselines(conn).get(target.server_id)
+        baselines = load_baselines(conn)
         state = load_states(conn).get(target.server_id, ServerState())
+    previous = baselines.get(target.server_id)
+    if (unusable := baselines.unusable.get(target.server_id)) is not None:
+        print(f"note: the stored baseline of {target.name} cannot be used ({unusable}): no rate for this sample",
+              file=sys.stderr)  # fmt: skip
     session = ServerSession(target, driver, ctx.settings.login_timeout, keep_connection=False)
     outcome = collect_within_deadline(session, ctx.settings.collection_timeout)
     processed = process_outcome(outcome, previous, state, ctx.settings.max_sample_gap)
