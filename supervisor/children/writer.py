@@ -14,6 +14,7 @@ import collections
 import logging
 import threading
 import time
+from dataclasses import replace
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError, StatementError
@@ -193,14 +194,33 @@ class Writer:
             except SQLAlchemyError as exc:
                 if _is_outage(exc):
                     raise
-                log_event(log, logging.ERROR, "writer.rejected", "dropping a result the tenant DB rejects: %s",
-                          describe_db_error(exc), tenant=self._tenant, error_class=STORAGE)  # fmt: skip
+                error = describe_db_error(exc)
+                log_event(log, logging.ERROR, "writer.rejected", "dropping a result of server id %s the tenant DB "
+                          "rejects: %s", item.server_id, error, tenant=self._tenant, error_class=STORAGE,
+                          error=error)  # fmt: skip
+                self._store_status_only(item, f"the tenant DB rejected its result: {error}")
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 log_event(log, logging.ERROR, "writer.rejected", "dropping a result of server id %s that cannot be "
                           "stored: %s", item.server_id, error, tenant=self._tenant, error_class=INTERNAL,
                           error=error)  # fmt: skip
                 log.debug("why the result could not be stored", exc_info=True, extra={"tenant": self._tenant})
+                self._store_status_only(item, f"its result could not be stored: {error}")
+
+    def _store_status_only(self, item: WriteItem, error: str) -> None:
+        """The server's row says why its result is missing, instead of a success with nothing stored."""
+        status = replace(item.status, success=False, error=error, error_class=STORAGE)
+        try:
+            with self._engine.begin() as conn:
+                write_items(conn, [WriteItem(server_id=item.server_id, status=status)])
+        except SQLAlchemyError as exc:
+            if _is_outage(exc):
+                raise
+            log.debug("the status of server id %s was not stored either", item.server_id, exc_info=True,
+                      extra={"tenant": self._tenant})  # fmt: skip
+        except Exception:
+            log.debug("the status of server id %s was not stored either", item.server_id, exc_info=True,
+                      extra={"tenant": self._tenant})  # fmt: skip
 
     def _replay_spool(self) -> None:
         for path in self._spool.files():

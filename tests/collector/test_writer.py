@@ -21,9 +21,9 @@ from supervisor.children.spool import Spool
 from supervisor.children.writer import Writer
 from supervisor.clock import utcnow
 from supervisor.storage.engine import make_engine
-from supervisor.storage.tenant_schema import metric_snapshots, wait_stats
+from supervisor.storage.tenant_schema import metric_snapshots, servers, wait_stats
 from tests.collector.test_outage_and_stop import ExclusiveLock
-from tests.collector.test_storage import counts, item, make_tenant
+from tests.collector.test_storage import T0, counts, item, make_tenant
 from tests.helpers.waiting import wait_until
 
 
@@ -136,6 +136,9 @@ def test_a_rejected_batch_is_retried_item_by_item_keeping_every_good_row(
     assert not spool.files()
 
 
+T0_PLUS_2 = T0 + dt.timedelta(seconds=2)
+
+
 def fresh_item(server_id: int, seconds_ago: float) -> WriteItem:
     """``item`` moved to now: a snapshot that retention must keep."""
     old = item(server_id, 0)
@@ -167,3 +170,31 @@ def test_the_writer_runs_retention_in_batches_until_nothing_is_expired(
                 select(metric_snapshots.c.id)))
         ).scalar_one()  # fmt: skip
     assert oldest > utcnow() - dt.timedelta(days=30) and orphans == 0
+
+
+def test_a_result_that_cannot_be_stored_leaves_its_reason_on_the_server_row(
+    tmp_path: Path, tenant: tuple[str, Engine, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot no column can hold (an integer beyond SQLite's 64 bits) is dropped, and the server's row says
+    so, instead of a success that stored nothing (or a stale status)."""
+    caplog.set_level(logging.INFO)
+    path, engine, sid = tenant
+    spool = Spool(str(tmp_path / "spool"), "acme")
+    writer = Writer(make_engine(f"sqlite:///{path}"), spool, "acme")
+    good = item(sid, 0)
+    assert good.snapshot is not None
+    writer.put(good)
+    writer.put(replace(item(sid, 2), snapshot=replace(good.snapshot, collected_at=T0_PLUS_2, connection_count=2**70)))
+    writer.start()
+    try:
+        wait_until(lambda: writer.pending() == 0, 20, "the batch handled")
+    finally:
+        writer.stop(5.0)
+    assert stored_times(engine) == [good.snapshot.collected_at]
+    with engine.connect() as conn:
+        row = conn.execute(select(servers.c.last_error, servers.c.last_error_class, servers.c.last_checked_at)).one()
+    assert row.last_error_class == "storage"
+    assert "could not be stored" in row.last_error and "OverflowError" in row.last_error
+    assert row.last_checked_at == T0_PLUS_2
+    [rejected] = events(caplog, "writer.rejected")
+    assert f"server id {sid}" in rejected.getMessage()
