@@ -14,18 +14,18 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import replace
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.backoff import Backoff
 from supervisor.children.os_thread_name import name_os_thread
 from supervisor.children.persist import write_items
 from supervisor.children.records import WriteItem
+from supervisor.children.rejects import is_outage, store_one_by_one
 from supervisor.children.retention import purge_batch
 from supervisor.children.spool import Spool
-from supervisor.errors import INTERNAL, STORAGE
+from supervisor.errors import STORAGE
 from supervisor.logs import log_event
 from supervisor.storage.engine import describe_db_error
 
@@ -173,54 +173,16 @@ class Writer:
                 with self._engine.begin() as conn:
                     self.written += write_items(conn, batch)
             except SQLAlchemyError as exc:
-                if _is_outage(exc):
+                if is_outage(exc):
                     raise
-                self._store_one_by_one(batch)
+                self.written += store_one_by_one(self._engine, batch, self._tenant)
             except Exception:  # a value this code did not foresee: it must not hold back the batch's other items
-                self._store_one_by_one(batch)
+                self.written += store_one_by_one(self._engine, batch, self._tenant)
         except SQLAlchemyError as exc:
             self._note_failure(exc)
             return False
         self._note_success()
         return True
-
-    def _store_one_by_one(self, batch: list[WriteItem]) -> None:
-        """A batch the DB rejects as data (not an outage), or that fails unexpectedly: keep every item that can
-        be stored, drop the rest with one line each."""
-        for item in batch:
-            try:
-                with self._engine.begin() as conn:
-                    self.written += write_items(conn, [item])
-            except SQLAlchemyError as exc:
-                if _is_outage(exc):
-                    raise
-                error = describe_db_error(exc)
-                log_event(log, logging.ERROR, "writer.rejected", "dropping a result of server id %s the tenant DB "
-                          "rejects: %s", item.server_id, error, tenant=self._tenant, error_class=STORAGE,
-                          error=error)  # fmt: skip
-                self._store_status_only(item, f"the tenant DB rejected its result: {error}")
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                log_event(log, logging.ERROR, "writer.rejected", "dropping a result of server id %s that cannot be "
-                          "stored: %s", item.server_id, error, tenant=self._tenant, error_class=INTERNAL,
-                          error=error)  # fmt: skip
-                log.debug("why the result could not be stored", exc_info=True, extra={"tenant": self._tenant})
-                self._store_status_only(item, f"its result could not be stored: {error}")
-
-    def _store_status_only(self, item: WriteItem, error: str) -> None:
-        """The server's row says why its result is missing, instead of a success with nothing stored."""
-        status = replace(item.status, success=False, error=error, error_class=STORAGE)
-        try:
-            with self._engine.begin() as conn:
-                write_items(conn, [WriteItem(server_id=item.server_id, status=status)])
-        except SQLAlchemyError as exc:
-            if _is_outage(exc):
-                raise
-            log.debug("the status of server id %s was not stored either", item.server_id, exc_info=True,
-                      extra={"tenant": self._tenant})  # fmt: skip
-        except Exception:
-            log.debug("the status of server id %s was not stored either", item.server_id, exc_info=True,
-                      extra={"tenant": self._tenant})  # fmt: skip
 
     def _replay_spool(self) -> None:
         for path in self._spool.files():
@@ -314,15 +276,3 @@ class Writer:
     def _buffer_empty(self) -> bool:
         with self._cond:
             return not self._buffer
-
-
-def _is_outage(exc: SQLAlchemyError) -> bool:
-    """Connection trouble, locks, missing tables: worth retrying. Integrity/data errors are not, nor a value
-    SQLAlchemy cannot bind (a ``StatementError`` that is no DBAPI error: the statement never reached the DB)."""
-    if isinstance(exc, IntegrityError | DataError):
-        return False
-    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
-        return False
-    if isinstance(exc, ProgrammingError):
-        return "does not exist" in str(exc) or "no such table" in str(exc)
-    return True

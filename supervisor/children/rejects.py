@@ -1,0 +1,72 @@
+"""A batch the tenant DB will not take whole: stored item by item, each item it rejects dropped with its
+reason on the server's row. And which DB errors are an outage (worth retrying the batch) at all."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError, StatementError
+
+from supervisor.children.persist import write_items
+from supervisor.children.records import WriteItem
+from supervisor.errors import INTERNAL, STORAGE
+from supervisor.logs import log_event
+from supervisor.storage.engine import describe_db_error
+
+log = logging.getLogger("supervisor.child.writer")
+
+
+def is_outage(exc: SQLAlchemyError) -> bool:
+    """Connection trouble, locks, missing tables: worth retrying. Integrity/data errors are not, nor a value
+    SQLAlchemy cannot bind (a ``StatementError`` that is no DBAPI error: the statement never reached the DB)."""
+    if isinstance(exc, IntegrityError | DataError):
+        return False
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return False
+    if isinstance(exc, ProgrammingError):
+        return "does not exist" in str(exc) or "no such table" in str(exc)
+    return True
+
+
+def store_one_by_one(engine: Engine, batch: list[WriteItem], tenant: str) -> int:
+    """A batch the DB rejects as data (not an outage), or that fails unexpectedly: keep every item that can be
+    stored, drop the rest with one line each. Returns the snapshots written; an outage is raised."""
+    written = 0
+    for item in batch:
+        try:
+            with engine.begin() as conn:
+                written += write_items(conn, [item])
+        except SQLAlchemyError as exc:
+            if is_outage(exc):
+                raise
+            error = describe_db_error(exc)
+            log_event(log, logging.ERROR, "writer.rejected", "dropping a result of server id %s the tenant DB "
+                      "rejects: %s", item.server_id, error, tenant=tenant, error_class=STORAGE,
+                      error=error)  # fmt: skip
+            _store_status_only(engine, item, f"the tenant DB rejected its result: {error}", tenant)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log_event(log, logging.ERROR, "writer.rejected", "dropping a result of server id %s that cannot be "
+                      "stored: %s", item.server_id, error, tenant=tenant, error_class=INTERNAL,
+                      error=error)  # fmt: skip
+            log.debug("why the result could not be stored", exc_info=True, extra={"tenant": tenant})
+            _store_status_only(engine, item, f"its result could not be stored: {error}", tenant)
+    return written
+
+
+def _store_status_only(engine: Engine, item: WriteItem, error: str, tenant: str) -> None:
+    """The server's row says why its result is missing, instead of a success with nothing stored."""
+    status = replace(item.status, success=False, error=error, error_class=STORAGE)
+    try:
+        with engine.begin() as conn:
+            write_items(conn, [WriteItem(server_id=item.server_id, status=status)])
+    except SQLAlchemyError as exc:
+        if is_outage(exc):
+            raise
+        log.debug("the status of server id %s was not stored either", item.server_id, exc_info=True,
+                  extra={"tenant": tenant})  # fmt: skip
+    except Exception:
+        log.debug("the status of server id %s was not stored either", item.server_id, exc_info=True,
+                  extra={"tenant": tenant})  # fmt: skip
