@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +26,12 @@ from supervisor.children import sockets
 from supervisor.children.access_token import TOKENS, attrs_before
 from supervisor.children.connection_string import UnsafeValue, build
 from supervisor.children.errors import MISSING_PROCEDURE_NUMBER, CollectionFailure, classify, has_number
-from supervisor.children.odbc_driver import OdbcDriver, with_hint
+from supervisor.children.odbc_driver import MSODBC, OdbcDriver, with_hint
 from supervisor.children.sample import RawSets, Sample, parse_sample
 from supervisor.children.targets import Target
+from supervisor.clock import utcnow
 from supervisor.errors import CONFIG, CONNECT, PROTOCOL, TIMEOUT
+from supervisor.procedures.resultsets import RESULT_SETS, WAITS
 from supervisor.procedures.tsql import exec_statement, snapshot_batch
 
 # Connections are kept or closed by us (keep_connections), never parked by the driver manager's pool.
@@ -45,6 +48,15 @@ PROCEDURE_RECHECK_SECONDS = 3600.0
 MIN_QUERY_SECONDS = 0.05
 QUERY = "query"
 FETCH = "fetch"
+#: Rows per fetch: between chunks the reading stops if the deadline passed.
+FETCH_CHUNK = 500
+#: The most rows a result set may have. sys.dm_os_wait_stats has about 1,000-1,500 rows (without the benign
+#: ones fewer); the other sets have one row (a few at most). More is a broken or hostile server: refused
+#: before its rows fill the child's memory.
+MAX_ROWS = {WAITS.name: 10_000}
+MAX_ROWS_SMALL = 100
+#: The most result sets read (the contract has RESULT_SETS; more are refused by ``parse_sample``).
+MAX_RESULT_SETS = 2 * len(RESULT_SETS)
 
 
 @dataclass(frozen=True)
@@ -163,17 +175,32 @@ class ServerSession:
         cursor = self._conn.cursor()
         try:
             self.phase = QUERY
-            cursor.execute(statement)
+            try:
+                cursor.execute(statement)
+            except UnicodeDecodeError:  # the first rows (or a message) come with the call
+                raise CollectionFailure(PROTOCOL, "server sent invalid UTF-16 in its answer") from None
             self.phase = FETCH
             if self._abandoned or cursor.description is None:
                 raise CollectionFailure(TIMEOUT, "collection abandoned at its deadline")
-            raw = read_result_sets(cursor)
+            try:
+                raw = read_result_sets(cursor, self._is_abandoned)
+            except CollectionFailure:
+                # The rest of the answer is not read: cut the connection, or closing the cursor would drain it
+                # (a server streaming rows for ever would hold the call until the deadline).
+                self._cut()
+                raise
             if self._abandoned:
                 raise CollectionFailure(TIMEOUT, "collection abandoned at its deadline")
         finally:
             with contextlib.suppress(pyodbc.Error):
                 cursor.close()
-        return parse_sample(raw)
+        return parse_sample(raw, now=utcnow())
+
+    def _is_abandoned(self) -> bool:
+        return self._abandoned
+
+    def _cut(self) -> None:
+        sockets.shut_down(sockets.sockets_to(self._peers, self.target.endpoint.port))
 
     # --- any thread -------------------------------------------------------------------------------------
     def abandon(self) -> str:
@@ -188,7 +215,11 @@ class ServerSession:
         if not peers or any(peer.state == sockets.SYN_SENT for peer in peers):
             return "TCP connect"
         login = "login (PRELOGIN or LOGIN7)"
-        return f"TLS handshake or {login}" if self.target.endpoint.encrypt != "no" else login
+        return f"TLS handshake or {login}" if self._tls_possible() else login
+
+    def _tls_possible(self) -> bool:
+        """Driver 18 with encrypt = no still encrypts the login when the server asks for it; FreeTDS does not."""
+        return self.target.endpoint.encrypt != "no" or self._driver.kind == MSODBC
 
     def close(self) -> None:
         with self._handle_lock:
@@ -207,13 +238,46 @@ def driver_timeout(own_limit: float | None, left: float) -> int:
     return math.ceil(left) + 1
 
 
-def read_result_sets(cursor: Any) -> RawSets:
-    """Every result set with columns; sets without a description (the RETURNSTATUS tail) skipped."""
-    sets = []
+def read_result_sets(cursor: Any, abandoned: Callable[[], bool] = lambda: False) -> RawSets:
+    """Every result set with columns; sets without a description (the RETURNSTATUS tail) skipped. Bounded:
+    at most ``MAX_RESULT_SETS`` sets of at most ``max_rows`` rows each, read ``FETCH_CHUNK`` rows at a time,
+    and the reading stops between chunks once ``abandoned()`` (the deadline passed). CollectionFailure
+    (PROTOCOL) for a server that sends more, or text that is not UTF-16."""
+    sets: list[tuple[list[str], list[Any]]] = []
     while True:
         if cursor.description is not None:
+            if len(sets) == MAX_RESULT_SETS:
+                raise CollectionFailure(PROTOCOL, f"the server returns more than {MAX_RESULT_SETS} result sets")
             names = [column[0] for column in cursor.description]
-            sets.append((names, cursor.fetchall()))
-        if not cursor.nextset():
-            break
-    return sets
+            sets.append((names, _fetch_rows(cursor, len(sets), abandoned)))
+        if abandoned():
+            raise CollectionFailure(TIMEOUT, "collection abandoned at its deadline")
+        try:
+            more = cursor.nextset()
+        except UnicodeDecodeError:  # in the next set's column names
+            raise CollectionFailure(PROTOCOL, f"server sent invalid UTF-16 in result set {len(sets) + 1}") from None
+        if not more:
+            return sets
+
+
+def max_rows(index: int) -> int:
+    """The most rows result set ``index`` (0-based, contract order) may have."""
+    return MAX_ROWS.get(RESULT_SETS[index].name, MAX_ROWS_SMALL) if index < len(RESULT_SETS) else MAX_ROWS_SMALL
+
+
+def _fetch_rows(cursor: Any, index: int, abandoned: Callable[[], bool]) -> list[Any]:
+    limit = max_rows(index)
+    rows: list[Any] = []
+    while True:
+        try:
+            chunk = cursor.fetchmany(FETCH_CHUNK)
+        except UnicodeDecodeError:
+            raise CollectionFailure(PROTOCOL, f"server sent invalid UTF-16 in result set {index + 1}") from None
+        rows += chunk
+        if len(rows) > limit:
+            name = RESULT_SETS[index].name if index < len(RESULT_SETS) else str(index + 1)
+            raise CollectionFailure(PROTOCOL, f"result set {name!r} has more than {limit} rows")
+        if len(chunk) < FETCH_CHUNK:
+            return rows
+        if abandoned():
+            raise CollectionFailure(TIMEOUT, "collection abandoned at its deadline")

@@ -71,7 +71,8 @@ def compute(previous: Baseline | None, sample: Sample, max_gap_seconds: float) -
 
 
 def _rate(before: int | None, after: int | None, elapsed: float) -> float | None:
-    if before is None or after is None or after < before:
+    # Only ints count (``parse_sample`` checks the sample; a baseline row may hold anything).
+    if type(before) is not int or type(after) is not int or after < before:
         return None
     rate = (after - before) / elapsed
     return round(rate, 3) if rate <= MAX_PLAUSIBLE_BATCH_RATE else None

@@ -22,6 +22,10 @@ CONNECT_STATES = frozenset({"08001", "08S01", "08004", "08007", "01000", "IM002"
 TLS_HINTS = ("ssl", "tls", "certificate", "encryption")
 
 _NATIVE_NUMBER = re.compile(r"\((\d{2,6})\)")
+#: pyodbc's text when the driver failed a call without a diagnostic record (a DONE token with its error bit
+#: and no ERROR token; Driver 18 on a PRELOGIN answer it cannot use).
+_NO_DIAGNOSTIC = "The driver did not supply an error!"
+NO_MESSAGE = "the server reported an error without a message"
 _MAX_TEXT = 500
 
 
@@ -49,6 +53,8 @@ def parse_driver_error(exc: BaseException) -> DriverError:
         sqlstate, text = args[0], args[1]
     else:
         sqlstate, text = "", str(exc)
+    if _NO_DIAGNOSTIC in text:
+        text = NO_MESSAGE
     numbers = tuple(int(n) for n in _NATIVE_NUMBER.findall(text))
     return DriverError(sqlstate, numbers, clean_text(text))
 
@@ -64,6 +70,8 @@ def classify(exc: BaseException, *, phase: str) -> CollectionFailure:
     """``phase`` is ``connect`` (login not yet done) or ``query``."""
     if isinstance(exc, CollectionFailure):
         return exc
+    if isinstance(exc, UnicodeDecodeError):  # pyodbc decoding the server's text
+        return CollectionFailure(PROTOCOL, "server sent invalid UTF-16", phase=phase)
     if not isinstance(exc, pyodbc.Error):
         return CollectionFailure(INTERNAL, clean_text(f"{type(exc).__name__}: {exc}"), phase=phase)
     error = parse_driver_error(exc)

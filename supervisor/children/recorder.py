@@ -11,15 +11,16 @@ from typing import Any
 
 from supervisor.children.collect import CollectionOutcome
 from supervisor.children.deltas import Baseline
-from supervisor.children.errors import CollectionFailure
+from supervisor.children.errors import CollectionFailure, clean_text
 from supervisor.children.failure_log import FailureLogPolicy
 from supervisor.children.outcome import process_outcome
 from supervisor.children.records import WriteItem
 from supervisor.children.stats import TenantStats
 from supervisor.children.status import ServerState, apply_outcome
-from supervisor.children.targets import InvalidServer, StoredBaselines
+from supervisor.children.stored_state import StoredBaselines
+from supervisor.children.targets import InvalidServer
 from supervisor.clock import utcnow
-from supervisor.errors import CONFIG
+from supervisor.errors import CONFIG, INTERNAL
 from supervisor.logs import log_event
 
 log = logging.getLogger("supervisor.child")
@@ -37,6 +38,8 @@ class OutcomeRecorder:
         self._failure_log = FailureLogPolicy()
         #: Servers whose row cannot be used, with the error last reported for each.
         self.config_errors: dict[int, str] = {}
+        #: Per server, the last error that kept an outcome from being recorded.
+        self._record_errors: dict[int, str] = {}
 
     def state_of(self, server_id: int) -> ServerState:
         return self.states.get(server_id, ServerState())
@@ -47,6 +50,29 @@ class OutcomeRecorder:
             current = self.baselines.get(server_id)
             if current is None or baseline.sample_time > current.sample_time:
                 self.baselines[server_id] = baseline
+
+    def record_safely(self, outcome: CollectionOutcome) -> None:
+        """``record``, never raising: an outcome that cannot be turned into rows is that server's failure
+        (``internal``), not the child's. Its traceback is logged once per server and error."""
+        try:
+            self.record(outcome)
+        except Exception as exc:
+            self._record_failed(outcome, exc)
+
+    def _record_failed(self, outcome: CollectionOutcome, exc: Exception) -> None:
+        target = outcome.target
+        error = clean_text(f"{type(exc).__name__}: {exc}")
+        if self._record_errors.get(target.server_id) != error:
+            self._record_errors[target.server_id] = error
+            fields = {"event": "collection.record_failed", "tenant": self.tenant, "server": target.name,
+                      "error": error, "error_class": INTERNAL}  # fmt: skip
+            log.error("collection from %s could not be recorded: %s", target.name, error, exc_info=exc, extra=fields)
+        failure = CollectionFailure(INTERNAL, f"the collection could not be recorded: {error}")
+        failed = CollectionOutcome(target, outcome.started_at, outcome.duration_ms, None, failure)
+        try:
+            self.record(failed)
+        except Exception:  # nothing more to do for this outcome; the error is logged above
+            log.debug("recording the failure failed too", exc_info=True)
 
     def record(self, outcome: CollectionOutcome) -> None:
         target = outcome.target

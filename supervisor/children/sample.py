@@ -1,4 +1,10 @@
-"""A collection's result sets (``supervisor.procedures.resultsets``) parsed into a typed Sample."""
+"""A collection's result sets (``supervisor.procedures.resultsets``) parsed into a typed Sample.
+
+Every value is checked against its contract column before it is used (``supervisor.children.column_checks``):
+a value that fails is the server's fault, a PROTOCOL failure naming ``set.column`` and the value. The two
+instance times are checked where they are read (``_required_time``): they are required, and the sample
+time must be plausible.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor.children.column_checks import COLUMN_CHECKS
 from supervisor.children.errors import CollectionFailure
 from supervisor.errors import PROTOCOL
 from supervisor.procedures.benign_waits import benign_wait_types
-from supervisor.procedures.resultsets import CONTRACT_VERSION, COUNTERS, INSTANCE, RESULT_SETS, ResultSet
+from supervisor.procedures.resultsets import CONTRACT_VERSION, RESULT_SETS, WAITS, ResultSet
+from supervisor.rules import shown
 
 LINUX = "Linux"
 _KB_PER_MB = 1024
+#: Sample times before this, or further than MAX_CLOCK_SKEW from the collector's clock, are a broken clock.
+EARLIEST_SAMPLE_TIME = dt.datetime(2000, 1, 1)
+MAX_CLOCK_SKEW = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -45,19 +56,41 @@ class Sample:
 RawSets = Sequence[tuple[Sequence[str], Sequence[Sequence[Any]]]]
 
 
+_WAIT_COLUMNS = WAITS.column_names
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One result set's contract columns, checked: column name → its values, in row order."""
+
+    spec: ResultSet
+    columns: dict[str, Sequence[Any]]
+    count: int
+
+    def one(self) -> dict[str, Any]:
+        if self.count != 1:
+            raise CollectionFailure(PROTOCOL, f"result set {self.spec.name!r} has {self.count} rows, expected 1")
+        return {name: values[0] for name, values in self.columns.items()}
+
+    def rows(self) -> list[dict[str, Any]]:
+        names = tuple(self.columns)
+        return [dict(zip(names, values, strict=True)) for values in zip(*self.columns.values(), strict=True)]
+
+
 def clamp_percent(value: float | None) -> int | None:
     if value is None:
         return None
     return round(min(100.0, max(0.0, float(value))))
 
 
-def parse_sample(raw: RawSets) -> Sample:
-    """``raw``: (column names, rows) per result set, in contract order. Raises CollectionFailure."""
+def parse_sample(raw: RawSets, *, now: dt.datetime | None = None) -> Sample:
+    """``raw``: (column names, rows) per result set, in contract order; ``now``: the collector's UTC clock
+    (naive), to refuse an implausible sample time (None: no such check). Raises CollectionFailure."""
     if len(raw) != len(RESULT_SETS):
         raise CollectionFailure(PROTOCOL, f"expected {len(RESULT_SETS)} result sets, got {len(raw)}")
-    sets = {spec.name: _as_dicts(spec, names, rows) for spec, (names, rows) in zip(RESULT_SETS, raw, strict=True)}
-    instance = _exactly_one(INSTANCE, sets["instance"])
-    counters = _exactly_one(COUNTERS, sets["counters"])
+    sets = {spec.name: _table(spec, names, rows) for spec, (names, rows) in zip(RESULT_SETS, raw, strict=True)}
+    instance = sets["instance"].one()
+    counters = sets["counters"].one()
     if instance["contract_version"] != CONTRACT_VERSION:
         raise CollectionFailure(
             PROTOCOL,
@@ -65,13 +98,15 @@ def parse_sample(raw: RawSets) -> Sample:
             "redeploy with 'collector-supervisor procedures deploy'",
         )
     platform = instance["host_platform"] or "Windows"
-    cpu_percent, system_cpu_percent = _cpu(sets["cpu"], platform)
+    cpu_percent, system_cpu_percent = _cpu(sets["cpu"].rows(), platform)
+    sample_time = _required_time(instance, "sample_time_utc")
+    _check_sample_time(sample_time, now)
     return Sample(
         server_name=instance["server_name"],
         product_version=instance["product_version"],
         host_platform=platform,
         sqlserver_start_time=_required_time(instance, "sqlserver_start_time"),
-        sample_time=_required_time(instance, "sample_time_utc"),
+        sample_time=sample_time,
         cpu_percent=cpu_percent,
         system_cpu_percent=system_cpu_percent,
         memory_percent=_memory_percent(counters),
@@ -85,25 +120,52 @@ def parse_sample(raw: RawSets) -> Sample:
     )
 
 
-def _as_dicts(spec: ResultSet, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-    lowered = tuple(name.lower() for name in names)
-    missing = [name for name in spec.column_names if name not in lowered]
+def _table(spec: ResultSet, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> _Table:
+    positions = {name.lower(): index for index, name in enumerate(names)}  # a repeated name: the last one
+    checks = COLUMN_CHECKS[spec.name]
+    missing = [name for name, _check in checks if name not in positions]
     if missing:
         raise CollectionFailure(PROTOCOL, f"result set {spec.name!r} lacks columns {', '.join(missing)}")
-    return [dict(zip(lowered, row, strict=True)) for row in rows]
-
-
-def _exactly_one(spec: ResultSet, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    if len(rows) != 1:
-        raise CollectionFailure(PROTOCOL, f"result set {spec.name!r} has {len(rows)} rows, expected 1")
-    return rows[0]
+    if len(rows) == 1:  # most sets: value by value is quicker
+        row = rows[0]
+        if len(row) != len(names):
+            raise ValueError(f"result set {spec.name!r}: a row of {len(row)} values for {len(names)} columns")
+        return _Table(spec, {name: (check.one(row[positions[name]]),) for name, check in checks}, 1)
+    by_position: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    if len(by_position) != len(names):
+        raise ValueError(f"result set {spec.name!r}: rows of {len(by_position)} values for {len(names)} columns")
+    columns: dict[str, Sequence[Any]] = {}
+    for name, check in checks:
+        values = by_position[positions[name]]
+        fixed = check.column(values)
+        columns[name] = values if fixed is None else fixed
+    return _Table(spec, columns, len(rows))
 
 
 def _required_time(row: dict[str, Any], name: str) -> dt.datetime:
     value = row[name]
     if not isinstance(value, dt.datetime):
-        raise CollectionFailure(PROTOCOL, f"{name} is {value!r}, expected a datetime")
+        raise CollectionFailure(PROTOCOL, f"{name} is {shown(value)}, expected a datetime")
     return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _check_sample_time(sample_time: dt.datetime, now: dt.datetime | None) -> None:
+    """A sample time from a broken server clock would be stored as the newest snapshot for years (far future)
+    or purged at once (far past): refused."""
+    if sample_time < EARLIEST_SAMPLE_TIME:
+        raise CollectionFailure(
+            PROTOCOL, f"sample_time_utc is {_when(sample_time)}, before {EARLIEST_SAMPLE_TIME.year}: check the "
+            "server's clock",
+        )  # fmt: skip
+    if now is not None and abs(sample_time - now) > MAX_CLOCK_SKEW:
+        raise CollectionFailure(
+            PROTOCOL, f"sample_time_utc is {_when(sample_time)}, more than a day from the collector's clock "
+            f"({_when(now)} UTC): check the server's clock",
+        )  # fmt: skip
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.isoformat(sep=" ", timespec="seconds")
 
 
 def _cpu(rows: list[dict[str, Any]], platform: str) -> tuple[int | None, int | None]:
@@ -128,7 +190,11 @@ def _cpu(rows: list[dict[str, Any]], platform: str) -> tuple[int | None, int | N
 
 
 def _record_order(row: dict[str, Any]) -> tuple[int, dt.datetime]:
-    time = row["record_time_utc"] if isinstance(row["record_time_utc"], dt.datetime) else dt.datetime.min
+    time = row["record_time_utc"]
+    if time is None:
+        time = dt.datetime.min
+    elif time.tzinfo is not None:
+        time = time.astimezone(dt.UTC).replace(tzinfo=None)
     return (row["record_id"] or 0, time)
 
 
@@ -143,23 +209,24 @@ def _memory_percent(counters: dict[str, Any]) -> float | None:
         used = float(counters["memory_used_percent"])
     else:
         return None
-    if used != used:  # NaN
-        return None
     return round(min(100.0, max(0.0, used)), 2)
 
 
 def _mb(kilobytes: int | None) -> int | None:
-    return None if kilobytes is None or kilobytes < 0 else int(kilobytes) // _KB_PER_MB
+    return None if kilobytes is None or kilobytes < 0 else kilobytes // _KB_PER_MB
 
 
-def _waits(rows: list[dict[str, Any]]) -> dict[str, WaitCounts]:
+def _waits(table: _Table) -> dict[str, WaitCounts]:
+    """Non-benign waits with a count, by upper-case name; a name twice (after trimming) is refused: the
+    increments of one of them would be lost."""
     benign = benign_wait_types()
     waits: dict[str, WaitCounts] = {}
-    for row in rows:
-        wait_type = (row["wait_type"] or "").strip().upper()
-        if not wait_type or wait_type in benign or not row["waiting_tasks_count"]:
+    rows = zip(*(table.columns[name] for name in _WAIT_COLUMNS), strict=True)
+    for name, count, wait_ms, signal_ms in rows:
+        wait_type = (name or "").strip().upper()
+        if not wait_type or wait_type in benign or not count:
             continue
-        waits[wait_type] = WaitCounts(
-            int(row["waiting_tasks_count"]), int(row["wait_time_ms"] or 0), int(row["signal_wait_time_ms"] or 0)
-        )
+        if wait_type in waits:
+            raise CollectionFailure(PROTOCOL, f"result set 'waits' has wait type {shown(wait_type)} more than once")
+        waits[wait_type] = WaitCounts(count, wait_ms or 0, signal_ms or 0)
     return waits

@@ -1,0 +1,190 @@
+"""Answers no SQL Server gives, through real pyodbc and both real drivers, from a hostile TDS server
+(``tests/sim/hostile_server.py``): each fails that server's collection as ``protocol`` with a message naming
+what is wrong, within bounded memory; a tenant child with such a server keeps collecting its other servers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlalchemy import func, select
+
+from supervisor.children.collect import MAX_ROWS, ServerSession
+from supervisor.children.connection_string import Endpoint
+from supervisor.children.flights import collect_within_deadline
+from supervisor.children.odbc_driver import OdbcDriver, kind_of
+from supervisor.children.targets import Target
+from supervisor.procedures.resultsets import WAITS
+from supervisor.storage.tenant_schema import metric_snapshots, servers
+from tests.helpers.deployment import Child, TenantDeployment
+from tests.helpers.drivers import driver_setting
+from tests.helpers.ports import free_ports
+from tests.helpers.simulator import REPO
+from tests.helpers.waiting import wait_until
+from tests.sim.hostile_server import SCENARIOS, SPECIAL
+
+#: scenario → the collection's whole error message (protocol).
+REFUSED = {
+    "text_batch_requests": "counters.batch_requests_total is '1000' (str), expected bigint",
+    "negative_batch_requests": "counters.batch_requests_total is -1000, expected bigint of 0 or more",
+    "negative_connections": "counters.user_connections is -5, expected bigint from 0 to 2147483647",
+    "huge_connections": "counters.user_connections is 4611686018427387904, expected bigint from 0 to 2147483647",
+    "fraction_connections": "counters.user_connections is 12.75 (float), expected bigint",
+    "text_connections": "counters.user_connections is 'forty-two' (str), expected bigint",
+    "bit_connections": "counters.user_connections is True (bool), expected bigint",
+    "huge_memory": "counters.total_server_memory_kb is 4611686018427387904, expected bigint of at most 2199023255551",
+    "float_huge_memory": "counters.total_server_memory_kb is 1e+30, expected bigint of at most 2199023255551",
+    "float_infinite_memory": "counters.total_server_memory_kb is inf (float), expected bigint",
+    "text_cpu": "cpu.sql_cpu_percent is 'abc' (str), expected int",
+    "text_contract": "instance.contract_version is '2' (str), expected int",
+    "ancient_time": "sample_time_utc is 0001-01-01 00:00:00, before 2000: check the server's clock",
+    "duplicate_waits": "result set 'waits' has wait type 'LCK_M_X' more than once",
+    "long_wait_type": f"waits.wait_type has 64 characters, expected nvarchar(60): {'W' * 60!r}… (64 characters)",
+    "integer_wait_type": "waits.wait_type is 7 (int), expected nvarchar(60)",
+    "text_wait_count": "waits.waiting_tasks_count is 'many' (str), expected bigint",
+    "negative_waits": "waits.waiting_tasks_count is -5, expected bigint of 0 or more",
+    "invalid_utf16": "server sent invalid UTF-16 in result set 4",
+    "error_without_message": "the server reported an error without a message",
+}
+#: Generous: the capped wait rows (a few MB) and the driver's buffers, far below an unbounded read (the
+#: endless server sends some 100 MB of rows per second).
+RSS_GROWTH_BOUND = 60 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[dict[str, int]]:
+    """Every scenario on a port of its own: scenario → port."""
+    names = [*SCENARIOS, *SPECIAL]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.sim.hostile_server", *(f"{port}={name}" for name, port in ports.items())],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["event"] == "ready"
+        yield ports
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def session(driver: str, port: int, encrypt: str = "no") -> ServerSession:
+    name = driver_setting(driver)
+    target = Target(1, "hostile", Endpoint("127.0.0.1", port, "monitor", "pw", encrypt, False), 2.0, "procedure")
+    return ServerSession(target, OdbcDriver(name, kind_of(name)), 1.0, keep_connection=False)
+
+
+def collect(driver: str, port: int, timeout: float = 3.0):  # type: ignore[no-untyped-def]
+    return collect_within_deadline(session(driver, port), timeout)
+
+
+def test_a_plain_answer_is_collected(driver: str, hostile: dict[str, int]) -> None:
+    outcome = collect(driver, hostile["good"])
+    assert outcome.failure is None and outcome.sample is not None
+    assert outcome.sample.batch_requests_total == 1100 and set(outcome.sample.waits) == {"LCK_M_X", "PAGEIOLATCH_SH"}
+
+
+@pytest.mark.parametrize("scenario", REFUSED)
+def test_a_broken_answer_is_that_collections_protocol_failure(driver: str, hostile: dict[str, int],
+                                                              scenario: str) -> None:  # fmt: skip
+    outcome = collect(driver, hostile[scenario])
+    assert outcome.sample is None and outcome.failure is not None
+    assert (outcome.failure.error_class, outcome.failure.message) == ("protocol", REFUSED[scenario])
+
+
+def test_a_sample_time_far_from_the_collectors_clock_is_refused(driver: str, hostile: dict[str, int]) -> None:
+    outcome = collect(driver, hostile["future_time"])
+    assert outcome.failure is not None and outcome.failure.error_class == "protocol"
+    assert outcome.failure.message.startswith(
+        "sample_time_utc is 9999-12-31 23:59:59, more than a day from the collector's clock ("
+    ), outcome.failure.message
+
+
+class PeakRss:
+    """This process's RSS growth over a block, sampled every 10 ms by a thread."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self.start = self.peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def test_endless_wait_rows_are_refused_in_bounded_memory(driver: str, hostile: dict[str, int]) -> None:
+    collect(driver, hostile["good"])  # the driver's own first-use allocations, before measuring
+    with PeakRss() as rss:
+        outcome = collect(driver, hostile["endless_waits"], timeout=5.0)
+    assert outcome.failure is not None, outcome
+    limit = MAX_ROWS[WAITS.name]
+    assert (outcome.failure.error_class, outcome.failure.message) == (
+        "protocol", f"result set 'waits' has more than {limit} rows"), outcome.failure.message  # fmt: skip
+    assert rss.growth < RSS_GROWTH_BOUND, f"RSS grew by {rss.growth / 2**20:.0f} MiB"
+
+
+def test_a_stalled_tls_handshake_is_named_with_encrypt_no(hostile: dict[str, int]) -> None:
+    """Driver 18 encrypts the login when the server asks, even with encrypt = no (FreeTDS refuses at once)."""
+    outcome = collect_within_deadline(session("msodbc18", hostile["tls_stall"]), 1.0)
+    assert outcome.failure is not None and outcome.failure.error_class == "timeout"
+    assert "(during TLS handshake or login (PRELOGIN or LOGIN7))" in outcome.failure.message
+
+
+def _snapshots(deployment: TenantDeployment) -> dict[str, int]:
+    query = (select(servers.c.name, func.count(metric_snapshots.c.id))
+             .select_from(servers.outerjoin(metric_snapshots)).group_by(servers.c.name))  # fmt: skip
+    with deployment.engine.connect() as conn:
+        return {name: count for name, count in conn.execute(query)}
+
+
+def _server(deployment: TenantDeployment, name: str):  # type: ignore[no-untyped-def]
+    with deployment.engine.connect() as conn:
+        return conn.execute(select(servers).where(servers.c.name == name)).one()
+
+
+def test_a_child_with_a_broken_server_keeps_collecting_the_others(tmp_path: Path, driver: str,
+                                                                  hostile: dict[str, int]) -> None:  # fmt: skip
+    deployment = TenantDeployment(tmp_path, driver, f"sqlite:///{tmp_path}/tenant.db", collection_interval=1)
+    for name in ("good-1", "good-2"):
+        deployment.add(name, hostile["good"])
+    deployment.add("text-counter", hostile["text_batch_requests"])
+    child = Child(deployment)
+    try:
+        def settled() -> bool:
+            collected = _snapshots(deployment)
+            return _server(deployment, "text-counter").consecutive_failures >= 3 and min(
+                collected["good-1"], collected["good-2"]) >= 3  # fmt: skip
+
+        wait_until(settled, 30, lambda: f"snapshots {_snapshots(deployment)}, log {deployment.log_events()[-5:]}")
+        assert child.process.poll() is None, "the child exited"
+        bad = _server(deployment, "text-counter")
+        assert (bad.status, bad.last_error_class) == ("online", "protocol")
+        assert bad.last_error == REFUSED["text_batch_requests"]
+        assert _snapshots(deployment)["text-counter"] == 0
+        events = {event.get("event") for event in deployment.log_events()}
+        assert not events & {"child.crashed", "pool.job_failed", "collection.record_failed"}, events
+        code, _took = child.terminate()
+        assert code == 0
+    finally:
+        child.kill()
