@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -18,27 +19,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.children.collect import CollectionOutcome
 from supervisor.children.flights import Flights
+from supervisor.children.heartbeat import tenant_heartbeat
 from supervisor.children.odbc_driver import resolve_driver
 from supervisor.children.pool import CollectionPool
 from supervisor.children.recorder import OutcomeRecorder
 from supervisor.children.scheduler import Scheduler
 from supervisor.children.server_list import ServerList
+from supervisor.children.server_list_reader import ServerListRead, ServerListReader
 from supervisor.children.spool import Spool
 from supervisor.children.stats import TenantStats
-from supervisor.children.status import OFFLINE, ONLINE, ServerState
-from supervisor.children.targets import (
-    TargetMemo,
-    check_ages,
-    count_disabled,
-    load_baselines,
-    load_states,
-    read_servers,
-)
+from supervisor.children.status import ServerState
+from supervisor.children.stored_state import load_baselines, load_states
 from supervisor.children.writer import Writer
-from supervisor.clock import utcnow
 from supervisor.config import Settings
 from supervisor.errors import STORAGE, CollectorError, ConfigError
-from supervisor.ipc import CHILD_EXIT_OK, CHILD_EXIT_ORPHANED, ChildSpec, Heartbeat, ServerReport
+from supervisor.ipc import CHILD_EXIT_OK, CHILD_EXIT_ORPHANED, ChildSpec, Heartbeat
 from supervisor.logs import log_event
 from supervisor.secret_box import DeferredSecretBox
 from supervisor.storage.engine import describe_db_error, make_engine
@@ -60,6 +55,9 @@ START_AHEAD = 0.5
 #: How long stop() gives the writer to flush before spooling.
 WRITER_FLUSH_TIMEOUT = 5.0
 STARTUP_RETRY = 5.0
+#: Longest wait of one tenant-DB statement (see ``db_call_timeout``): SQLite's busy timeout, PostgreSQL's
+#: lock, statement and connect timeouts.
+TENANT_DB_CALL_TIMEOUT = 10.0
 #: How often a stopping child looks at its last collections (each ends by its deadline).
 SHUTDOWN_POLL = 0.02
 
@@ -82,10 +80,12 @@ class TenantRuntime:
         self._refresh_failing = False
         self._disabled = 0
         self._scheduler = Scheduler(salt=spec.slug, ahead=START_AHEAD)
-        self._targets_memo = TargetMemo()
         self._box = DeferredSecretBox(self.settings.secret_key_file)
         self.driver = resolve_driver(self.settings.odbc_driver)
-        self.engine = make_engine(spec.db_url, pooled=True, what="tenant db_url", must_exist=True)
+        self.engine = make_engine(
+            spec.db_url, pooled=True, what="tenant db_url", must_exist=True, call_timeout=db_call_timeout(self.settings)
+        )
+        self._reader = ServerListReader(self.engine, self.settings, self._box, self.tenant)
         self._spool = Spool(self.settings.spool_dir, self.tenant)
         self.writer = Writer(self.engine, self._spool, self.tenant, retention_days=self.settings.retention_days)
         self.stats = TenantStats()
@@ -108,6 +108,7 @@ class TenantRuntime:
         try:
             if self._first_load():
                 self.writer.start()
+                self._reader.start()
                 self._loop()
         finally:
             self._shutdown()
@@ -131,7 +132,9 @@ class TenantRuntime:
                     self.recorder.states = load_states(conn)
                     self.recorder.baselines = load_baselines(conn)
                 self.recorder.merge_baselines(self._spool.newest_baselines())
-                return self._refresh(time.monotonic())
+                read = self._reader.read(self._known_servers(), self.servers.targets)
+                self._apply_server_list(read, time.monotonic())
+                return True
             except (CollectorError, SQLAlchemyError) as exc:
                 if isinstance(exc, ConfigError):
                     raise
@@ -155,8 +158,10 @@ class TenantRuntime:
         next_summary = now + SUMMARY_EVERY
         while not self._should_stop():
             now = time.monotonic()
-            if now >= next_refresh:
-                next_refresh = now + (refresh_every if self._refresh(now) else min(5.0, refresh_every))
+            if now >= next_refresh and self._reader.request(self._known_servers(), self.servers.targets):
+                next_refresh = math.inf  # until the read is in: at the latest at the next wake, IDLE_TICK from now
+            if (read := self._reader.take()) is not None:
+                next_refresh = now + (refresh_every if self._apply_server_list(read, now) else min(5.0, refresh_every))
             self._enforce_deadlines(now)
             self._harvest()
             self._start_due(now)
@@ -175,6 +180,7 @@ class TenantRuntime:
         started = time.monotonic()
         log_event(log, logging.INFO, "tenant.stopping", "stopping tenant %s", self.tenant, tenant=self.tenant)
         self.flights.drop_queued()
+        self._reader.stop()
         while self.flights:  # each ends by its deadline at the latest
             self._enforce_deadlines(time.monotonic())
             self._harvest()
@@ -190,34 +196,31 @@ class TenantRuntime:
         )  # fmt: skip
 
     # --- server list ------------------------------------------------------------------------------------
-    def _refresh(self, now: float) -> bool:
-        try:
-            with self.engine.connect() as conn:
-                # Unusable rows come back in rows.invalid, not raised.
-                rows = read_servers(conn, self.settings, self._box, memo=self._targets_memo)
-                targets = {t.server_id: t for t in rows.targets}
-                listed = [*targets, *(server.server_id for server in rows.invalid)]
-                self._disabled = count_disabled(conn)
-                unknown = [sid for sid in listed if sid not in self.recorder.states]
-                states = load_states(conn) if unknown else {}
-                added = [sid for sid in targets if sid not in self._scheduler]
-                ages = check_ages(conn, added, utcnow()) if added else {}
-            with self._record_lock:
-                for sid in unknown:
-                    self.recorder.states.setdefault(sid, states.get(sid, ServerState()))
-        except (SQLAlchemyError, CollectorError) as exc:
+    def _known_servers(self) -> set[int]:
+        with self._record_lock:
+            return set(self.recorder.states)
+
+    def _apply_server_list(self, read: ServerListRead | Exception, now: float) -> bool:
+        """A read of the server list (main thread); a failed read keeps the current list. Unusable rows come
+        back in ``rows.invalid``, not raised."""
+        if isinstance(read, Exception):
             if not self._refresh_failing:
                 log_event(
                     log, logging.WARNING, "servers.refresh_failed", "cannot read the server list, keeping the "
-                    "current one: %s", _describe(exc), tenant=self.tenant, error_class=STORAGE,
+                    "current one: %s", _describe(read), tenant=self.tenant, error_class=STORAGE,
                 )  # fmt: skip
             self._refresh_failing = True
             return False
         self._refresh_failing = False
+        rows = read.rows
+        targets = {t.server_id: t for t in rows.targets}
+        self._disabled = read.disabled
         with self._record_lock:
+            for sid in [*targets, *(server.server_id for server in rows.invalid)]:
+                self.recorder.states.setdefault(sid, read.states.get(sid, ServerState()))
             self.recorder.report_invalid(rows.invalid)
         changes = self.servers.replace(targets, busy=self.flights.sessions())
-        self._scheduler.set_servers({sid: t.interval_seconds for sid, t in targets.items()}, now, check_ages=ages)
+        self._scheduler.set_servers({sid: t.interval_seconds for sid, t in targets.items()}, now, check_ages=read.ages)
         log_event(
             log, logging.INFO if changes else logging.DEBUG, "servers.refreshed",
             "server list: %d servers (%d added, %d removed, %d changed)",
@@ -262,7 +265,7 @@ class TenantRuntime:
     def _record(self, outcome: CollectionOutcome) -> None:
         """On the pool thread that collected it, or on the main thread for a deadline's timeout."""
         with self._record_lock:
-            self.recorder.record(outcome)
+            self.recorder.record_safely(outcome)
 
     # --- reporting --------------------------------------------------------------------------------------
     def _heartbeat(self) -> None:
@@ -272,31 +275,8 @@ class TenantRuntime:
             self._send_heartbeat(beat)
 
     def _beat(self) -> Heartbeat:
-        statuses = [self.recorder.state_of(sid).status for sid in [*self.servers.targets, *self.recorder.config_errors]]
-        newest = self.stats.newest_snapshot
-        return Heartbeat(
-            sent_at=time.time(),
-            servers_total=len(statuses),
-            servers_online=statuses.count(ONLINE),
-            servers_offline=statuses.count(OFFLINE),
-            collections_ok=self.stats.collections_ok,
-            collections_failed=self.stats.collections_failed,
-            newest_snapshot_at=None if newest is None else newest.isoformat() + "Z",
-            pending_writes=self.writer.pending(),
-            servers_disabled=self._disabled,
-            results=tuple(sorted(self.stats.results.items())),
-            duration_counts=tuple(self.stats.duration_counts),
-            duration_sum=self.stats.duration_sum,
-            spooled_results=self.writer.spooled,
-            servers=self._server_reports() if self.settings.metrics.per_server else None,
-        )
-
-    def _server_reports(self) -> tuple[ServerReport, ...]:
-        recorder = self.recorder
-        return tuple(
-            ServerReport(target.name, recorder.state_of(sid).status == ONLINE, recorder.last_duration.get(sid))
-            for sid, target in self.servers.targets.items()
-        )
+        targets, per_server = self.servers.targets, self.settings.metrics.per_server
+        return tenant_heartbeat(self.recorder, self.stats, targets, self.writer, self._disabled, per_server)
 
     def _summary(self) -> None:
         with self._record_lock:
@@ -310,4 +290,15 @@ class TenantRuntime:
 
 
 def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, CollectorError) else describe_db_error(exc)
+    if isinstance(exc, CollectorError):
+        return str(exc)
+    if isinstance(exc, SQLAlchemyError):
+        return describe_db_error(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def db_call_timeout(settings: Settings) -> float:
+    """How long one tenant-DB statement may wait (a lock, a statement, a connect): bounded so that a stuck
+    DB fails a read or a write, which is retried, and short enough that the first load's retries still send
+    heartbeats in time."""
+    return min(TENANT_DB_CALL_TIMEOUT, settings.heartbeat_timeout / 4)

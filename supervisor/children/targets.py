@@ -9,9 +9,6 @@ processing, which on SQLite would turn ``'bogus'`` in a boolean column into ``Tr
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +17,11 @@ from sqlalchemy.types import NullType
 
 from supervisor import rules
 from supervisor.children.connection_string import Endpoint
-from supervisor.children.deltas import Baseline
-from supervisor.children.sample import WaitCounts
-from supervisor.children.status import OFFLINE, ONLINE, UNKNOWN, ServerState
-from supervisor.clock import stored_utc
 from supervisor.config import Settings
 from supervisor.errors import CollectorError
 from supervisor.logs import register_secret
 from supervisor.secret_box import PasswordDecryptor
-from supervisor.storage.tenant_schema import collection_configs, counter_baselines, servers
+from supervisor.storage.tenant_schema import collection_configs, servers
 
 
 @dataclass(frozen=True)
@@ -79,7 +72,8 @@ class TargetMemo:
             del self._last[server_id]
 
 
-def _raw(column: Any) -> Any:
+def raw(column: Any) -> Any:
+    """``column`` read as stored, without SQLAlchemy's result processing."""
     return type_coerce(column, NullType()).label(column.name)
 
 
@@ -101,10 +95,10 @@ _COLUMNS = (
 #: Disabled servers are left out by the query; a value that is neither true nor false is not, so it is reported.
 _QUERY = (
     select(
-        *(_raw(column) for column in _COLUMNS),
-        _raw(collection_configs.c.server_id).label("config_server_id"),
-        _raw(collection_configs.c.enabled),
-        _raw(collection_configs.c.interval_seconds),
+        *(raw(column) for column in _COLUMNS),
+        raw(collection_configs.c.server_id).label("config_server_id"),
+        raw(collection_configs.c.enabled),
+        raw(collection_configs.c.interval_seconds),
     )
     .outerjoin(collection_configs, collection_configs.c.server_id == servers.c.id)
     .where(servers.c.removed_at.is_(None))
@@ -232,111 +226,6 @@ def _password(token: object, box: PasswordDecryptor) -> str | None:
         return rules.password(plain)
     except ValueError as exc:
         raise InvalidRow(f"invalid password (servers.password_encrypted, decrypted): {exc}") from None
-
-
-_STATUSES = frozenset({UNKNOWN, ONLINE, OFFLINE})
-
-
-def load_states(conn: Connection) -> dict[int, ServerState]:
-    """Status and failure count per server. These columns are the collector's output: a value it would not
-    have written (another program's) is read as ``unknown`` / 0 and overwritten by the next result."""
-    rows = conn.execute(select(_raw(servers.c.id), _raw(servers.c.status), _raw(servers.c.consecutive_failures)))
-    states = {}
-    for server_id, status, failures in rows:
-        if status not in _STATUSES:
-            status = UNKNOWN
-        if isinstance(failures, bool) or not isinstance(failures, int) or not 0 <= failures < rules.INT32_MAX:
-            failures = 0
-        states[server_id] = ServerState(status, failures)
-    return states
-
-
-def check_ages(conn: Connection, server_ids: Collection[int], now: dt.datetime) -> dict[int, float]:
-    """Seconds since each of these servers' last stored check (``last_checked_at``, UTC), for those with one that
-    is a time; a catch-up decides on it (children.scheduler), so a value another program wrote is left out."""
-    wanted = set(server_ids)
-    ages = {}
-    for server_id, checked in conn.execute(select(_raw(servers.c.id), _raw(servers.c.last_checked_at))):
-        if server_id in wanted and (checked_at := stored_utc(checked)) is not None:
-            ages[server_id] = (now - checked_at).total_seconds()
-    return ages
-
-
-class StoredBaselines(dict[int, Baseline]):
-    """The usable stored baselines by server id. ``unusable``: the servers whose row was dropped, each with the
-    column and value at fault, for the one warning the recorder logs when that server is next collected."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.unusable: dict[int, str] = {}
-
-
-_BASELINE_QUERY = select(*(_raw(column) for column in counter_baselines.c))
-#: A BIGINT counter's largest value.
-_COUNTER_MAX = 2**63 - 1
-
-
-def load_baselines(conn: Connection) -> StoredBaselines:
-    """Each server's previous raw sample. A row with a value the collector would not have written (another
-    program's: text in a time column, a counter that is not a whole number, waits that are not the collector's
-    JSON) is dropped: that server starts with a first sample (no rate), whose baseline then replaces the row."""
-    baselines = StoredBaselines()
-    for row in conn.execute(_BASELINE_QUERY).mappings():
-        try:
-            baselines[row["server_id"]] = _baseline(row)
-        except InvalidRow as exc:
-            baselines.unusable[row["server_id"]] = str(exc)
-    return baselines
-
-
-def _baseline(row: Any) -> Baseline:
-    return Baseline(
-        sqlserver_start_time=_baseline_value(row, "sqlserver_start_time", _stored_time),
-        sample_time=_baseline_value(row, "sample_time", _stored_time),
-        batch_requests_total=_baseline_value(row, "batch_requests_total", _counter),
-        waits=_baseline_value(row, "waits_json", _stored_waits),
-    )
-
-
-def _baseline_value(row: Any, column: str, parse: Any) -> Any:
-    value = row[column]
-    try:
-        return parse(value)
-    except ValueError as exc:
-        raise InvalidRow(f"counter_baselines.{column} = {rules.shown(value)} {exc}") from None
-
-
-def _stored_time(value: object) -> dt.datetime:
-    moment = stored_utc(value)
-    if moment is None:
-        raise ValueError("is not a time")
-    return moment
-
-
-def _counter(value: object) -> int | None:
-    if value is None:
-        return None
-    try:
-        return rules.whole_number(value, 0, _COUNTER_MAX)
-    except ValueError:
-        raise ValueError("is not a counter value (a whole number, 0 or more)") from None
-
-
-def _stored_waits(value: object) -> dict[str, WaitCounts]:
-    """The JSON ``Baseline.waits_json`` writes. ``parse_waits`` gives {} for what it cannot read, which must not
-    pass for "no waits": the next sample's increments would then be its whole counters."""
-    if isinstance(value, str):
-        waits = Baseline.parse_waits(value)
-        if waits or _is_empty_object(value):
-            return waits
-    raise ValueError("is not the collector's wait counters (JSON)")
-
-
-def _is_empty_object(text: str) -> bool:
-    try:
-        return json.loads(text) == {}
-    except ValueError:
-        return False
 
 
 def count_disabled(conn: Connection) -> int:

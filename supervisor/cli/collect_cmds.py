@@ -20,7 +20,8 @@ from supervisor.children.odbc_driver import resolve_driver, with_hint
 from supervisor.children.outcome import process_outcome
 from supervisor.children.persist import write_items
 from supervisor.children.status import ServerState
-from supervisor.children.targets import Target, load_baselines, load_states, read_servers
+from supervisor.children.stored_state import load_baselines, load_states
+from supervisor.children.targets import Target, read_servers
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import print_json, print_table
 from supervisor.errors import CONNECT, CollectorError, ConfigError, UsageError

@@ -43,7 +43,8 @@ def warm_up_child_reads() -> None:
     every child's own pages (USS of a bare forked child doing these reads: 10.2 → 8.5 MiB; of a real
     idle child: 9.9 → 9.6 MiB). Opens nothing that outlives the call."""
     from supervisor.children.retention import purge_batch
-    from supervisor.children.targets import load_baselines, load_states, load_targets
+    from supervisor.children.stored_state import load_baselines, load_states
+    from supervisor.children.targets import load_targets
     from supervisor.config import Settings
     from supervisor.storage.engine import make_engine
     from supervisor.storage.migrations import upgrade_tenant

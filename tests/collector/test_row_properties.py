@@ -33,7 +33,8 @@ from supervisor.children.recorder import OutcomeRecorder
 from supervisor.children.records import WriteItem
 from supervisor.children.scheduler import Scheduler
 from supervisor.children.stats import TenantStats
-from supervisor.children.targets import load_states, read_servers
+from supervisor.children.stored_state import load_states
+from supervisor.children.targets import read_servers
 from supervisor.config import Settings
 from supervisor.errors import CONNECT
 from supervisor.secret_box import DeferredSecretBox, SecretBox

@@ -19,7 +19,7 @@ from supervisor.children.retention import purge_batch
 from supervisor.children.sample import WaitCounts
 from supervisor.children.spool import Spool
 from supervisor.children.status import StatusUpdate
-from supervisor.children.targets import load_baselines
+from supervisor.children.stored_state import load_baselines
 from supervisor.children.writer import Writer
 from supervisor.servers import ServerSpec, add_server
 from supervisor.storage.engine import make_engine

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from supervisor.children.targets import check_ages
+from supervisor.children.stored_state import check_ages
 from supervisor.storage.engine import make_engine
 from supervisor.storage.migrations import upgrade_tenant
 from supervisor.storage.tenant_schema import servers

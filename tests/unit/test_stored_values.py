@@ -17,7 +17,7 @@ from supervisor.children.persist import write_items
 from supervisor.children.records import WriteItem
 from supervisor.children.sample import WaitCounts
 from supervisor.children.status import StatusUpdate
-from supervisor.children.targets import load_baselines
+from supervisor.children.stored_state import load_baselines
 from supervisor.history import finite, numeric
 from supervisor.storage.engine import make_engine
 from supervisor.storage.migrations import upgrade_tenant
