@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,9 +75,10 @@ class Settings:
     config_path: str | None = None
 
     def tenant_url(self, slug: str, db_url: str | None) -> str:
-        """The tenant's own URL, else ``tenant_db_url`` with ``{slug}`` filled in."""
-        if db_url:
-            return db_url
+        """The tenant's own URL (a relative SQLite path resolved against the config file's folder, as every
+        process of this config resolves it), else ``tenant_db_url`` with ``{slug}`` filled in."""
+        if db_url is not None:
+            return db_url if self.config_path is None else resolve_sqlite_url(db_url, Path(self.config_path).parent)
         return self.tenant_db_url.replace("{slug}", slug)
 
 
@@ -296,15 +298,18 @@ def resolve_paths(settings: Settings, base: Path) -> Settings:
     )
 
 
+_SQLITE_PREFIX = re.compile(r"^sqlite(\+\w+)?:///")
+
+
 def resolve_sqlite_url(url: str, base: Path) -> str:
-    """``sqlite:///rel/x.db`` → ``sqlite:////base/rel/x.db``; other URLs unchanged."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix):
+    """``sqlite:///rel/x.db`` (or ``sqlite+pysqlite:///…``) → ``sqlite:////base/rel/x.db``; other URLs unchanged."""
+    prefix = _SQLITE_PREFIX.match(url)
+    if prefix is None:
         return url
-    path = url[len(prefix) :]
-    if not path or path.startswith("/") or path.startswith(":memory:"):
+    path = url[prefix.end() :]
+    if not path or path.startswith("/") or path.startswith(":memory:") or path.startswith("file:"):
         return url
-    return prefix + str(base / path)
+    return prefix.group() + str(base / path)
 
 
 def _absolute(path: str, base: Path) -> Path:

@@ -1,12 +1,22 @@
-"""Engines for the system DB and a tenant's DB, built from settings."""
+"""Engines for the system DB and a tenant's DB, built from settings; which DB a tenant's URL names."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Collection, Iterable
+from dataclasses import replace
+
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from supervisor.config import Settings
-from supervisor.storage.engine import make_engine
+from supervisor.errors import ConfigError
+from supervisor.ipc import ChildSpec
+from supervisor.storage.engine import make_engine, masked_url
 from supervisor.tenants import Tenant
+
+_DEFAULT_PORTS = {"postgresql": 5432}
 
 
 def system_engine(settings: Settings, *, pooled: bool = False, call_timeout: float | None = None) -> Engine:
@@ -15,9 +25,98 @@ def system_engine(settings: Settings, *, pooled: bool = False, call_timeout: flo
 
 
 def tenant_url(settings: Settings, tenant: Tenant) -> str:
-    return settings.tenant_url(tenant.slug, tenant.db_url)
+    """The URL of ``tenant``'s DB; ConfigError (one line naming the tenant) when it cannot be used: the row's
+    problem, or the system DB itself (the tenant schema would be written into it)."""
+    if tenant.problem is not None:
+        raise ConfigError(f"{_named(tenant)}: {tenant.problem}")
+    url = settings.tenant_url(tenant.slug, tenant.db_url)
+    if same_db(url, settings.system_db):
+        raise ConfigError(f"{_named(tenant)}: {system_db_problem(url)}")
+    return url
+
+
+def _named(tenant: Tenant) -> str:
+    """A registered tenant with its row's id (slugs of bad rows may repeat); one being added has none yet (0)."""
+    return f"tenant {tenant.slug} (row {tenant.id})" if tenant.id else f"tenant {tenant.slug}"
+
+
+def system_db_problem(url: str) -> str:
+    return f"DB {masked_url(url)} is the system DB: a tenant needs a DB of its own"
 
 
 def tenant_engine(settings: Settings, tenant: Tenant, *, pooled: bool = True) -> Engine:
     what = "tenant db_url" if tenant.db_url else "collector.tenant_db_url"
     return make_engine(tenant_url(settings, tenant), pooled=pooled, what=what)
+
+
+def shown_url(settings: Settings, tenant: Tenant) -> str | None:
+    """The tenant's DB URL to list, password masked: the one it uses, else its own ``db_url`` as stored (None when
+    it has no text ``db_url``)."""
+    try:
+        return masked_url(tenant_url(settings, tenant))
+    except ConfigError:
+        return None if tenant.db_url is None else masked_url(tenant.db_url)
+
+
+def db_identity(url: str) -> str:
+    """What tells two URLs apart as databases: a SQLite file's real path (symlinks and ``..`` resolved), else the
+    backend, host, port and database name (user, password, driver and options do not make another DB)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url
+    backend = parsed.get_backend_name()
+    database = parsed.database or ""
+    if backend == "sqlite":
+        return f"sqlite:{os.path.realpath(database)}" if database and database != ":memory:" else url
+    port = parsed.port or _DEFAULT_PORTS.get(backend)
+    return f"{backend}://{(parsed.host or '').lower()}:{port}/{database}"
+
+
+def same_db(url: str, other: str) -> bool:
+    return db_identity(url) == db_identity(other)
+
+
+def db_owner(settings: Settings, tenants: Iterable[Tenant], url: str) -> Tenant | None:
+    """The usable tenant among ``tenants`` whose DB ``url`` names, if any."""
+    identity = db_identity(url)
+    for tenant in tenants:
+        try:
+            if db_identity(tenant_url(settings, tenant)) == identity:
+                return tenant
+        except ConfigError:
+            continue
+    return None
+
+
+def checked_tenants(settings: Settings, tenants: Iterable[Tenant], keep: Collection[int] = ()) -> list[Tenant]:
+    """``tenants`` (in their order), each that cannot be run with its ``problem`` set: the row's own, its DB the
+    system DB, or its DB another tenant's of ``tenants`` too. Of tenants sharing a DB one keeps it: one of ``keep``
+    (those already running), else the lowest id; the others get the problem, so one DB is never collected twice."""
+    checked = [_with_url_checked(settings, tenant) for tenant in tenants]
+    owners: dict[str, Tenant] = {}
+    shared: dict[int, str] = {}
+    for tenant in sorted((t for t in checked if t.usable), key=lambda t: (t.id not in keep, t.id)):
+        url = settings.tenant_url(tenant.slug, tenant.db_url)
+        owner = owners.setdefault(db_identity(url), tenant)
+        if owner is not tenant:
+            shared[tenant.id] = f"DB {masked_url(url)} is also the DB of tenant {owner.slug} (row {owner.id})"
+    return [replace(t, problem=shared[t.id]) if t.id in shared else t for t in checked]
+
+
+def change_since(spec: ChildSpec, tenant: Tenant) -> str | None:
+    """How ``tenant``'s row changed since its child was started with ``spec`` (None: not in a way the child sees):
+    its DB as the settings the child got resolve it (so a reload alone restarts no child), or its slug."""
+    changes = []
+    if tenant.slug != spec.slug:
+        changes.append(f"slug {spec.slug} -> {tenant.slug}")
+    url = spec.settings.tenant_url(tenant.slug, tenant.db_url)
+    if url != spec.db_url:
+        changes.append(f"DB {masked_url(spec.db_url)} -> {masked_url(url)}")
+    return ", ".join(changes) or None
+
+
+def _with_url_checked(settings: Settings, tenant: Tenant) -> Tenant:
+    if tenant.usable and same_db(settings.tenant_url(tenant.slug, tenant.db_url), settings.system_db):
+        return replace(tenant, problem=system_db_problem(settings.tenant_url(tenant.slug, tenant.db_url)))
+    return tenant

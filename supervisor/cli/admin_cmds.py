@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from supervisor import databases
 from supervisor.cli.context import CliContext
 from supervisor.errors import CollectorError
 from supervisor.storage.engine import masked_url
 from supervisor.storage.migrations import upgrade_tenant
-from supervisor.tenants import list_tenants
+from supervisor.tenants import list_leased
 
 
 def init_db(args: argparse.Namespace, ctx: CliContext) -> int:
+    """A tenant row that cannot be run (see ``databases.checked_tenants``) is named and its DB left alone."""
     engine = ctx.system_engine  # creates or upgrades the system schema
     print(f"system DB ready: {masked_url(ctx.settings.system_db)}")
     failures = []
-    for tenant in list_tenants(engine):
+    for tenant in databases.checked_tenants(ctx.settings, *list_leased(engine)):
+        if tenant.problem is not None:
+            failures.append(tenant.slug)
+            print(f"tenant {tenant.slug} (row {tenant.id}): DB left alone: {tenant.problem}", file=sys.stderr)
+            continue
         try:
             upgrade_tenant(ctx.tenant_engine(tenant))
             print(f"tenant {tenant.slug}: DB ready")

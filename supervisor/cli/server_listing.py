@@ -30,7 +30,7 @@ ERROR_WIDTH = 48
 
 
 def list_(args: argparse.Namespace, ctx: CliContext) -> int:
-    tenants = [ctx.tenant(args.tenant)] if args.tenant else list_tenants(ctx.system_engine)
+    tenants = [ctx.tenant(args.tenant)] if args.tenant else list_tenants(ctx.system_engine, with_unusable=True)
     rows: list[tuple[Tenant, ServerInfo]] = []
     failed = []
     for tenant in tenants:

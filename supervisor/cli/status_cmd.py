@@ -12,7 +12,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, type_coerce
+from sqlalchemy import Connection, Engine, RowMapping, func, select, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import NullType
@@ -20,7 +20,7 @@ from sqlalchemy.types import NullType
 from supervisor import databases
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import age, print_json, print_table
-from supervisor.clock import utcnow
+from supervisor.clock import stored_utc, utcnow
 from supervisor.config import Settings
 from supervisor.errors import CollectorError
 from supervisor.parent.instances import RUNNING, process_alive
@@ -28,7 +28,7 @@ from supervisor.parent.leases import shared_term
 from supervisor.storage.engine import describe_db_error
 from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases, tenants
 from supervisor.storage.tenant_schema import collection_configs, metric_snapshots, servers
-from supervisor.tenants import ACTIVE, Tenant
+from supervisor.tenants import ACTIVE, Tenant, tenant_from_row, tenant_query
 
 TENANT_COLUMNS = (
     "tenant", "status", "child", "pid", "restarts", "owner", "online", "offline", "unknown", "disabled", "servers",
@@ -84,8 +84,8 @@ def _instances(engine: Engine, settings: Settings, now: dt.datetime) -> list[dic
 
 def _tenants(ctx: CliContext, engine: Engine, now: dt.datetime) -> list[dict[str, Any]]:
     query = (
-        select(
-            tenants,
+        tenant_query()
+        .add_columns(
             tenant_leases.c.owner,
             tenant_leases.c.expires_at,
             tenant_children.c.pid.label("child_pid"),
@@ -97,18 +97,18 @@ def _tenants(ctx: CliContext, engine: Engine, now: dt.datetime) -> list[dict[str
         )
         .outerjoin(tenant_leases, tenant_leases.c.tenant_id == tenants.c.id)
         .outerjoin(tenant_children, tenant_children.c.tenant_id == tenants.c.id)
-        .order_by(tenants.c.slug)
+        .order_by(tenants.c.id)
     )
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
+    leased = {row["id"] for row in rows if _leased(row, now)}
+    checked = databases.checked_tenants(ctx.settings, [tenant_from_row(row) for row in rows], leased)
     result = []
-    for row in rows:
-        tenant = Tenant.from_row(row)
-        leased = row["owner"] is not None and row["expires_at"] is not None and row["expires_at"] >= now
+    for tenant, row in sorted(zip(checked, rows, strict=True), key=lambda pair: (pair[0].slug, pair[0].id)):
         entry: dict[str, Any] = {
             "slug": tenant.slug,
             "status": tenant.status,
-            "owner": row["owner"] if leased else None,
+            "owner": row["owner"] if tenant.id in leased else None,
             "state": row["state"],
             "pid": row["child_pid"],
             "restarts": row["restarts"],
@@ -118,6 +118,10 @@ def _tenants(ctx: CliContext, engine: Engine, now: dt.datetime) -> list[dict[str
         entry.update(_server_summary(ctx, tenant, now))
         result.append(entry)
     return result
+
+
+def _leased(row: RowMapping, now: dt.datetime) -> bool:
+    return row["owner"] is not None and row["expires_at"] is not None and row["expires_at"] >= now
 
 
 def _server_summary(ctx: CliContext, tenant: Tenant, now: dt.datetime) -> dict[str, Any]:
@@ -130,6 +134,9 @@ def _server_summary(ctx: CliContext, tenant: Tenant, now: dt.datetime) -> dict[s
         "newest_snapshot_age_s": None,
         "note": None,
     }
+    if tenant.problem is not None:
+        summary["note"] = f"cannot be run: {tenant.problem}"
+        return summary
     url = databases.tenant_url(ctx.settings, tenant)
     try:
         parsed = make_url(url)
@@ -139,7 +146,7 @@ def _server_summary(ctx: CliContext, tenant: Tenant, now: dt.datetime) -> dict[s
         engine = ctx.tenant_engine(tenant)
         with engine.connect() as conn:
             counts = _server_counts(conn)
-            newest = conn.execute(select(func.max(metric_snapshots.c.collected_at))).scalar()
+            newest = _newest_snapshot(conn, now)
         engine.dispose()
     except (SQLAlchemyError, CollectorError) as exc:
         summary["note"] = f"tenant DB unreachable: {describe_db_error(exc)}"
@@ -153,6 +160,15 @@ def _server_summary(ctx: CliContext, tenant: Tenant, now: dt.datetime) -> dict[s
     else:  # nobody collects: the stored statuses are stale, so they are not counted
         summary["note"] = "suspended: not collected"
     return summary
+
+
+def _newest_snapshot(conn: Connection, now: dt.datetime) -> dt.datetime | None:
+    """The newest ``collected_at`` that is a time, read raw: SQLite keeps whatever another program wrote. Text that
+    is not a time (``'bogus'``) sorts after every time there, so only values up to a day ahead are looked at."""
+    collected_at = metric_snapshots.c.collected_at
+    bound = now + dt.timedelta(days=1)
+    newest = conn.execute(select(func.max(type_coerce(collected_at, NullType()))).where(collected_at <= bound)).scalar()
+    return stored_utc(newest)
 
 
 def _server_counts(conn: Connection) -> dict[str, int]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from supervisor import databases
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import print_json, print_table
+from supervisor.config import Settings, resolve_sqlite_url
 from supervisor.errors import UsageError
 from supervisor.storage.engine import check_url, masked_url
 from supervisor.storage.migrations import upgrade_tenant
@@ -16,11 +19,14 @@ from supervisor.tenants import (
     Tenant,
     find_tenant,
     insert_tenant,
+    list_leased,
     list_tenants,
     set_tenant_status,
     validate_name,
     validate_slug,
 )
+
+COLUMNS = ("slug", "name", "status", "db_url")
 
 
 def dispatch(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -31,33 +37,59 @@ def add(args: argparse.Namespace, ctx: CliContext) -> int:
     slug = validate_slug(args.slug)
     if args.name is not None:
         validate_name(args.name)
-    if args.db_url is not None:
-        check_url(args.db_url, "--db-url", persistent=True)
+    db_url = None if args.db_url is None else _stored_db_url(args.db_url, ctx.settings)
     engine = ctx.system_engine
     if find_tenant(engine, slug) is not None:
         raise UsageError(f"tenant {slug!r} already exists")
     status = SUSPENDED if args.suspended else ACTIVE
-    draft = Tenant(id=0, slug=slug, name=args.name or slug, status=status, db_url=args.db_url)
+    draft = Tenant(id=0, slug=slug, name=args.name or slug, status=status, db_url=db_url)
+    _refuse_shared_db(ctx, draft)
     upgrade_tenant(ctx.tenant_engine(draft))  # the tenant row appears only once its DB is usable
-    tenant = insert_tenant(engine, slug, draft.name, args.db_url, status)
+    tenant = insert_tenant(engine, slug, draft.name, db_url, status)
     print(f"tenant {tenant.slug} added ({tenant.status}), DB {masked_url(databases.tenant_url(ctx.settings, tenant))}")
     return 0
 
 
+def _stored_db_url(db_url: str, settings: Settings) -> str:
+    """``--db-url`` as stored: checked, a relative SQLite path made absolute against the config file's folder (so
+    every process and the web app read the same file, whatever their current folder)."""
+    check_url(db_url, "--db-url", persistent=True)
+    base = Path(settings.config_path).parent if settings.config_path else Path.cwd()
+    return resolve_sqlite_url(db_url, base)
+
+
+def _refuse_shared_db(ctx: CliContext, draft: Tenant) -> None:
+    """One DB, one tenant: not another tenant's DB (both would collect into it; the system DB is refused by
+    ``databases.tenant_url``)."""
+    url = ctx.settings.tenant_url(draft.slug, draft.db_url)
+    owner = databases.db_owner(ctx.settings, list_tenants(ctx.system_engine), url)
+    if owner is not None:
+        what = "--db-url" if draft.db_url is not None else "collector.tenant_db_url for this slug"
+        raise UsageError(
+            f"invalid {what} {masked_url(url)!r}: it is the DB of tenant {owner.slug}: a tenant needs a DB of its own"
+        )
+
+
 def list_(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Every row, one that cannot be run too (shown as stored, password masked, with its problem; also on stderr)."""
+    tenants = databases.checked_tenants(ctx.settings, *list_leased(ctx.system_engine))
     rows = [
         {
             "slug": t.slug,
             "name": t.name,
             "status": t.status,
-            "db_url": masked_url(databases.tenant_url(ctx.settings, t)),
+            "db_url": databases.shown_url(ctx.settings, t),
+            "problem": t.problem,
         }
-        for t in list_tenants(ctx.system_engine)
+        for t in tenants
     ]
     if args.json:
         print_json(rows)
     else:
-        print_table(["slug", "name", "status", "db_url"], [list(r.values()) for r in rows])
+        print_table([*COLUMNS], [[r[k] for k in COLUMNS] for r in rows])
+    for tenant in tenants:
+        if tenant.problem is not None:
+            print(f"tenant {tenant.slug} (row {tenant.id}) cannot be run: {tenant.problem}", file=sys.stderr)
     return 0
 
 

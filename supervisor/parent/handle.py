@@ -52,6 +52,7 @@ class StopReason(enum.StrEnum):
     NO_HEARTBEAT = "no heartbeat"
     RSS_LIMIT = "memory limit"
     LEASE_EXPIRING = "lease not renewed"
+    TENANT_CHANGED = "tenant's DB or slug changed"
 
 
 #: Stops after which the child is not started again by this handle.
@@ -110,6 +111,8 @@ Kill = Callable[[int, int], None]
 class ChildHandle:
     def __init__(self, tenant: Tenant, kill: Kill = os.kill) -> None:
         self.tenant = tenant
+        #: What the running (or last) child was started with.
+        self.spec: ChildSpec | None = None
         self._kill = kill
         self.state = ChildState.STOPPED
         self.process: BaseProcess | None = None
@@ -135,7 +138,8 @@ class ChildHandle:
 
     @property
     def slug(self) -> str:
-        return self.tenant.slug
+        """The slug the last child was started with (the row may have been renamed since), else the tenant's."""
+        return self.spec.slug if self.spec is not None else self.tenant.slug
 
     @property
     def pid(self) -> int | None:
@@ -175,7 +179,7 @@ class ChildHandle:
         if self.starts:
             self.restarts += 1
         self.starts += 1
-        self.process, self.conn = process, reader
+        self.process, self.conn, self.spec = process, reader, spec
         self.state = ChildState.STARTING
         self.started_at, self.started_wall = time.monotonic(), utcnow()
         self.last_heartbeat_at = self.last_heartbeat = None
@@ -278,7 +282,7 @@ class ChildHandle:
         if exit_info.requested in FINAL_STOPS or not wanted:
             self.state = ChildState.STOPPED
             return None
-        if exit_info.requested is StopReason.RSS_LIMIT:
+        if exit_info.requested in (StopReason.RSS_LIMIT, StopReason.TENANT_CHANGED):
             delay = 0.0
         elif exit_info.code == CHILD_EXIT_CONFIG:
             delay = self.config_backoff.next_delay()

@@ -131,6 +131,8 @@ class Supervisor:
             handle.tenant = self.active[tenant_id]
             if handle.state is ChildState.STOPPED:
                 self.start(handle)
+            else:
+                self.follow_change(handle, now)
         for tenant_id, handle in list(self.handles.items()):
             if tenant_id in self.runnable:
                 continue
@@ -139,6 +141,19 @@ class Supervisor:
             else:
                 handle.cancel_backoff()
                 del self.handles[tenant_id]
+
+    def follow_change(self, handle: ChildHandle, now: float) -> None:
+        """A child whose tenant's DB or slug changed is stopped, to be started again at once (``handle.settle``)."""
+        spec = handle.spec
+        if spec is None or handle.state not in (ChildState.STARTING, ChildState.RUNNING):
+            return
+        if (change := databases.change_since(spec, handle.tenant)) is None:
+            return
+        log_event(
+            log, logging.INFO, "tenant.changed", "tenant %s changed (%s): restarting its child", handle.slug, change,
+            tenant=handle.slug, tenant_id=handle.tenant.id, change=change,
+        )  # fmt: skip
+        self.stop(handle, StopReason.TENANT_CHANGED, now, self.settings.shutdown_timeout)
 
     # -- tending children -------------------------------------------------------------------------
 

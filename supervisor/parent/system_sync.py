@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, RowMapping, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor import databases
@@ -29,8 +29,7 @@ from supervisor.parent.db_health import SystemDbHealth
 from supervisor.parent.handle import ChildHandle
 from supervisor.parent.instances import InstanceIdentity
 from supervisor.storage.migrations import upgrade_system
-from supervisor.storage.system_schema import tenants as tenants_table
-from supervisor.tenants import ACTIVE, Tenant, row_problem
+from supervisor.tenants import ACTIVE, Tenant, leased_ids, read_tenants
 
 log = logging.getLogger("supervisor.parent")
 
@@ -93,8 +92,9 @@ class SystemDbSync:
                 instances.prune(conn, now)
                 live = instances.count_live(conn, now, leases.shared_term(self.settings.lease_duration))
                 term = leases.lease_term(self.settings.lease_duration, live)
-                rows = conn.execute(select(tenants_table).where(tenants_table.c.status == ACTIVE)).mappings().all()
-                active = {row["id"]: Tenant.from_row(row) for row in self._usable(rows)}
+                running = {h.tenant.id for h in handles if h.alive} | leased_ids(conn, now)
+                checked = databases.checked_tenants(self.settings, read_tenants(conn, status=ACTIVE), running)
+                active = {tenant.id: tenant for tenant in self._usable(checked)}
                 synced = leases.sync(
                     conn, self.identity.id, list(active), busy, live, now, term,
                     servers=leases.reported_servers(handles), running=leases.running_here(handles),
@@ -125,19 +125,18 @@ class SystemDbSync:
         self._left_free, self._left_expired = synced.left_free, synced.left_expired
         return PollResult(active, synced.runnable)
 
-    def _usable(self, rows: Sequence[RowMapping]) -> list[RowMapping]:
-        """The rows that can be run; an unusable one is logged once per change of its problem, not per poll."""
+    def _usable(self, tenants: Sequence[Tenant]) -> list[Tenant]:
+        """The tenants that can be run; an unusable one is logged once per change of its problem, not per poll."""
         usable, problems = [], {}
-        for row in rows:
-            problem = row_problem(row)
-            if problem is None:
-                usable.append(row)
+        for tenant in tenants:
+            if tenant.problem is None:
+                usable.append(tenant)
                 continue
-            problems[row["id"]] = problem
-            if self._row_problems.get(row["id"]) != problem:
+            problems[tenant.id] = tenant.problem
+            if self._row_problems.get(tenant.id) != tenant.problem:
                 log_event(
-                    log, logging.ERROR, "tenant.invalid", "tenant row %s cannot be run: %s", row["id"], problem,
-                    tenant_id=row["id"], error=problem, error_class=CONFIG,
+                    log, logging.ERROR, "tenant.invalid", "tenant row %s (%s) cannot be run: %s", tenant.id,
+                    tenant.slug, tenant.problem, tenant_id=tenant.id, error=tenant.problem, error_class=CONFIG,
                 )  # fmt: skip
         self._row_problems = problems
         return usable
@@ -184,4 +183,3 @@ class SystemDbSync:
 
     def _failed(self, exc: BaseException) -> None:
         self.next_poll = time.monotonic() + self.health.failed(exc)
-
