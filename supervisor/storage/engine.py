@@ -56,6 +56,17 @@ def url_problem(url: str, *, persistent: bool = False) -> str | None:
     return None
 
 
+def shown_engine_url(engine: Engine) -> str:
+    """The engine's URL as configured, password masked: a tenant child's SQLite file is opened as a URI
+    (``make_engine(must_exist=True)``), which is not what the user wrote."""
+    url = engine.url
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database.startswith("file:") and url.query.get("uri") == "true":
+        query = {key: value for key, value in url.query.items() if key not in ("mode", "uri")}
+        url = url.set(database=database.removeprefix("file:"), query=query)
+    return url.render_as_string(hide_password=True)
+
+
 def describe_db_error(exc: BaseException) -> str:
     """The first line of a driver error, without SQLAlchemy's background links."""
     original = getattr(exc, "orig", None) or exc

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.errors import CollectorError
 from supervisor.storage import system_schema, tenant_schema
-from supervisor.storage.engine import describe_db_error, ensure_database, masked_url
+from supervisor.storage.engine import describe_db_error, ensure_database, shown_engine_url
 
 Step = Callable[[Connection], None]
 
@@ -74,9 +74,9 @@ def _upgrade(
         if create:
             ensure_database(str(engine.url.render_as_string(hide_password=False)))
         with engine.begin() as conn:
-            if not create and not inspect(conn).has_table(info.name):
+            if not create and not _has_schema(conn, info, name):
                 raise CollectorError(
-                    f"{name} DB {masked_url(str(engine.url))} has no collector schema (it was never created, or "
+                    f"{name} DB {shown_engine_url(engine)} has no collector schema (it was never created, or "
                     "was deleted or replaced): 'collector-supervisor init-db' creates it"
                 )
             metadata.create_all(conn, checkfirst=True)
@@ -86,7 +86,7 @@ def _upgrade(
                 return
             if stored > version:
                 raise CollectorError(
-                    f"{name} DB {masked_url(str(engine.url))} has schema version {stored}, "
+                    f"{name} DB {shown_engine_url(engine)} has schema version {stored}, "
                     f"newer than this collector's {version}: upgrade collector-supervisor"
                 )
             for step in range(stored + 1, version + 1):
@@ -94,9 +94,17 @@ def _upgrade(
             if stored != version:
                 conn.execute(info.update().where(info.c.name == name).values(version=version))
     except SQLAlchemyError as exc:
+        doing = "create or upgrade" if create else "read or upgrade"
         raise CollectorError(
-            f"cannot create the {name} schema in {masked_url(str(engine.url))}: {describe_db_error(exc)}"
+            f"cannot {doing} the {name} schema in {shown_engine_url(engine)}: {describe_db_error(exc)}"
         ) from None
+
+
+def _has_schema(conn: Connection, info: Table, name: str) -> bool:
+    """``name``'s row in ``schema_info``: a ``schema_info`` of another schema (the system DB's) is not this one."""
+    if not inspect(conn).has_table(info.name):
+        return False
+    return conn.execute(select(info.c.version).where(info.c.name == name)).first() is not None
 
 
 def _is_current(engine: Engine, info: Table, name: str, version: int) -> bool:

@@ -291,3 +291,19 @@ def test_database_urls_the_engine_could_not_keep_safe(url: str, reason: str) -> 
     from supervisor.storage.engine import url_problem
 
     assert reason in (url_problem(url, persistent=True) or "")
+
+
+def test_messages_name_the_tenant_db_as_configured_not_as_opened(tmp_path: Path) -> None:
+    """A child opens its SQLite file as a read-write URI; its errors show the URL the user wrote."""
+    from supervisor.errors import CollectorError
+    from supervisor.storage.engine import make_engine, shown_engine_url
+    from supervisor.storage.migrations import upgrade_tenant
+
+    path = tmp_path / "acme.db"
+    path.touch()
+    engine = make_engine(f"sqlite:///{path}", must_exist=True)
+    assert shown_engine_url(engine) == f"sqlite:///{path}"
+    with pytest.raises(CollectorError) as raised:
+        upgrade_tenant(engine, create=False)
+    assert f"tenant DB sqlite:///{path} has no collector schema" in str(raised.value)
+    engine.dispose()
