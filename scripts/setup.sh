@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 # prometheus: promtool and the server for the alert rules' and the scrape test; systemd: systemd-analyze
-# for the unit's test (already there on a booted Debian, not in a bare container image).
+# for the unit's test (already there on a booted Debian, not in a bare container image);
+# prometheus-sql-exporter: the Go peer of bench.peer_sql_exporter, for that benchmark's smoke test.
 PACKAGES=(unixodbc tdsodbc freetds-bin libgssapi-krb5-2 libltdl7 python3-venv python3-pip postgresql supervisor
-    prometheus systemd)
+    prometheus systemd prometheus-sql-exporter)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
