@@ -1,27 +1,31 @@
-"""The supervisor's log output: lines written by a thread of their own, from a bounded queue.
+"""The supervisor's log output: never waiting for the log's reader, with no thread of its own.
 
-Nothing that logs ever waits for the log's reader. A pipe nobody reads (a stopped ``tail``, a hung
-process manager) would otherwise block the parent's loop in ``write()``, and with it the children's pipes,
-their heartbeats and SIGTERM. When the queue is full, lines are dropped and counted, and one ``log.dropped``
-line says how many once the reader keeps up again. A log file renamed or deleted (logrotate without
-``copytruncate``) is reopened at its path before the next line.
+A pipe nobody reads (a stopped ``tail``, a hung process manager) would block the parent's loop in
+``write()``, and with it the children's pipes, their heartbeats and SIGTERM. So a line is written only as far
+as the output takes it now: the parent asks ``poll()`` whether the descriptor is writable and writes at most
+``PIPE_BUF`` bytes at a time (a pipe with room for that never blocks). What it cannot take waits in a buffer
+of ``BUFFER_BYTES``, written at the loop's next turn; beyond that, lines are dropped and counted, and one
+``log.dropped`` line says how many where the gap is. No thread: the parent forks its children, and a thread
+at fork time is what ``fork`` must not meet (DESIGN.md). A log file renamed or deleted (logrotate without
+``copytruncate``) is reopened at its path before the next write.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import queue
+import select
 import sys
-import threading
 import time
 from typing import TextIO
 
-#: Lines held while the reader is slow (a few MB at most): about a minute of a busy fleet at INFO.
-QUEUE_LINES = 10_000
-#: How long a stop waits for held lines to be written: the reader may be gone for good.
+#: Lines kept while the reader is slow: about 10,000 lines of 400 bytes.
+BUFFER_BYTES = 4 * 1024 * 1024
+#: How long a stop waits for the lines held to be written: the reader may be gone for good.
 FLUSH_TIMEOUT = 2.0
 DROPPED_EVENT = "log.dropped"
+_CHUNK = select.PIPE_BUF
 
 
 class LogFile:
@@ -46,11 +50,32 @@ class LogFile:
             return None
         return stat.st_dev, stat.st_ino
 
-    def write(self, line: str) -> None:
+    def _fd(self) -> int | None:
+        try:
+            return self.stream.fileno()
+        except (OSError, ValueError, io.UnsupportedOperation):
+            return None  # an in-memory stream: it takes everything at once
+
+    def ready(self, timeout: float) -> bool:
+        """Whether ``write_some`` can write now without blocking (waiting up to ``timeout`` seconds)."""
+        fd = self._fd()
+        if fd is None:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return bool(poller.poll(timeout * 1000))
+
+    def write_some(self, data: bytes) -> int:
+        """Writes up to ``PIPE_BUF`` bytes of ``data``; returns how many were written."""
         if self.owned:
             self._reopen_if_replaced()
-        self.stream.write(line)
-        self.stream.flush()
+        fd = self._fd()
+        if fd is None:
+            self.stream.write(data.decode("utf-8", "replace"))
+            self.stream.flush()
+            return len(data)
+        self.stream.flush()  # anything Python itself wrote to the stream goes first
+        return os.write(fd, data[:_CHUNK])
 
     def _reopen_if_replaced(self) -> None:
         identity = self._stat_identity()
@@ -70,81 +95,77 @@ class LogFile:
             self.stream.close()
 
 
-class QueuedLogHandler(logging.Handler):
-    """Formats in the caller's thread, writes in its own. A forked child (which routes its records to the
-    parent) inherits a copy without the writer thread: the lines it holds, the parent's, are never written
-    twice, and closing it does not wait."""
+class NonBlockingLogHandler(logging.Handler):
+    """Formats and writes in the caller's thread, never blocking it (see the module's docstring). In a forked
+    child (which routes its records to the parent) the inherited copy does nothing: the lines it holds are the
+    parent's."""
 
-    def __init__(self, target: LogFile, capacity: int = QUEUE_LINES) -> None:
+    def __init__(self, target: LogFile, capacity: int = BUFFER_BYTES) -> None:
         super().__init__()
         self.target = target
-        self._lines: queue.Queue[str | None] = queue.Queue(capacity)
+        self.capacity = capacity
+        self._owner_pid = os.getpid()
+        self._pending = bytearray()
         self._dropped = 0
-        self._dropped_lock = threading.Lock()
         self._gave_up = False
-        self._writer = threading.Thread(target=self._write_lines, name="log-writer", daemon=True)
-        self._writer.start()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if os.getpid() != self._owner_pid:
+            return
         try:
-            line = self.format(record) + "\n"
+            line = _encoded(self.format(record))
         except Exception:
             self.handleError(record)
             return
-        try:
-            self._lines.put_nowait(line)
-        except queue.Full:
-            with self._dropped_lock:
-                self._dropped += 1
-
-    def _write_lines(self) -> None:
-        while True:
-            line = self._lines.get()
-            try:
-                if line is None:
-                    return
-                self._write(line)
-                self._report_dropped()
-            finally:
-                self._lines.task_done()
-
-    def _write(self, line: str) -> None:
-        try:
-            self.target.write(line)
-        except (OSError, ValueError):
-            with self._dropped_lock:  # a closed or broken output: counted like a full queue
-                self._dropped += 1
+        if self._dropped:
+            self._report_dropped()
+        if self._dropped or len(self._pending) + len(line) > self.capacity:
+            self._dropped += 1
+        else:
+            self._pending += line
+        self.write_pending()
 
     def _report_dropped(self) -> None:
-        with self._dropped_lock:
-            dropped, self._dropped = self._dropped, 0
-        if dropped:
-            self._write(self.format(dropped_record(dropped)) + "\n")
+        notice = _encoded(self.format(dropped_record(self._dropped)))
+        if len(self._pending) + len(notice) <= self.capacity:
+            self._pending += notice
+            self._dropped = 0
+
+    def write_pending(self, wait: float = 0.0) -> None:
+        """Write what the output takes, waiting for it up to ``wait`` seconds."""
+        if os.getpid() != self._owner_pid:
+            return
+        deadline = time.monotonic() + wait
+        while self._pending or self._dropped:
+            if not self._pending:
+                self._report_dropped()
+                if not self._pending:
+                    return
+            if not self.target.ready(max(0.0, deadline - time.monotonic())):
+                return
+            try:
+                written = self.target.write_some(bytes(self._pending[:_CHUNK]))
+            except (OSError, ValueError):  # a closed or broken output: what it holds is lost, and counted
+                self._dropped += self._pending.count(b"\n")
+                self._pending.clear()
+                return
+            del self._pending[:written]
 
     def flush(self) -> None:
-        """Waits (up to ``FLUSH_TIMEOUT``, once: the reader may be gone for good) until the lines held so far
-        are written."""
-        if self._writer.is_alive() and not self._gave_up:
-            self._gave_up = not self._drained_within(FLUSH_TIMEOUT)
-
-    def _drained_within(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._lines.all_tasks_done:
-            while self._lines.unfinished_tasks:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._lines.all_tasks_done.wait(left)
-        return True
+        """Waits up to ``FLUSH_TIMEOUT`` for the lines held (once: ``logging.shutdown`` flushes, then closes)."""
+        if not self._gave_up:
+            self.write_pending(wait=FLUSH_TIMEOUT)
+            self._gave_up = bool(self._pending)
 
     def close(self) -> None:
-        if self._writer.is_alive():
+        if os.getpid() == self._owner_pid:
             self.flush()
-            if not self._gave_up:
-                self._lines.put(None)  # drained: there is room
-                self._writer.join(FLUSH_TIMEOUT)
-                self.target.close()
+            self.target.close()
         super().close()
+
+
+def _encoded(line: str) -> bytes:
+    return (line + "\n").encode("utf-8", "backslashreplace")
 
 
 def dropped_record(count: int) -> logging.LogRecord:
@@ -155,3 +176,10 @@ def dropped_record(count: int) -> logging.LogRecord:
     record.event = DROPPED_EVENT
     record.dropped = count
     return record
+
+
+def write_pending_logs() -> None:
+    """At each turn of the parent's loop: lines held while the reader was slow."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, NonBlockingLogHandler):
+            handler.write_pending()

@@ -17,7 +17,8 @@ from pythonjsonlogger.json import JsonFormatter
 
 from supervisor.config import LoggingSettings
 from supervisor.errors import ConfigError
-from supervisor.log_writer import LogFile, QueuedLogHandler
+from supervisor.log_writer import LogFile, NonBlockingLogHandler
+from supervisor.log_writer import write_pending_logs as write_pending_logs  # for the parent's loop
 
 DEFAULT_EVENT = "log"
 _MASK = "***"
@@ -106,7 +107,7 @@ def open_log_file(settings: LoggingSettings, stream: TextIO | None = None) -> Lo
 def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> logging.Handler:
     """Route the root logger to one handler with the contract's format (``supervisor.log_writer``: never
     blocking the caller); returns that handler. The handler it replaces is closed."""
-    handler = QueuedLogHandler(open_log_file(settings, stream))
+    handler = NonBlockingLogHandler(open_log_file(settings, stream))
     handler.setFormatter(make_formatter(settings))
     root = logging.getLogger()
     for old in list(root.handlers):

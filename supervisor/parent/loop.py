@@ -21,7 +21,7 @@ from supervisor import databases
 from supervisor.config import Settings, load_settings
 from supervisor.errors import CONFIG, STORAGE, ConfigError
 from supervisor.ipc import ChildSpec
-from supervisor.logs import configure_logging, log_event
+from supervisor.logs import configure_logging, log_event, write_pending_logs
 from supervisor.parent.fork import preload_database_driver, run_child
 from supervisor.parent.handle import ChildExit, ChildHandle, ChildState, ChildTarget, Due, StopReason
 from supervisor.parent.instances import InstanceIdentity
@@ -70,6 +70,7 @@ class Supervisor:
         while not self.flags.stop_requests:
             self.last_turn = time.monotonic()
             self.wait_and_dispatch(self.next_timeout())
+            write_pending_logs()
             if self.flags.stop_requests:
                 break
             if self.flags.take_reload():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.log_writer import DROPPED_EVENT, LogFile, QueuedLogHandler
+from supervisor.log_writer import DROPPED_EVENT, LogFile, NonBlockingLogHandler
 from supervisor.logs import ContractJsonFormatter
 
 
@@ -24,8 +24,10 @@ def record(number: int) -> logging.LogRecord:
     return line
 
 
-def handler_for(stream: io.TextIOBase | None, path: Path | None = None, capacity: int = 100) -> QueuedLogHandler:
-    handler = QueuedLogHandler(LogFile(str(path) if path else None, stream), capacity=capacity)  # type: ignore[arg-type]
+def handler_for(
+    stream: io.TextIOBase | None, path: Path | None = None, capacity: int = 1 << 20
+) -> NonBlockingLogHandler:
+    handler = NonBlockingLogHandler(LogFile(str(path) if path else None, stream), capacity=capacity)  # type: ignore[arg-type]
     handler.setFormatter(ContractJsonFormatter())
     return handler
 
@@ -50,7 +52,7 @@ def test_logging_goes_on_while_the_reader_is_stuck_and_the_loss_is_reported(
     stuck_pipe: tuple[io.TextIOWrapper, int],
 ) -> None:
     stream, read_fd = stuck_pipe
-    handler = handler_for(stream, capacity=100)
+    handler = handler_for(stream, capacity=20_000)  # about 100 lines
     emitted = threading.Event()
 
     def log_many() -> None:
@@ -97,7 +99,7 @@ def test_a_renamed_or_deleted_log_file_is_reopened(tmp_path: Path) -> None:
 
 def test_a_forked_copy_writes_nothing(tmp_path: Path) -> None:
     """A child inherits the parent's handler: logging or stopping through it must not write the parent's
-    held lines a second time, nor wait for a writer thread it does not have."""
+    held lines a second time."""
     path = tmp_path / "collector.log"
     handler = handler_for(None, path)
     pid = os.fork()
