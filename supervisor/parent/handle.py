@@ -168,6 +168,7 @@ class ChildHandle:
             target=target,
             args=(spec, writer, [*sibling_conns, reader], parent_fds),
             name=f"tenant-{spec.slug}",
+            daemon=True,  # a parent failing unexpectedly stops its children as it exits, instead of waiting on them
         )
         try:
             process.start()

@@ -83,7 +83,7 @@ def process_alive(host: str, pid: int, started_at: dt.datetime) -> bool | None:
             return False
     except psutil.NoSuchProcess:
         return False
-    except psutil.AccessDenied:
+    except (psutil.AccessDenied, OSError):  # cannot tell (out of descriptors, say): not taken for dead
         return True
     return created <= started_at.replace(tzinfo=dt.UTC).timestamp() + PROCESS_START_SLACK
 

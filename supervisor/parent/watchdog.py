@@ -34,7 +34,7 @@ def check_memory(handle: ChildHandle, max_rss_mb: int) -> WatchdogVerdict | None
         return None
     try:
         rss_mb = psutil.Process(handle.pid).memory_info().rss / MIB
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+    except (psutil.Error, OSError):  # gone, or not measurable now (out of descriptors): measured next turn
         return None
     handle.rss_mb = round(rss_mb, 1)
     if rss_mb <= max_rss_mb:
