@@ -26,7 +26,7 @@ from supervisor.parent.fork import preload_database_driver, run_child
 from supervisor.parent.handle import ChildExit, ChildHandle, ChildState, ChildTarget, Due, StopReason
 from supervisor.parent.instances import InstanceIdentity
 from supervisor.parent.log_relay import read_messages
-from supervisor.parent.metrics import Endpoints, open_endpoint
+from supervisor.parent.metrics import Endpoints, open_endpoint, reopened_endpoint
 from supervisor.parent.signals import SignalFlags
 from supervisor.parent.system_sync import SystemDbSync
 from supervisor.parent.watchdog import check_heartbeat, check_memory
@@ -266,11 +266,11 @@ class Supervisor:
     # -- reload and shutdown ----------------------------------------------------------------------
 
     def reload_settings(self) -> None:
-        path = self.settings.config_path
-        if path is None:
+        if (path := self.settings.config_path) is None:
             return
         try:
             settings = load_settings(path)
+            self.endpoint = reopened_endpoint(self.endpoint, self.settings, settings, Endpoints(self))
         except ConfigError as exc:
             log_event(
                 log, logging.ERROR, "config.reload_failed", "configuration not reloaded, keeping the current "

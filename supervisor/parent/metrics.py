@@ -179,3 +179,15 @@ def open_endpoint(settings: Settings, handler: Handler) -> HttpEndpoint | NoEndp
             f"invalid metrics.listen = {settings.metrics.listen!r}: cannot listen there ({exc.strerror or exc}); "
             "two supervisors on one host need two ports"
         ) from None
+
+
+def reopened_endpoint(
+    endpoint: HttpEndpoint | NoEndpoint, old: Settings, new: Settings, handler: Handler
+) -> HttpEndpoint | NoEndpoint:
+    """After a reload: ``endpoint`` itself while ``metrics.listen`` names the same address, else one on the new
+    address (the old one closed). ConfigError, the old one kept, when the new address cannot be used."""
+    if new.metrics.address() == old.metrics.address():
+        return endpoint
+    replacement = open_endpoint(new, handler)
+    endpoint.close()
+    return replacement
