@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from types import FrameType
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: A stop signal this soon after the first is the same stop delivered twice, not a second one (which kills).
+DUPLICATE_WITHIN = 0.25
 
 
 class SignalFlags:
@@ -19,6 +22,7 @@ class SignalFlags:
         self.stop_requests = 0
         self.reload_requested = False
         self.last_stop_signal: int | None = None
+        self._last_stop_at = 0.0
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
@@ -54,8 +58,12 @@ class SignalFlags:
         return requested
 
     def _on_stop(self, signo: int, _frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if self.stop_requests and now - self._last_stop_at < DUPLICATE_WITHIN:
+            return  # the same stop sent twice: to the process and to its group (GNU timeout, a process manager)
         self.stop_requests += 1
         self.last_stop_signal = signo
+        self._last_stop_at = now
 
     def _on_reload(self, _signo: int, _frame: FrameType | None) -> None:
         self.reload_requested = True
