@@ -13,7 +13,7 @@ import time
 from types import FrameType
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-#: A stop signal this soon after the first is the same stop delivered twice, not a second one (which kills).
+#: The same stop signal this soon after the first is that stop delivered twice, not a second one (which kills).
 DUPLICATE_WITHIN = 0.25
 
 
@@ -59,7 +59,7 @@ class SignalFlags:
 
     def _on_stop(self, signo: int, _frame: FrameType | None) -> None:
         now = time.monotonic()
-        if self.stop_requests and now - self._last_stop_at < DUPLICATE_WITHIN:
+        if self.stop_requests and signo == self.last_stop_signal and now - self._last_stop_at < DUPLICATE_WITHIN:
             return  # the same stop sent twice: to the process and to its group (GNU timeout, a process manager)
         self.stop_requests += 1
         self.last_stop_signal = signo

@@ -43,8 +43,10 @@ class FakeProcess:
         args: Sequence[Any],
         name: str,
         start_error: BaseException | None = None,
+        daemon: bool = False,
     ) -> None:
         self.pid: int | None = None
+        self.daemon = daemon
         self._pid = pid
         self.target = target
         self.args = tuple(args)
@@ -91,9 +93,9 @@ class FakeContext:
         self.pipes.append(pair)
         return pair
 
-    def Process(self, target: Callable[..., Any], args: Sequence[Any], name: str) -> FakeProcess:
+    def Process(self, target: Callable[..., Any], args: Sequence[Any], name: str, daemon: bool = False) -> FakeProcess:
         error, self.next_start_error = self.next_start_error, None
-        process = FakeProcess(next(self._pids), target, args, name, start_error=error)
+        process = FakeProcess(next(self._pids), target, args, name, start_error=error, daemon=daemon)
         self.processes.append(process)
         return process
 

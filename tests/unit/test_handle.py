@@ -87,6 +87,7 @@ def test_start_forks_the_child_with_its_pipe_and_the_fds_it_must_close(rig: Rig)
     reader, writer = rig.context.pipes[0]
     handle = rig.handle
     assert process.started and process.name == "tenant-acme" and process.target is child_target
+    assert process.daemon  # a parent failing unexpectedly does not wait on it at exit
     spec, child_conn, parent_conns, parent_fds = process.args
     assert spec is SPEC and child_conn is writer
     assert list(parent_conns) == [sibling, reader]  # the child closes its siblings' pipes and our read end

@@ -84,6 +84,8 @@ def test_the_same_stop_delivered_twice_is_one_stop(flags: SignalFlags) -> None:
     until(lambda: flags.stop_requests >= 1)
     time.sleep(0.05)
     assert flags.stop_requests == 1
+    os.kill(os.getpid(), signal.SIGINT)  # another signal at once: a deliberate second stop
+    until(lambda: flags.stop_requests == 2)
 
 
 def test_drain_empties_the_wakeup_fd(flags: SignalFlags) -> None:
