@@ -2,8 +2,9 @@
 
 The main thread schedules, hands collections to the pool (``Flights``), watches their deadlines,
 turns finished collections into rows (``OutcomeRecorder``) and passes them to the writer thread.
-Collection threads do network I/O only; only the main thread reads the tenant DB (server list) and
-only the writer writes it. See docs/architecture.md.
+Collection threads do network I/O only; the server-list thread (``ServerListReader``) reads the tenant DB,
+the main thread only at start (schema, states, baselines, the first list), so a stuck tenant DB never holds
+scheduling, deadlines or heartbeats; only the writer writes it. See docs/architecture.md.
 """
 
 from __future__ import annotations
