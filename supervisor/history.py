@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.types import NullType
 
 from supervisor.clock import stored_utc
+from supervisor.storage.raw import raw
 from supervisor.storage.tenant_schema import metric_snapshots, server_status_events
 
 #: The four charted metrics: column name -> label.
@@ -71,11 +72,6 @@ def finite(value: object) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) and abs(number) <= PLAUSIBLE_MAX else None
-
-
-def raw(column: ColumnElement[Any]) -> Label[Any]:
-    """The column without result processing (SQLAlchemy's raises on text in a DateTime column of SQLite)."""
-    return type_coerce(column, NullType()).label(column.key)
 
 
 def shown(value: object) -> str | None:

@@ -6,12 +6,12 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 
-from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, Select, select, type_coerce
-from sqlalchemy.types import NullType
+from sqlalchemy import Connection, Engine, RowMapping, Select, select
 
 from supervisor import rules
 from supervisor.clock import stored_utc, utcnow
 from supervisor.errors import UsageError
+from supervisor.storage.raw import raw
 from supervisor.storage.tenant_schema import collection_configs, servers
 
 
@@ -194,14 +194,10 @@ def _info_query() -> Select:
     """Raw values (no result processing): a row another program wrote with text in a date or boolean column
     (SQLite stores anything) is listed, not a crash; the child reports what is wrong with it."""
     return select(
-        *(_raw(column) for column in servers.c),
-        _raw(collection_configs.c.enabled),
-        _raw(collection_configs.c.interval_seconds),
+        *(raw(column) for column in servers.c),
+        raw(collection_configs.c.enabled),
+        raw(collection_configs.c.interval_seconds),
     ).join(collection_configs, collection_configs.c.server_id == servers.c.id)
-
-
-def _raw(column: ColumnElement) -> ColumnElement:
-    return type_coerce(column, NullType()).label(column.name)
 
 
 def _load(conn: Connection, name: str, *, include_removed: bool = False) -> ServerInfo:
@@ -255,7 +251,7 @@ def update_server(engine: Engine, name: str, changes: dict[str, object], passwor
     with engine.begin() as conn:
         info = _load(conn, name)
         row = conn.execute(
-            select(*(_raw(c) for c in servers.c), *(_raw(c) for c in collection_configs.c if c.name != "server_id"))
+            select(*(raw(c) for c in servers.c), *(raw(c) for c in collection_configs.c if c.name != "server_id"))
             .outerjoin(collection_configs, collection_configs.c.server_id == servers.c.id)
             .where(servers.c.id == info.id)
         ).mappings().one()

@@ -12,13 +12,13 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, Select, select, type_coerce
-from sqlalchemy.types import NullType
+from sqlalchemy import Connection, Engine, RowMapping, Select, select
 
 from supervisor import rules
 from supervisor.clock import utcnow
 from supervisor.errors import UsageError
 from supervisor.storage.engine import masked_url, url_problem
+from supervisor.storage.raw import raw
 from supervisor.storage.system_schema import tenant_leases, tenants
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -81,14 +81,10 @@ def _shown_text(value: object) -> str:
     return rules.shown(value)
 
 
-def _raw(column: ColumnElement) -> ColumnElement:
-    return type_coerce(column, NullType()).label(column.name)
-
-
 def tenant_query() -> Select:
     """The columns a ``Tenant`` is made of, raw; ``created_at`` / ``updated_at`` are never read."""
     c = tenants.c
-    return select(c.id, _raw(c.slug), _raw(c.name), _raw(c.status), _raw(c.db_url))
+    return select(c.id, raw(c.slug), raw(c.name), raw(c.status), raw(c.db_url))
 
 
 def read_tenants(conn: Connection, *, status: str | None = None) -> list[Tenant]:

@@ -19,12 +19,12 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, type_coerce, update
-from sqlalchemy.types import NullType
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from supervisor.children.records import SnapshotRow, WriteItem
 from supervisor.children.status import StatusUpdate
 from supervisor.clock import stored_utc, utcnow
+from supervisor.storage.raw import raw
 from supervisor.storage.tenant_schema import (
     counter_baselines,
     metric_snapshots,
@@ -140,7 +140,7 @@ def _existing_keys(conn: Connection, snapshots: list[SnapshotRow]) -> set[tuple[
     server_ids = sorted({row.server_id for row in snapshots})
     oldest = min(row.collected_at for row in snapshots)
     collected_at = metric_snapshots.c.collected_at
-    query = select(metric_snapshots.c.server_id, type_coerce(collected_at, NullType())).where(
+    query = select(metric_snapshots.c.server_id, raw(collected_at)).where(
         metric_snapshots.c.server_id.in_(server_ids), collected_at >= oldest
     )
     return {

@@ -19,8 +19,9 @@ from supervisor import rules
 from supervisor.children.deltas import Baseline
 from supervisor.children.sample import WaitCounts
 from supervisor.children.status import OFFLINE, ONLINE, UNKNOWN, ServerState
-from supervisor.children.targets import InvalidRow, raw
+from supervisor.children.targets import InvalidRow
 from supervisor.clock import stored_utc
+from supervisor.storage.raw import raw
 from supervisor.storage.tenant_schema import counter_baselines, servers
 
 _STATUSES = frozenset({UNKNOWN, ONLINE, OFFLINE})

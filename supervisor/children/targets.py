@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, type_coerce
-from sqlalchemy.types import NullType
+from sqlalchemy import Connection, func, select
 
 from supervisor import rules
 from supervisor.children.connection_string import Endpoint
@@ -21,6 +20,7 @@ from supervisor.config import Settings
 from supervisor.errors import CollectorError
 from supervisor.logs import register_secret
 from supervisor.secret_box import PasswordDecryptor
+from supervisor.storage.raw import raw
 from supervisor.storage.tenant_schema import collection_configs, servers
 
 
@@ -72,11 +72,6 @@ class TargetMemo:
             del self._last[server_id]
 
 
-def raw(column: Any) -> Any:
-    """``column`` read as stored, without SQLAlchemy's result processing."""
-    return type_coerce(column, NullType()).label(column.name)
-
-
 _COLUMNS = (
     servers.c.id,
     servers.c.name,
@@ -118,13 +113,13 @@ def read_servers(
         query = _QUERY.where(servers.c.name == name)
     rows = ServerRows([], [])
     seen: set[object] = set()
-    for raw in conn.execute(query):
-        values = tuple(raw)
+    for record in conn.execute(query):
+        values = tuple(record)
         seen.add(values[0])
         if memo is not None and (known := memo.get(values)) is not None:
             rows.targets.append(known)
             continue
-        row = raw._mapping
+        row = record._mapping
         server_id = row["id"]
         display = _display_name(row["name"], server_id)
         try:

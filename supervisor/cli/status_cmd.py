@@ -26,6 +26,7 @@ from supervisor.errors import CollectorError
 from supervisor.parent.instances import RUNNING, process_alive
 from supervisor.parent.leases import shared_term
 from supervisor.storage.engine import describe_db_error
+from supervisor.storage.raw import raw
 from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases, tenants
 from supervisor.storage.tenant_schema import collection_configs, metric_snapshots, servers
 from supervisor.tenants import ACTIVE, Tenant, tenant_from_row, tenant_query
@@ -175,7 +176,7 @@ def _server_counts(conn: Connection) -> dict[str, int]:
     """Servers not removed: disabled ones apart, the others by status (a value the collector would not have
     written counts as unknown), so online + offline + unknown + disabled = servers."""
     query = (
-        select(type_coerce(servers.c.status, NullType()), type_coerce(collection_configs.c.enabled, NullType()))
+        select(raw(servers.c.status), raw(collection_configs.c.enabled))
         .outerjoin(collection_configs, collection_configs.c.server_id == servers.c.id)
         .where(servers.c.removed_at.is_(None))
     )
