@@ -18,10 +18,11 @@ from supervisor.storage.engine import describe_db_error
 log = logging.getLogger("supervisor.child.writer")
 
 
-def is_outage(exc: SQLAlchemyError) -> bool:
+def is_outage(exc: BaseException) -> bool:
     """Connection trouble, locks, missing tables: worth retrying. Integrity/data errors are not, nor a value
-    SQLAlchemy cannot bind (a ``StatementError`` that is no DBAPI error: the statement never reached the DB)."""
-    if isinstance(exc, IntegrityError | DataError):
+    SQLAlchemy cannot bind (a ``StatementError`` that is no DBAPI error: the statement never reached the DB), nor
+    an error that is not the DB's."""
+    if not isinstance(exc, SQLAlchemyError) or isinstance(exc, IntegrityError | DataError):
         return False
     if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
         return False
@@ -38,35 +39,29 @@ def store_one_by_one(engine: Engine, batch: list[WriteItem], tenant: str) -> int
         try:
             with engine.begin() as conn:
                 written += write_items(conn, [item])
-        except SQLAlchemyError as exc:
+        except Exception as exc:
             if is_outage(exc):
                 raise
-            error = describe_db_error(exc)
-            log_event(log, logging.ERROR, "writer.rejected", "dropping a result of server id %s the tenant DB "
-                      "rejects: %s", item.server_id, error, tenant=tenant, error_class=STORAGE,
-                      error=error)  # fmt: skip
-            _store_status_only(engine, item, f"the tenant DB rejected its result: {error}", tenant)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            log_event(log, logging.ERROR, "writer.rejected", "dropping a result of server id %s that cannot be "
-                      "stored: %s", item.server_id, error, tenant=tenant, error_class=INTERNAL,
-                      error=error)  # fmt: skip
-            log.debug("why the result could not be stored", exc_info=True, extra={"tenant": tenant})
-            _store_status_only(engine, item, f"its result could not be stored: {error}", tenant)
+            _drop(engine, item, exc, tenant)
     return written
 
 
-def _store_status_only(engine: Engine, item: WriteItem, error: str, tenant: str) -> None:
-    """The server's row says why its result is missing, instead of a success with nothing stored."""
-    status = replace(item.status, success=False, error=error, error_class=STORAGE)
+def _drop(engine: Engine, item: WriteItem, exc: Exception, tenant: str) -> None:
+    """One ERROR line, and the reason on the server's row."""
+    if isinstance(exc, SQLAlchemyError):
+        error, error_class, reason = describe_db_error(exc), STORAGE, "the tenant DB rejected its result"
+    else:
+        error, error_class, reason = f"{type(exc).__name__}: {exc}", INTERNAL, "its result could not be stored"
+    log_event(log, logging.ERROR, "writer.rejected", "dropping a result of server id %s: %s: %s", item.server_id,
+              reason, error, tenant=tenant, error_class=error_class, error=error)  # fmt: skip
+    if error_class == INTERNAL:
+        log.debug("why the result could not be stored", exc_info=exc, extra={"tenant": tenant})
+    status = replace(item.status, success=False, error=f"{reason}: {error}", error_class=STORAGE)
     try:
         with engine.begin() as conn:
             write_items(conn, [WriteItem(server_id=item.server_id, status=status)])
-    except SQLAlchemyError as exc:
-        if is_outage(exc):
+    except Exception as status_exc:
+        if is_outage(status_exc):
             raise
-        log.debug("the status of server id %s was not stored either", item.server_id, exc_info=True,
-                  extra={"tenant": tenant})  # fmt: skip
-    except Exception:
         log.debug("the status of server id %s was not stored either", item.server_id, exc_info=True,
                   extra={"tenant": tenant})  # fmt: skip

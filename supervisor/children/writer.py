@@ -172,11 +172,9 @@ class Writer:
             try:
                 with self._engine.begin() as conn:
                     self.written += write_items(conn, batch)
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # data the DB rejects, or a value this code did not foresee: not the others'
                 if is_outage(exc):
                     raise
-                self.written += store_one_by_one(self._engine, batch, self._tenant)
-            except Exception:  # a value this code did not foresee: it must not hold back the batch's other items
                 self.written += store_one_by_one(self._engine, batch, self._tenant)
         except SQLAlchemyError as exc:
             self._note_failure(exc)
