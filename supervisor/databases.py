@@ -117,6 +117,7 @@ def change_since(spec: ChildSpec, tenant: Tenant) -> str | None:
 
 
 def _with_url_checked(settings: Settings, tenant: Tenant) -> Tenant:
-    if tenant.usable and same_db(settings.tenant_url(tenant.slug, tenant.db_url), settings.system_db):
-        return replace(tenant, problem=system_db_problem(settings.tenant_url(tenant.slug, tenant.db_url)))
-    return tenant
+    if not tenant.usable:
+        return tenant
+    url = settings.tenant_url(tenant.slug, tenant.db_url)
+    return replace(tenant, problem=system_db_problem(url)) if same_db(url, settings.system_db) else tenant
