@@ -12,14 +12,13 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
-import signal
 import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from supervisor import databases
 from supervisor.config import Settings, load_settings
-from supervisor.errors import CONFIG, STORAGE, ConfigError
+from supervisor.errors import CONFIG, ConfigError
 from supervisor.ipc import ChildSpec
 from supervisor.logs import configure_logging, log_event, write_pending_logs
 from supervisor.parent.fork import preload_database_driver, run_child
@@ -27,6 +26,7 @@ from supervisor.parent.handle import ChildExit, ChildHandle, ChildState, ChildTa
 from supervisor.parent.instances import InstanceIdentity
 from supervisor.parent.log_relay import read_messages
 from supervisor.parent.metrics import Endpoints, open_endpoint, reopened_endpoint
+from supervisor.parent.shutdown import shut_down
 from supervisor.parent.signals import SignalFlags
 from supervisor.parent.system_sync import SystemDbSync
 from supervisor.parent.watchdog import check_heartbeat, check_memory
@@ -81,7 +81,7 @@ class Supervisor:
             if self.children_changed:
                 self.children_changed = False
                 self.system_db.record_children(self.handles.values())
-        self.shutdown()
+        shut_down(self, TICK_SECONDS)
         return 0
 
     def next_timeout(self) -> float:
@@ -186,9 +186,12 @@ class Supervisor:
         )  # fmt: skip
 
     def tend_children(self, now: float) -> None:
-        fence_at = self.system_db.fence_at()
-        if fence_at is not None and now >= fence_at and not self.lease_fenced and self.runnable:
-            self.fence_unrenewed_leases(now)
+        if self.runnable and not self.lease_fenced and self.system_db.fence_due(now):
+            if not self.system_db.failed_since_renewal:  # no outage: this process did not run (stopped, paused)
+                self.poll()  # so renew first; fence only what that cannot renew
+                now = time.monotonic()
+            if self.runnable and self.system_db.fence_due(now):
+                self.fence_unrenewed_leases(now)
         check_memory_now = now >= self.next_memory_check
         if check_memory_now:
             self.next_memory_check = now + self.settings.poll_interval
@@ -263,7 +266,7 @@ class Supervisor:
         )  # fmt: skip
         handle.kill()
 
-    # -- reload and shutdown ----------------------------------------------------------------------
+    # -- reload ----------------------------------------------------------------------------
 
     def reload_settings(self) -> None:
         if (path := self.settings.config_path) is None:
@@ -282,39 +285,6 @@ class Supervisor:
         self.system_db.use_settings(settings)
         self.settings = settings
         log_event(log, logging.INFO, "config.reloaded", "configuration reloaded from %s (new children use it)", path)
-
-    def shutdown(self) -> None:
-        signal_name = signal.Signals(self.flags.last_stop_signal).name if self.flags.last_stop_signal else "request"
-        log_event(
-            log, logging.INFO, "supervisor.stopping", "supervisor stopping on %s: stopping %d children",
-            signal_name, len(self.alive()), instance=self.identity.id,
-        )  # fmt: skip
-        now = time.monotonic()
-        for handle in self.handles.values():
-            if not handle.request_stop(StopReason.SHUTDOWN, now, self.settings.shutdown_timeout):
-                handle.cancel_backoff()
-                handle.stop_by(now + self.settings.shutdown_timeout)  # already stopping: the same deadline
-        escalated = False
-        while self.alive():
-            now = time.monotonic()
-            if self.flags.stop_requests > 1 and not escalated:
-                escalated = True
-                for handle in self.alive():
-                    self.kill(handle, "second stop signal")
-            for handle in self.alive():
-                if handle.transition(now, wanted=False) is Due.KILL:
-                    self.kill(handle, f"did not stop within {self.settings.shutdown_timeout:g}s")
-            deadlines = [d - now for d in (h.next_deadline() for h in self.alive()) if d is not None]
-            self.wait_and_dispatch(max(0.0, min([TICK_SECONDS, *deadlines])))
-        failure = self.system_db.record_stop(self.handles.values())
-        if failure is not None:
-            log_event(
-                log, logging.WARNING, "supervisor.stop_unrecorded",
-                "could not record the stop in the system DB (leases expire on their own): %s", failure,
-                error=str(failure), error_class=STORAGE,
-            )  # fmt: skip
-        self.endpoint.close()
-        log_event(log, logging.INFO, "supervisor.stopped", "supervisor stopped", instance=self.identity.id)
 
     def alive(self) -> list[ChildHandle]:
         return [h for h in self.handles.values() if h.alive]

@@ -61,6 +61,7 @@ class SystemDbSync:
         self.schema_ready = False
         self.next_poll = 0.0
         self.lease_renewed_at: float | None = None
+        self.failed_since_renewal = False
         self.lease_term = settings.lease_duration  # of the last renewal (leases.lease_term)
         self._row_problems: dict[int, str] = {}
         self._left_free: frozenset[int] = frozenset()
@@ -110,7 +111,7 @@ class SystemDbSync:
                 log, logging.WARNING, "instance.taken_over", "supervisor instance %s on this host is gone: its "
                 "tenants are taken over now", instance_id, instance=instance_id,
             )  # fmt: skip
-        self.lease_renewed_at, self.lease_term = started, term
+        self.lease_renewed_at, self.lease_term, self.failed_since_renewal = started, term, False
         self.next_poll = started + self.settings.poll_interval
         if expiry is not None:  # another instance's lease runs out first: look again right after it (failover)
             self.next_poll = min(self.next_poll, started + (expiry - now).total_seconds() + EXPIRY_SLACK)
@@ -172,6 +173,9 @@ class SystemDbSync:
         duration = self.lease_term
         return self.lease_renewed_at + duration - min(self.settings.shutdown_timeout, duration / 2)
 
+    def fence_due(self, now: float) -> bool:
+        return (fence_at := self.fence_at()) is not None and now >= fence_at
+
     def use_settings(self, settings: Settings) -> None:
         """After a reload: a new system DB URL gets a new engine; the next poll comes at once."""
         if settings.system_db != self.settings.system_db:
@@ -182,4 +186,5 @@ class SystemDbSync:
         self.next_poll = 0.0
 
     def _failed(self, exc: BaseException) -> None:
+        self.failed_since_renewal = True
         self.next_poll = time.monotonic() + self.health.failed(exc)

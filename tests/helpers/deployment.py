@@ -95,8 +95,9 @@ class Deployment:
     def add_tenant(self, slug: str, *extra: str) -> None:
         self.cli("tenant", "add", slug, *extra)
 
-    def start(self, name: str = "supervisor") -> SupervisorProcess:
-        process = SupervisorProcess(self, self.root / f"{name}.log")
+    def start(self, name: str = "supervisor", module: str | None = None) -> SupervisorProcess:
+        """``run`` of the CLI, or of ``python -m module`` (a test's variant of the CLI) when given."""
+        process = SupervisorProcess(self, self.root / f"{name}.log", module)
         self.supervisors.append(process)
         return process
 
@@ -109,11 +110,13 @@ class Deployment:
 class SupervisorProcess:
     """``collector-supervisor run`` as a real process; stdout and stderr go to ``log_path``."""
 
-    def __init__(self, deployment: Deployment, log_path: Path) -> None:
+    def __init__(self, deployment: Deployment, log_path: Path, module: str | None = None) -> None:
         self.log_path = log_path
         self._log = log_path.open("w")
+        command = [sys.executable, "-m", module] if module else CLI
         self.popen = subprocess.Popen(
-            [*CLI, "-c", str(deployment.config), "run"],
+            [*command, "-c", str(deployment.config), "run"],
+            cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=deployment.env(),

@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
 from sqlalchemy import text
 
 from tests.helpers.deployment import Deployment, SupervisorProcess, pids_gone
@@ -209,3 +210,24 @@ def test_a_supervisor_joining_later_gets_its_fair_share(deployment: Deployment) 
     for supervisor in (first, second):
         supervisor.signal(signal.SIGTERM)
         assert supervisor.wait_exit() == 0
+
+
+def test_a_parent_stopped_inside_a_poll_renews_before_it_fences(deployment: Deployment) -> None:
+    """Stopped (SIGSTOP) inside a poll's transaction past the fence time, the parent resumes to a renewal dated
+    before the stop: that is no outage, so it renews again at once instead of stopping its children."""
+    deployment.write_config(lease_duration=6, shutdown_timeout=2)  # fence 4 s after a renewal
+    deployment.add_tenant("one")
+    supervisor = deployment.start(module="tests.supervisor.stalling_parent")
+    supervisor.wait_event("fake.started")
+    pids = supervisor.child_pids()
+    (deployment.root / "stall-now").touch()
+    parent = psutil.Process(supervisor.pid)
+    wait_until(lambda: parent.status() == psutil.STATUS_STOPPED, 10, "the parent to stop itself inside a poll")
+    time.sleep(5)  # past the fence time of the renewal this poll will record
+    supervisor.signal(signal.SIGCONT)
+    wait_until(lambda: parent.status() != psutil.STATUS_STOPPED, 10, "the parent to resume")
+    time.sleep(2)  # four polls more
+    assert supervisor.events("lease.expiring") == [] and supervisor.events("child.exited") == []
+    assert supervisor.child_pids() == pids
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
