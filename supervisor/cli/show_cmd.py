@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,9 @@ def parse_since(text: str) -> dt.timedelta:
     """``90s``, ``30m``, ``1h``, ``1h30m``, ``7d``, ``2w``: a window ending now."""
     compact = text.strip().lower()
     parts = _DURATION.findall(compact)
-    if not parts or "".join(f"{n}{u}" for n, u in parts) != compact:
+    units = [_UNITS[u] for _, u in parts]
+    in_order = all(a > b for a, b in itertools.pairwise(units))  # each unit once, largest first: 1h30m, not 1h1h
+    if not parts or not in_order or "".join(f"{n}{u}" for n, u in parts) != compact:
         raise UsageError(f"invalid --since {text[:40]!r}: a duration such as 90s, 30m, 1h, 1h30m, 7d or 2w")
     seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if not 1 <= seconds <= MAX_SINCE.total_seconds():

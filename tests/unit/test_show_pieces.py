@@ -45,13 +45,14 @@ def test_numbers_for_labels(value: float | None, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("30m", 1800), ("1h", 3600), ("1h30m", 5400), ("7d", 604800), ("2w", 1209600), ("1.5h", 5400)],
+    [("90s", 90), ("30m", 1800), ("1h", 3600), ("1h30m", 5400), ("7d", 604800), ("2w", 1209600), ("1.5h", 5400),
+     ("1d2h3m4s", 93784)],
 )
 def test_since_durations(text: str, seconds: int) -> None:
     assert parse_since(text) == dt.timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["", "1", "h", "5x", "1h 30m", "-1h", "0s", "99999d", "1h;drop"])
+@pytest.mark.parametrize("text", ["", "1", "h", "5x", "1h 30m", "-1h", "0s", "99999d", "1h;drop", "1h1h", "30m1h"])
 def test_bad_since_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError, match="--since"):
         parse_since(text)
