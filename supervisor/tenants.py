@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, RowMapping, Select, select
 from supervisor import rules
 from supervisor.clock import utcnow
 from supervisor.errors import UsageError
+from supervisor.storage.db_clock import db_utcnow
 from supervisor.storage.engine import masked_url, url_problem
 from supervisor.storage.raw import raw
 from supervisor.storage.system_schema import tenant_leases, tenants
@@ -141,7 +142,7 @@ def list_tenants(engine: Engine, *, status: str | None = None, with_unusable: bo
 def list_leased(engine: Engine) -> tuple[list[Tenant], set[int]]:
     """Every row (usable or not) by slug as shown, and ``leased_ids``, from one connection."""
     with engine.connect() as conn:
-        return _by_slug(read_tenants(conn)), leased_ids(conn, utcnow())
+        return _by_slug(read_tenants(conn)), leased_ids(conn, db_utcnow(conn))
 
 
 def _by_slug(rows: list[Tenant]) -> list[Tenant]:

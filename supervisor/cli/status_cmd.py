@@ -25,6 +25,7 @@ from supervisor.config import Settings
 from supervisor.errors import CollectorError
 from supervisor.parent.instances import RUNNING, process_alive
 from supervisor.parent.leases import shared_term
+from supervisor.storage.db_clock import db_utcnow
 from supervisor.storage.engine import describe_db_error
 from supervisor.storage.raw import raw
 from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases, tenants
@@ -60,9 +61,10 @@ def _seconds(moment: dt.datetime | None, now: dt.datetime) -> float | None:
 def _instances(engine: Engine, settings: Settings, now: dt.datetime) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(select(supervisor_instances).order_by(supervisor_instances.c.started_at)).mappings().all()
+        db_now = db_utcnow(conn)  # the clock the instances' heartbeats are written by
     result = []
     for row in rows:
-        heartbeat_age = _seconds(row["heartbeat_at"], now)
+        heartbeat_age = _seconds(row["heartbeat_at"], db_now)
         # On this host the process itself tells; an instance elsewhere is alive while its heartbeat is recent
         # (as recent as its peers require).
         local = process_alive(row["host"], row["pid"], row["started_at"]) if row["status"] == RUNNING else None
@@ -102,7 +104,8 @@ def _tenants(ctx: CliContext, engine: Engine, now: dt.datetime) -> list[dict[str
     )
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
-    leased = {row["id"] for row in rows if _leased(row, now)}
+        db_now = db_utcnow(conn)  # the clock lease expiries are written by
+    leased = {row["id"] for row in rows if _leased(row, db_now)}
     checked = databases.checked_tenants(ctx.settings, [tenant_from_row(row) for row in rows], leased)
     result = []
     for tenant, row in sorted(zip(checked, rows, strict=True), key=lambda pair: (pair[0].slug, pair[0].id)):

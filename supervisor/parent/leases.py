@@ -2,8 +2,9 @@
 
 A lease is claimed with one atomic ``UPDATE … WHERE owner IS NULL OR owner = me OR expires_at < now``
 (the database serialises competing claims: only one instance sees rowcount 1), renewed every poll
-and released once the tenant's child has exited (``HANDOVER_GAP`` later). Times are the supervisor hosts'
-UTC clocks; keep them in sync (NTP) — skew eats into the lease.
+and released once the tenant's child has exited (``HANDOVER_GAP`` later). Times are the system DB's clock
+(``storage.db_clock``), so a host with a skewed or stepped clock neither takes live leases for expired nor
+lets its own run past their term.
 
 Instances split the active tenants by weight (their servers), by the rule in ``lease_balance``.
 """

@@ -9,6 +9,7 @@ before another instance may claim their tenant. See docs/architecture.md.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import time
@@ -28,6 +29,7 @@ from supervisor.parent.children_table import record_children
 from supervisor.parent.db_health import SystemDbHealth
 from supervisor.parent.handle import ChildHandle
 from supervisor.parent.instances import InstanceIdentity
+from supervisor.storage.db_clock import db_utcnow
 from supervisor.storage.migrations import upgrade_system
 from supervisor.tenants import ACTIVE, Tenant, leased_ids, read_tenants
 
@@ -62,6 +64,7 @@ class SystemDbSync:
         self.next_poll = 0.0
         self.lease_renewed_at: float | None = None
         self.failed_since_renewal = False
+        self.clock_offset = dt.timedelta(0)  # the system DB's clock minus this host's, at the last poll
         self.lease_term = settings.lease_duration  # of the last renewal (leases.lease_term)
         self._row_problems: dict[int, str] = {}
         self._left_free: frozenset[int] = frozenset()
@@ -84,10 +87,12 @@ class SystemDbSync:
             if not self.schema_ready:
                 upgrade_system(self.engine)
                 self.schema_ready = True
-            now = utcnow()
+            here = utcnow()  # this host's clock, for its children's exits (handovers)
             self.handovers.note(handles)
-            busy = {h.tenant.id for h in handles if h.alive} | self.handovers.held(now)
+            busy = {h.tenant.id for h in handles if h.alive} | self.handovers.held(here)
             with self.engine.begin() as conn:
+                now = db_utcnow(conn)  # the clock every instance compares heartbeats and leases with
+                self.clock_offset = now - here
                 instances.heartbeat(conn, self.identity, self.started_wall, now)
                 gone = instances.take_over_dead_peers(conn, self.identity, now)
                 instances.prune(conn, now)
@@ -121,7 +126,7 @@ class SystemDbSync:
             self.next_poll = min(self.next_poll, started + self.settings.poll_interval / 4)
         if synced.left_expired - self._left_expired:
             self.next_poll = min(self.next_poll, started + random.uniform(*FAILOVER_LOOK_AGAIN))
-        if (gap_end := self.handovers.next_end_in(now)) is not None:  # a given-back lease is due for release
+        if (gap_end := self.handovers.next_end_in(here)) is not None:  # a given-back lease is due for release
             self.next_poll = min(self.next_poll, started + gap_end + EXPIRY_SLACK)
         self._left_free, self._left_expired = synced.left_free, synced.left_expired
         return PollResult(active, synced.runnable)
@@ -148,7 +153,7 @@ class SystemDbSync:
             return
         try:
             with self.engine.begin() as conn:
-                record_children(conn, self.identity.id, handles, utcnow())
+                record_children(conn, self.identity.id, handles, self.db_now())
         except DB_ERRORS as exc:
             self._failed(exc)
         if self.handovers.note(handles):  # a child stopped for a move exited: the poll after the gap releases it
@@ -156,9 +161,9 @@ class SystemDbSync:
 
     def record_stop(self, handles: Iterable[ChildHandle]) -> CollectorError | SQLAlchemyError | None:
         """Children's last rows, leases released, instance marked stopped; the error if that failed."""
-        now = utcnow()
         try:
             with self.engine.begin() as conn:
+                now = db_utcnow(conn)
                 record_children(conn, self.identity.id, handles, now)
                 leases.release_leases(conn, self.identity.id)
                 instances.mark_stopped(conn, self.identity, now)
@@ -172,6 +177,10 @@ class SystemDbSync:
             return None
         duration = self.lease_term
         return self.lease_renewed_at + duration - min(self.settings.shutdown_timeout, duration / 2)
+
+    def db_now(self) -> dt.datetime:
+        """The system DB's time by this host's clock and the offset the last poll measured."""
+        return utcnow() + self.clock_offset
 
     def fence_due(self, now: float) -> bool:
         return (fence_at := self.fence_at()) is not None and now >= fence_at
