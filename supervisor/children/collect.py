@@ -22,7 +22,7 @@ from typing import Any
 
 import pyodbc
 
-from supervisor.children import sockets
+from supervisor.children import sockets, thread_waits
 from supervisor.children.access_token import TOKENS, attrs_before
 from supervisor.children.connection_string import UnsafeValue, build
 from supervisor.children.errors import MISSING_PROCEDURE_NUMBER, CollectionFailure, classify, has_number
@@ -81,6 +81,8 @@ class ServerSession:
         self._handle_lock = threading.Lock()
         self._abandoned = False
         self._peers: list[str] = []  # the server's addresses, resolved before each connect
+        self._thread_id: int | None = None  # the native id of the thread inside collect(), while it is
+        self._thread_lock = threading.Lock()  # never held across a driver call (the main thread takes it)
         self._procedure_missing_until = 0.0
         #: What the collection thread is doing: connect, query (before the first result set) or fetch.
         self.phase = CONNECT
@@ -88,6 +90,15 @@ class ServerSession:
     # --- called by the collection thread -------------------------------------------------------------
     def collect(self, deadline: float) -> CollectionOutcome:
         """Collect once; ``deadline`` is a ``time.monotonic()`` value. Never raises."""
+        with self._thread_lock:
+            self._thread_id = threading.get_native_id()
+        try:
+            return self._collect_once(deadline)
+        finally:
+            with self._thread_lock:  # abandon() cuts what this thread waits on only while it is in here
+                self._thread_id = None
+
+    def _collect_once(self, deadline: float) -> CollectionOutcome:
         started_at = time.time()
         start = time.monotonic()
         sample: Sample | None = None
@@ -210,12 +221,26 @@ class ServerSession:
         self._abandoned = True
         peers = sockets.sockets_to(self._peers, self.target.endpoint.port)
         sockets.shut_down(peers)
+        peers += self._cut_what_the_thread_waits_on()
         if self.phase != CONNECT:
             return "query, before the first result set" if self.phase == QUERY else "fetch of the result sets"
         if not peers or any(peer.state == sockets.SYN_SENT for peer in peers):
             return "TCP connect"
         login = "login (PRELOGIN or LOGIN7)"
         return f"TLS handshake or {login}" if self._tls_possible() else login
+
+    def _cut_what_the_thread_waits_on(self) -> list[sockets.PeerSocket]:
+        """The TCP sockets the collection thread is blocked on, shut down: a connection the driver opened to
+        another address than the server's (a TDS routing answer, an Azure gateway's redirect) included."""
+        with self._thread_lock:
+            if self._thread_id is None:
+                return []
+            fds = thread_waits.blocked_fds(self._thread_id)
+            found = sockets.tcp_sockets(fds)
+            if found and thread_waits.still_blocked(self._thread_id, fds):
+                sockets.shut_down(found)
+                return found
+            return []
 
     def _tls_possible(self) -> bool:
         """Driver 18 with encrypt = no still encrypts the login when the server asks for it; FreeTDS does not."""

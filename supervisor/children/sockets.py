@@ -80,6 +80,11 @@ def sockets_to(addresses: Iterable[str], port: int) -> list[PeerSocket]:
     return found
 
 
+def tcp_sockets(fds: Iterable[int]) -> list[PeerSocket]:
+    """The TCP sockets among descriptors ``fds`` (a pipe, a UDP resolver socket or a closed number is left out)."""
+    return [PeerSocket(fd, peer[0]) for fd in fds if (peer := _peer(fd)) is not None]
+
+
 def _peer(fd: int) -> tuple[str, tuple[str, int] | None] | None:
     """(TCP state, normalised peer) of a TCP socket descriptor; None for any other kind of socket."""
     try:

@@ -5,7 +5,8 @@
 listens on 127.0.0.1, one scenario per port (``SCENARIOS``), prints ``{"event": "ready"}`` once all listen
 and serves until SIGTERM. Any login is accepted. A scenario is the contract's four result sets with one
 thing wrong (a value of another type, out of range, too long, invalid UTF-16, a wait type twice, a sample
-time from a broken clock), or an answer that never ends, or a PRELOGIN that asks for TLS and then silence.
+time from a broken clock), or an answer that never ends, or a PRELOGIN that asks for TLS and then silence, or
+a login that routes the client to another port.
 Everything but the collection (a driver's own probes) is answered with a bare DONE. Built on the
 simulator's TDS encoders; the collector never imports this module, and the simulator does not know it.
 """
@@ -135,6 +136,18 @@ SCENARIOS: dict[str, Broken] = {
 #: Not an answer of the four sets (``Session``): invalid UTF-16 in a wait type, waits that never end, a
 #: PRELOGIN answer that asks for TLS followed by silence.
 SPECIAL = ("invalid_utf16", "endless_waits", "tls_stall")
+#: ``route:PORT``: a login answered with a TDS routing ENVCHANGE (an Azure gateway's redirect) to 127.0.0.1:PORT,
+#: then silence: the driver (Driver 18) follows it there.
+ROUTE = "route:"
+ENV_ROUTING = 20
+
+
+def routing(host: str, port: int) -> bytes:
+    """ENVCHANGE type 20: protocol TCP, the port, the host; the old value empty."""
+    name = host.encode("utf-16-le")
+    value = struct.pack("<BHH", 0, port, len(host)) + name
+    body = bytes((ENV_ROUTING,)) + struct.pack("<H", len(value)) + value + struct.pack("<H", 0)
+    return struct.pack("<BH", tokens.ENVCHANGE, len(body)) + body
 
 
 def invalid_utf16(n: int) -> bytes:
@@ -188,8 +201,13 @@ class Session:
             + tokens.envchange_text(tokens.ENV_LANGUAGE, "us_english")
             + tokens.loginack("Microsoft SQL Server", VERSION)
             + tokens.envchange_text(tokens.ENV_PACKET_SIZE, "4096", "4096")
+            + (routing("127.0.0.1", int(self.scenario[len(ROUTE) :])) if self.scenario.startswith(ROUTE) else b"")
             + tokens.done()
         )
+        if self.scenario.startswith(ROUTE):
+            while await self.reader.read(65536):  # the client went to the routed address, or is silent here
+                pass
+            return False
         return True
 
     async def _serve(self) -> None:
@@ -248,7 +266,8 @@ def parse_arguments(arguments: list[str]) -> dict[int, str]:
     assignments = {}
     for argument in arguments:
         port, _, scenario = argument.partition("=")
-        if scenario not in SCENARIOS and scenario not in SPECIAL:
+        routed = scenario.startswith(ROUTE) and scenario[len(ROUTE) :].isdigit()
+        if scenario not in SCENARIOS and scenario not in SPECIAL and not routed:
             raise SystemExit(f"unknown scenario {scenario!r}; known: {', '.join([*SCENARIOS, *SPECIAL])}")
         assignments[int(port)] = scenario
     return assignments

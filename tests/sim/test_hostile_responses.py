@@ -27,7 +27,7 @@ from tests.helpers.drivers import driver_setting
 from tests.helpers.ports import free_ports
 from tests.helpers.simulator import REPO
 from tests.helpers.waiting import wait_until
-from tests.sim.hostile_server import SCENARIOS, SPECIAL
+from tests.sim.hostile_server import ROUTE, SCENARIOS, SPECIAL
 
 #: scenario → the collection's whole error message (protocol).
 REFUSED = {
@@ -60,10 +60,11 @@ RSS_GROWTH_BOUND = 60 * 1024 * 1024
 @pytest.fixture(scope="module")
 def hostile() -> Iterator[dict[str, int]]:
     """Every scenario on a port of its own: scenario → port."""
-    names = [*SCENARIOS, *SPECIAL]
+    names = [*SCENARIOS, *SPECIAL, "routed_to_tls_stall"]
     ports = dict(zip(names, free_ports(len(names)), strict=True))
+    scenarios = {name: name for name in names} | {"routed_to_tls_stall": f"{ROUTE}{ports['tls_stall']}"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.sim.hostile_server", *(f"{port}={name}" for name, port in ports.items())],
+        [sys.executable, "-m", "tests.sim.hostile_server", *(f"{p}={scenarios[name]}" for name, p in ports.items())],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -149,6 +150,21 @@ def test_a_stalled_tls_handshake_is_named_with_encrypt_no(hostile: dict[str, int
     outcome = collect_within_deadline(session("msodbc18", hostile["tls_stall"]), 1.0)
     assert outcome.failure is not None and outcome.failure.error_class == "timeout"
     assert "(during TLS handshake or login (PRELOGIN or LOGIN7))" in outcome.failure.message
+
+
+def test_a_stall_at_the_address_a_login_routed_to_is_cut_too(hostile: dict[str, int]) -> None:
+    """Driver 18 follows a routing answer (an Azure gateway's redirect) to another port, whose TLS handshake stalls:
+    the deadline cuts the socket the collection thread waits on there, and the thread returns (it used to stay in
+    the driver for ever, its socket being to no address of the server's; a tenant's pool ran out of threads)."""
+    before = {t.ident for t in threading.enumerate()}
+    outcome = collect_within_deadline(session("msodbc18", hostile["routed_to_tls_stall"]), 1.0)
+    assert outcome.failure is not None and outcome.failure.error_class == "timeout", outcome
+    assert "(during TLS handshake or login (PRELOGIN or LOGIN7))" in outcome.failure.message
+    threads = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("collect-once")]
+    assert threads
+    for thread in threads:  # the written-off one and its replacement (idle: it exits as the pool is shut down)
+        thread.join(timeout=10)  # the driver's call returns once its socket is shut down
+        assert not thread.is_alive(), f"{thread.name} is still inside the driver"
 
 
 def _snapshots(deployment: TenantDeployment) -> dict[str, int]:
