@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, bindparam, insert, select
 
 from supervisor.parent.handle import ChildHandle
-from supervisor.storage.system_schema import tenant_children
+from supervisor.storage.system_schema import tenant_children, tenants
 
 _COLUMNS = tuple(column.name for column in tenant_children.c if column.name != "tenant_id")
 
@@ -47,6 +47,10 @@ def record_children(conn: Connection, instance_id: str, handles: Iterable[ChildH
     )
     if present:
         conn.execute(_UPDATE_ROW, [{"tid": tenant_id, **rows[tenant_id]} for tenant_id in sorted(present)])
+    # A tenant whose row was deleted (by the web app, say) has no children row either (ON DELETE CASCADE), and
+    # gets none: its child runs on until it is stopped (it is no longer active), and the poll must not fail.
     missing = sorted(set(rows) - present)
+    if missing:
+        missing = sorted(conn.execute(select(tenants.c.id).where(tenants.c.id.in_(missing))).scalars())
     if missing:
         conn.execute(insert(tenant_children), [{"tenant_id": tenant_id, **rows[tenant_id]} for tenant_id in missing])

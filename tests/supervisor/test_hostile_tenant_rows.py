@@ -236,3 +236,26 @@ def test_a_renamed_tenant_runs_under_its_new_slug(deployment: Deployment) -> Non
     supervisor.wait_event("fake.started", tenant="renamed")
     assert supervisor.running_children().keys() == {"renamed"}
     _stop(supervisor)
+
+
+def test_a_deleted_tenant_row_stops_its_child_and_nothing_else(deployment: Deployment) -> None:
+    """The web app deletes a tenant's row (its lease and children rows go with it, ON DELETE CASCADE): its child is
+    stopped at the next poll; the polls go on (they used to fail for ever on the children row of the deleted tenant,
+    and after the lease ran out every tenant's child was fenced)."""
+    for slug in ("keep", "gone"):
+        deployment.add_tenant(slug)
+    supervisor = deployment.start()
+    for slug in ("keep", "gone"):
+        supervisor.wait_event("fake.started", tenant=slug)
+    db = sqlite3.connect(deployment.root / "var" / "system.db")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("DELETE FROM tenants WHERE slug = 'gone'")
+    db.commit()
+    db.close()
+    supervisor.wait_event("child.exited", tenant="gone")
+    time.sleep(4 * 0.5)  # four polls more
+    assert supervisor.events("system_db.unavailable") == [] and supervisor.events("lease.expiring") == []
+    assert supervisor.running_children().keys() == {"keep"}
+    status = json.loads(_cli(deployment, "status", "--json").stdout)
+    assert [t["slug"] for t in status["tenants"]] == ["keep"]
+    _stop(supervisor)
