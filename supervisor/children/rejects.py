@@ -19,7 +19,7 @@ log = logging.getLogger("supervisor.child.writer")
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Connection trouble, locks, missing tables: worth retrying. Integrity/data errors are not, nor a value
+    """Connection trouble, locks, missing tables or columns, missing privileges: worth retrying. Integrity/data errors are not, nor a value
     SQLAlchemy cannot bind (a ``StatementError`` that is no DBAPI error: the statement never reached the DB), nor
     an error that is not the DB's."""
     if not isinstance(exc, SQLAlchemyError) or isinstance(exc, IntegrityError | DataError):
@@ -27,7 +27,10 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
         return False
     if isinstance(exc, ProgrammingError):
-        return "does not exist" in str(exc) or "no such table" in str(exc)
+        # SQLSTATE class 42 (PostgreSQL): a missing table or column, a revoked privilege: the schema or the grants,
+        # which an operator mends, not this item's values (a value the driver cannot adapt has no SQLSTATE).
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        return sqlstate.startswith("42") or "does not exist" in str(exc) or "no such table" in str(exc)
     return True
 
 

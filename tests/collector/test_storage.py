@@ -159,6 +159,43 @@ def test_writer_survives_a_postgresql_outage(tmp_path: Path, pg_database: Callab
         engine.dispose()
 
 
+@pytest.mark.postgres
+def test_a_revoked_privilege_is_an_outage_not_a_rejection(
+    tmp_path: Path, pg_database: Callable[[], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """INSERT on metric_snapshots revoked from the collector's role (SQLSTATE 42501): results are kept and stored
+    once it is granted again (they used to be dropped for good, one writer.rejected line each)."""
+    url = pg_database()
+    engine, sid = make_tenant(url)
+    role = f"collector_{make_url(url).database}"
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"'))
+        conn.execute(text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"'))
+        conn.execute(text(f'REVOKE INSERT ON metric_snapshots FROM "{role}"'))
+    role_url = make_url(url).set(username=role).render_as_string(hide_password=False)
+    writer = Writer(make_engine(role_url), Spool(str(tmp_path / "spool"), "acme"), "acme")
+    writer.start()
+    try:
+        for seconds in range(0, 6, 2):
+            writer.put(item(sid, seconds))
+        verdicts = ("writer.db_unavailable", "writer.rejected")
+        wait_until(lambda: [r for r in caplog.records if getattr(r, "event", None) in verdicts], 20, "a first try")
+        assert [getattr(r, "event", None) for r in caplog.records if getattr(r, "event", None) in verdicts] == [
+            "writer.db_unavailable"]  # fmt: skip
+        assert writer.pending() == 3 and counts(engine)[0] == 0
+        with engine.begin() as conn:
+            conn.execute(text(f'GRANT INSERT ON metric_snapshots TO "{role}"'))
+        wait_until(lambda: writer.pending() == 0, 30, "the writer to catch up")
+        assert counts(engine)[0] == 3
+    finally:
+        writer.stop(5.0)
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        engine.dispose()
+
+
 def test_one_batch_for_many_servers_keeps_every_change(tenant_url: str) -> None:
     """Plain status updates go in runs, changes one by one: the result must be as if applied one by one in order."""
     engine, first = make_tenant(tenant_url)
