@@ -69,6 +69,8 @@ def _string(value: object) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("is not valid UTF-8 text") from None
+    if "\ufffd" in value:  # how a SQLite value that is not UTF-8 reads (storage.engine)
+        raise ValueError("is not valid UTF-8 text (it holds U+FFFD, where bytes that are not UTF-8 were)")
     return value
 
 

@@ -19,9 +19,9 @@ log = logging.getLogger("supervisor.child.writer")
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Connection trouble, locks, missing tables or columns, missing privileges: worth retrying. Integrity/data errors are not, nor a value
-    SQLAlchemy cannot bind (a ``StatementError`` that is no DBAPI error: the statement never reached the DB), nor
-    an error that is not the DB's."""
+    """Connection trouble, locks, missing tables or columns, missing privileges: worth retrying. Integrity/data
+    errors are not, nor a value SQLAlchemy cannot bind (a ``StatementError`` that is no DBAPI error: the statement
+    never reached the DB), nor an error that is not the DB's."""
     if not isinstance(exc, SQLAlchemyError) or isinstance(exc, IntegrityError | DataError):
         return False
     if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):

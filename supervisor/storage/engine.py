@@ -180,7 +180,14 @@ def ensure_database(url: str) -> None:
         maintenance.dispose()
 
 
+def _decode_text(value: bytes) -> str:
+    """SQLite stores any bytes as TEXT (another program may write invalid UTF-8): such a value reads with U+FFFD
+    where its bad bytes were, and the checks of its row judge it, instead of failing the whole query."""
+    return value.decode("utf-8", "replace")
+
+
 def _configure_sqlite(dbapi_connection: Any, _record: Any, *, busy_ms: int) -> None:
+    dbapi_connection.text_factory = _decode_text
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")

@@ -241,3 +241,26 @@ def test_server_show_on_postgresql_skips_nan_and_infinity(tmp_path: Path, simula
     data = strict_json(show(deployment, tmp_path, "--json"))
     assert data["summary"]["memory_percent"] is None and data["summary"]["batch_requests_per_sec"] is None
     assert data["latest"]["memory_percent"] is None and data["summary"]["cpu_percent"] is not None
+
+
+def test_invalid_utf8_in_a_server_row_costs_that_server_only(tmp_path: Path, simulator, child_processes) -> None:
+    """SQLite stores any bytes as TEXT: a server's ``name`` (and another's ``host``) in invalid UTF-8, as a program
+    that is not Python may write them. Each is its server's config error; the others are collected (the whole
+    server list used to fail to decode, and the tenant collected nothing)."""
+    deployment = deployment_with(tmp_path, simulator, ("good", "bad-name", "bad-host"))
+    ids = deployment.server_ids()
+    execute(deployment, "UPDATE servers SET name = CAST(X'626164FF' AS TEXT) WHERE id = :id", id=ids["bad-name"])
+    execute(deployment, "UPDATE servers SET host = CAST(X'6C6F63616CFE' AS TEXT) WHERE id = :id", id=ids["bad-host"])
+    child = child_processes(deployment)
+    wait_until(lambda: stored_snapshots(deployment)[ids["good"]] >= 2, 30, lambda: loud_lines(deployment)[-5:])
+    bad = (ids["bad-name"], ids["bad-host"])
+    wait_until(lambda: all(statuses(deployment)[sid] == "offline" for sid in bad), 15, "the bad rows' config errors")
+    with deployment.engine.connect() as conn:
+        errors = dict(conn.execute(text("SELECT id, last_error FROM servers WHERE id IN (:a, :b)"),
+                                   {"a": bad[0], "b": bad[1]}).all())  # fmt: skip
+    assert "name" in errors[bad[0]] and "not valid UTF-8" in errors[bad[0]], errors
+    assert "host" in errors[bad[1]] and "not valid UTF-8" in errors[bad[1]], errors
+    assert stored_snapshots(deployment)[bad[0]] == stored_snapshots(deployment)[bad[1]] == 0
+    listed = run_cli("-c", str(deployment.config), "server", "list", TENANT, "--json", cwd=tmp_path)
+    assert listed.returncode == 0 and "bad\ufffd" in {s["name"] for s in json.loads(listed.stdout)}, listed
+    assert child.terminate()[0] == 0

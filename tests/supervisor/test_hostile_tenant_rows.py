@@ -259,3 +259,26 @@ def test_a_deleted_tenant_row_stops_its_child_and_nothing_else(deployment: Deplo
     status = json.loads(_cli(deployment, "status", "--json").stdout)
     assert [t["slug"] for t in status["tenants"]] == ["keep"]
     _stop(supervisor)
+
+
+def test_invalid_utf8_in_a_tenant_row_costs_that_row_only(deployment: Deployment) -> None:
+    """SQLite stores any bytes as TEXT: a ``name`` and a ``slug`` in invalid UTF-8. The one with a bad name runs
+    (the name is only shown), the bad slug is that row's ``tenant.invalid``, the others run, and the commands
+    list every row (a row that did not decode used to fail every poll, ``status`` and ``tenant list``)."""
+    deployment.add_tenant("plain")
+    deployment.add_tenant("badname")
+    _update(deployment, "UPDATE tenants SET name = CAST(X'4163FF6D65' AS TEXT) WHERE slug = 'badname'")
+    _insert(deployment, (b"bad\xffslug".decode("latin-1"), "x", "active", None, NOW, NOW))
+    _update(deployment, "UPDATE tenants SET slug = CAST(X'626164FF736C7567' AS TEXT) WHERE name = 'x'")
+    supervisor = deployment.start()
+    for slug in ("plain", "badname"):
+        supervisor.wait_event("fake.started", tenant=slug)
+    [invalid] = supervisor.wait_event("tenant.invalid")
+    assert "slug" in invalid["error"], invalid
+    assert supervisor.events("system_db.unavailable") == []
+    listed = _cli(deployment, "tenant", "list", "--json")
+    _no_internal_error(listed)
+    assert listed.returncode == 0 and {t["name"] for t in json.loads(listed.stdout)} >= {"Ac\ufffdme", "x"}
+    status = _cli(deployment, "status", "--json")
+    assert status.returncode == 0 and len(json.loads(status.stdout)["tenants"]) == 3, status
+    _stop(supervisor)
