@@ -42,7 +42,9 @@ def _other_action(action: str) -> Callable[[argparse.Namespace, CliContext], int
 
 
 def read_password(args: argparse.Namespace) -> str | None:
-    if args.password_env:
+    if args.password_env is not None:
+        if not args.password_env or "=" in args.password_env or "\0" in args.password_env:
+            raise UsageError(f"--password-env: {args.password_env!r} is not an environment variable name")
         value = os.environ.get(args.password_env)
         if value is None:
             raise UsageError(f"--password-env: environment variable {args.password_env} is not set")

@@ -110,6 +110,7 @@ def test_server_set_refuses_what_server_add_refuses(workspace: Workspace) -> Non
         (("--host", "h" * 300), {}, ["--host"]),
         (("--encrypt", "maybe"), {}, ["--encrypt"]),
         (("--password-env", "NOT_SET_ANYWHERE"), {}, ["NOT_SET_ANYWHERE"]),
+        (("--password-env", ""), {}, ["--password-env", "not an environment variable name"]),  # once: "removed"
         (("--password-env", "PW"), {"PW": "x" * 129}, ["password"]),
         (("--auth", "entra-token"), {}, ["entra-token"]),
         (("--token-file", "/tmp/token"), {}, ["entra-token"]),
