@@ -67,7 +67,8 @@ def _instances(engine: Engine, settings: Settings, now: dt.datetime) -> list[dic
         heartbeat_age = _seconds(row["heartbeat_at"], db_now)
         # On this host the process itself tells; an instance elsewhere is alive while its heartbeat is recent
         # (as recent as its peers require).
-        local = process_alive(row["host"], row["pid"], row["started_at"]) if row["status"] == RUNNING else None
+        running = row["status"] == RUNNING
+        local = process_alive(row["host"], row["pid"], row["started_at"], row["process_key"]) if running else None
         recent = heartbeat_age is not None and heartbeat_age <= shared_term(settings.lease_duration)
         alive = local if local is not None else row["status"] == RUNNING and recent
         result.append(

@@ -26,6 +26,7 @@ def child_row(handle: ChildHandle, instance_id: str, now: dt.datetime) -> dict[s
         "last_exit_at": handle.last_exit_wall,
         "last_error": handle.last_error,
         "rss_mb": handle.rss_mb,
+        "process_key": handle.process_key,
         "updated_at": now,
     }
 

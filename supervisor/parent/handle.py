@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext
 from multiprocessing.process import BaseProcess
 
+from supervisor import process_identity
 from supervisor.backoff import HEALTHY_RUN_SECONDS, config_error_backoff, crash_backoff
 from supervisor.clock import utcnow
 from supervisor.ipc import CHILD_EXIT_CONFIG, CHILD_EXIT_OK, ChildSpec, Heartbeat
@@ -121,6 +122,7 @@ class ChildHandle:
         self.starts = 0
         self.started_at: float | None = None  # monotonic
         self.started_wall: dt.datetime | None = None
+        self.process_key: str | None = None  # process_identity.key of the running (or last) child
         self.last_heartbeat_at: float | None = None  # monotonic, when the parent received it
         self.last_heartbeat: Heartbeat | None = None
         self.retry_at: float | None = None
@@ -183,6 +185,7 @@ class ChildHandle:
         self.process, self.conn, self.spec = process, reader, spec
         self.state = ChildState.STARTING
         self.started_at, self.started_wall = time.monotonic(), utcnow()
+        self.process_key = process_identity.key(process.pid)
         self.last_heartbeat_at = self.last_heartbeat = None
         self.retry_at = self.stop_reason = self.kill_at = None
         self.killed = False

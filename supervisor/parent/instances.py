@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import psutil
 from sqlalchemy import Connection, func, or_, select
 
+from supervisor import process_identity
 from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases
 
 RUNNING = "running"
@@ -29,12 +30,13 @@ class InstanceIdentity:
     id: str
     host: str
     pid: int
+    process_key: str | None = None  # process_identity.key of this process
 
     @classmethod
     def create(cls) -> InstanceIdentity:
         host = socket.gethostname()
         pid = os.getpid()
-        return cls(id=f"{host[:40]}-{pid}-{secrets.token_hex(4)}", host=host, pid=pid)
+        return cls(f"{host[:40]}-{pid}-{secrets.token_hex(4)}", host, pid, process_identity.key(pid))
 
 
 def heartbeat(conn: Connection, me: InstanceIdentity, started_at: dt.datetime, now: dt.datetime) -> None:
@@ -42,12 +44,13 @@ def heartbeat(conn: Connection, me: InstanceIdentity, started_at: dt.datetime, n
     updated = conn.execute(
         supervisor_instances.update()
         .where(supervisor_instances.c.id == me.id)
-        .values(heartbeat_at=now, status=RUNNING, stopped_at=None)
+        .values(heartbeat_at=now, status=RUNNING, stopped_at=None, process_key=me.process_key)
     ).rowcount
     if not updated:
         conn.execute(
             supervisor_instances.insert().values(
-                id=me.id, host=me.host, pid=me.pid, started_at=started_at, heartbeat_at=now, status=RUNNING
+                id=me.id, host=me.host, pid=me.pid, started_at=started_at, heartbeat_at=now, status=RUNNING,
+                process_key=me.process_key,
             )
         )
 
@@ -71,9 +74,13 @@ def mark_stopped(conn: Connection, me: InstanceIdentity, now: dt.datetime) -> No
     )
 
 
-def process_alive(host: str, pid: int, started_at: dt.datetime) -> bool | None:
-    """Whether the process of an instance on *this* host still runs; None for another host (its heartbeat
-    must tell). A PID reused by a process started after the instance does not count as alive."""
+def process_alive(host: str, pid: int, started_at: dt.datetime, key: str | None = None) -> bool | None:
+    """Whether the process of an instance or child still runs, if this process can tell; None when it cannot (a
+    process of another host, boot or PID namespace: its heartbeat must tell). By its ``process_identity`` key when
+    stored (a wall-clock step or a host sharing our hostname cannot fool it); rows written before schema 3 by
+    host name and start time, where a PID reused by a process started after the instance does not count."""
+    if key is not None:
+        return process_identity.same_process_runs(key, pid)
     if host != socket.gethostname():
         return None
     try:
@@ -93,26 +100,28 @@ def take_over_dead_peers(conn: Connection, me: InstanceIdentity, now: dt.datetim
     when the leases expire, each as soon as its orphaned child has exited too (it gets SIGTERM when its
     parent dies and may still finish a collection: two children of one tenant must never run at once).
     An instance is marked gone, and returned, once none of its children is left."""
+    instances = supervisor_instances.c
     rows = conn.execute(
-        select(supervisor_instances.c.id, supervisor_instances.c.pid, supervisor_instances.c.started_at).where(
-            supervisor_instances.c.host == me.host,
-            supervisor_instances.c.status == RUNNING,
-            supervisor_instances.c.id != me.id,
+        select(instances.id, instances.host, instances.pid, instances.started_at, instances.process_key).where(
+            or_(instances.host == me.host, instances.process_key.is_not(None)),
+            instances.status == RUNNING,
+            instances.id != me.id,
         )
     ).all()
-    dead = [row.id for row in rows if process_alive(me.host, row.pid, row.started_at) is False]
+    dead = [row.id for row in rows if process_alive(row.host, row.pid, row.started_at, row.process_key) is False]
     if not dead:
         return []
     children = conn.execute(
         select(tenant_children.c.tenant_id, tenant_children.c.instance_id, tenant_children.c.pid,
-               tenant_children.c.started_at).where(tenant_children.c.instance_id.in_(dead))
-    ).all()
+               tenant_children.c.started_at, tenant_children.c.process_key)
+        .where(tenant_children.c.instance_id.in_(dead))
+    ).all()  # fmt: skip
     orphans = {
         child.tenant_id
         for child in children
         if child.pid is not None
         and child.started_at is not None
-        and process_alive(me.host, child.pid, child.started_at)
+        and process_alive(me.host, child.pid, child.started_at, child.process_key)
     }
     released = [child.tenant_id for child in children if child.tenant_id not in orphans]
     conn.execute(

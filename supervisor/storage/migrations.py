@@ -35,15 +35,29 @@ def _add_columns(table: Table, *names: str) -> Step:
     return step
 
 
+def _in_turn(*steps: Step) -> Step:
+    def step(conn: Connection) -> None:
+        for each in steps:
+            each(conn)
+
+    return step
+
+
 SYSTEM_STEPS: dict[int, Step] = {
     # 2: each tenant's weight (its collection-enabled servers) on its lease row: instances share by servers.
     2: _add_columns(system_schema.tenant_leases, "servers"),
+    # 3: which process an instance or a child is (boot, PID namespace, start ticks): same-host checks that survive
+    # a wall-clock step and tell apart hosts with one hostname.
+    3: _in_turn(
+        _add_columns(system_schema.supervisor_instances, "process_key"),
+        _add_columns(system_schema.tenant_children, "process_key"),
+    ),
 }
 TENANT_STEPS: dict[int, Step] = {
     # 2: per-server database, authentication (sql / entra-token) and the access token's source.
     2: _add_columns(tenant_schema.servers, "database", "auth", "token_command", "token_file"),
 }
-SYSTEM_VERSION = 2
+SYSTEM_VERSION = 3
 TENANT_VERSION = 2
 
 

@@ -48,6 +48,7 @@ supervisor_instances = Table(
     Column("heartbeat_at", DateTime, nullable=False),
     Column("stopped_at", DateTime, nullable=True),
     Column("status", String(16), nullable=False),
+    Column("process_key", String(200), nullable=True),  # process_identity.key (schema 3)
 )
 
 tenant_leases = Table(
@@ -76,6 +77,7 @@ tenant_children = Table(
     Column("last_exit_at", DateTime, nullable=True),
     Column("last_error", Text, nullable=True),
     Column("rss_mb", Float, nullable=True),
+    Column("process_key", String(200), nullable=True),
     Column("updated_at", DateTime, nullable=False),
 )
 

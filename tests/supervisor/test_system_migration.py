@@ -1,5 +1,6 @@
-"""System schema version 2 (``tenant_leases.servers``, the tenants' weights): a version 1 system DB is upgraded in
-place on SQLite and PostgreSQL, its leases kept, and weighted leases work on it at once."""
+"""System schema versions 2 (``tenant_leases.servers``, the tenants' weights) and 3 (``process_key`` of instances and
+children): a version 1 system DB is upgraded in place on SQLite and PostgreSQL, its leases kept, and weighted
+leases work on it at once."""
 
 from __future__ import annotations
 
@@ -19,13 +20,10 @@ T0 = dt.datetime(2024, 5, 1, 12, 0, 0)
 
 
 def make_version_1(engine: Engine) -> None:
-    """The system schema as version 1 had it: today's tables without ``tenant_leases.servers``."""
+    """The system schema as version 1 had it: today's tables without ``tenant_leases.servers`` and ``process_key``."""
     old = MetaData()
     for table in system_schema.metadata.sorted_tables:
-        if table.name == "tenant_leases":
-            Table(table.name, old, *[column._copy() for column in table.columns if column.name != "servers"])
-        else:
-            table.to_metadata(old)
+        Table(table.name, old, *[c._copy() for c in table.columns if c.name not in ("servers", "process_key")])
     old.create_all(engine)
     with engine.begin() as conn:
         conn.execute(old.tables["schema_info"].insert().values(name="system", version=1))
@@ -46,7 +44,7 @@ def system_url(request: pytest.FixtureRequest, tmp_path: Path, pg_database: Call
 
 
 def test_version_1_system_db_is_upgraded_in_place(system_url: str) -> None:
-    assert SYSTEM_VERSION == 2
+    assert SYSTEM_VERSION == 3
     engine = make_engine(system_url, pooled=False)
     try:
         make_version_1(engine)
@@ -56,9 +54,11 @@ def test_version_1_system_db_is_upgraded_in_place(system_url: str) -> None:
         upgrade_system(engine)  # idempotent
 
         assert "servers" in {c["name"] for c in inspect(engine).get_columns("tenant_leases")}
+        for table in ("supervisor_instances", "tenant_children"):
+            assert "process_key" in {c["name"] for c in inspect(engine).get_columns(table)}
         leases, info = system_schema.tenant_leases, system_schema.schema_info
         with engine.connect() as conn:
-            assert conn.execute(select(info.c.version).where(info.c.name == "system")).scalar() == 2
+            assert conn.execute(select(info.c.version).where(info.c.name == "system")).scalar() == 3
             row = conn.execute(select(leases).where(leases.c.tenant_id == 1)).mappings().one()
         assert (row["owner"], row["servers"]) == ("old-instance", None)  # the lease an old instance holds stays
 
