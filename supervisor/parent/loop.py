@@ -18,7 +18,7 @@ from typing import Any
 
 from supervisor import databases
 from supervisor.config import Settings, load_settings
-from supervisor.errors import CONFIG, ConfigError
+from supervisor.errors import CONFIG, EXIT_FAILURE, STORAGE, ConfigError
 from supervisor.ipc import ChildSpec
 from supervisor.logs import configure_logging, log_event, write_pending_logs
 from supervisor.parent.fork import preload_database_driver, run_child
@@ -30,6 +30,7 @@ from supervisor.parent.shutdown import shut_down
 from supervisor.parent.signals import SignalFlags
 from supervisor.parent.system_sync import SystemDbSync
 from supervisor.parent.watchdog import check_heartbeat, check_memory
+from supervisor.storage.migrations import NewerSchemaError
 from supervisor.tenants import Tenant
 
 log = logging.getLogger("supervisor.parent")
@@ -56,6 +57,7 @@ class Supervisor:
         self.children_changed = False
         self.tick_seconds = TICK_SECONDS
         self.last_turn = time.monotonic()
+        self.exit_code = 0
         self.endpoint = open_endpoint(settings, Endpoints(self))  # last: it may refuse the address
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -82,7 +84,7 @@ class Supervisor:
                 self.children_changed = False
                 self.system_db.record_children(self.handles.values())
         shut_down(self, TICK_SECONDS)
-        return 0
+        return self.exit_code
 
     def next_timeout(self) -> float:
         now = time.monotonic()
@@ -116,7 +118,14 @@ class Supervisor:
     # -- system DB and reconciling ----------------------------------------------------------------
 
     def poll(self) -> None:
-        result = self.system_db.poll(self.handles.values())
+        try:
+            result = self.system_db.poll(self.handles.values())
+        except NewerSchemaError as exc:  # nothing to wait for: stop, and say why with a failing exit code
+            log_event(log, logging.ERROR, "system_db.newer_schema", "stopping: %s", exc, error=str(exc),
+                      error_class=STORAGE)  # fmt: skip
+            self.exit_code = EXIT_FAILURE
+            self.flags.stop_requests += 1
+            return
         if result is None:
             return
         self.lease_fenced = False

@@ -30,7 +30,7 @@ from supervisor.parent.db_health import SystemDbHealth
 from supervisor.parent.handle import ChildHandle
 from supervisor.parent.instances import InstanceIdentity
 from supervisor.storage.db_clock import db_utcnow
-from supervisor.storage.migrations import upgrade_system
+from supervisor.storage.migrations import NewerSchemaError, upgrade_system
 from supervisor.tenants import ACTIVE, Tenant, leased_ids, read_tenants
 
 log = logging.getLogger("supervisor.parent")
@@ -80,13 +80,13 @@ class SystemDbSync:
         return now >= self.next_poll
 
     def poll(self, handles: Iterable[ChildHandle]) -> PollResult | None:
-        """One poll; None when the system DB could not be used (the next try is scheduled)."""
+        """One poll; None when the system DB could not be used (the next try is scheduled). NewerSchemaError when
+        a newer collector upgraded it."""
         handles = list(handles)
         started = time.monotonic()
         try:
-            if not self.schema_ready:
-                upgrade_system(self.engine)
-                self.schema_ready = True
+            upgrade_system(self.engine)  # one cheap query once current; a newer collector may upgrade it any time
+            self.schema_ready = True
             here = utcnow()  # this host's clock, for its children's exits (handovers)
             self.handovers.note(handles)
             busy = {h.tenant.id for h in handles if h.alive} | self.handovers.held(here)
@@ -107,6 +107,8 @@ class SystemDbSync:
                 )
                 record_children(conn, self.identity.id, handles, now)
                 expiry = leases.next_foreign_expiry(conn, self.identity.id, now)
+        except NewerSchemaError:
+            raise
         except DB_ERRORS as exc:
             self._failed(exc)
             return None

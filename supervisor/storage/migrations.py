@@ -18,6 +18,10 @@ from supervisor.storage.engine import describe_db_error, ensure_database, shown_
 Step = Callable[[Connection], None]
 
 
+class NewerSchemaError(CollectorError):
+    """The DB was upgraded by a newer collector: this one must not use it (nor wait for it to change)."""
+
+
 def _add_columns(table: Table, *names: str) -> Step:
     """A step that adds ``names`` (as ``table`` defines them, all nullable, no default) to an existing table;
     a column already there is left alone."""
@@ -99,7 +103,7 @@ def _upgrade(
                 conn.execute(info.insert().values(name=name, version=version))
                 return
             if stored > version:
-                raise CollectorError(
+                raise NewerSchemaError(
                     f"{name} DB {shown_engine_url(engine)} has schema version {stored}, "
                     f"newer than this collector's {version}: upgrade collector-supervisor"
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -231,3 +232,24 @@ def test_a_parent_stopped_inside_a_poll_renews_before_it_fences(deployment: Depl
     assert supervisor.child_pids() == pids
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait_exit() == 0
+
+
+def test_run_against_a_newer_system_schema_stops_with_exit_1(deployment: Deployment) -> None:
+    """A newer collector upgraded the system DB under a running supervisor (or before it started): ``run`` says so
+    once and exits 1 (it used to go on, or idle for ever, RUNNING under supervisord with nothing collected); its
+    children stop gracefully first."""
+    deployment.add_tenant("one")
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started")
+    db = sqlite3.connect(deployment.root / "var" / "system.db")
+    db.execute("UPDATE schema_info SET version = 99 WHERE name = 'system'")
+    db.commit()
+    db.close()
+    assert supervisor.wait_exit() == 1
+    [line] = supervisor.events("system_db.newer_schema")
+    assert "schema version 99, newer than this collector's" in line["message"]
+    assert [e["exit_code"] for e in supervisor.events("child.exited")] == [0]
+    assert "Traceback" not in supervisor.log_path.read_text()
+    restarted = deployment.start("restarted")
+    assert restarted.wait_exit() == 1
+    assert len(restarted.events("system_db.newer_schema")) == 1 and restarted.events("child.started") == []
