@@ -237,18 +237,26 @@ _URL_KEYS = frozenset({"system_db", "tenant_db_url"})
 _SECTIONS = {"collector": _COLLECTOR_KEYS, "logging": _LOGGING_KEYS, "metrics": _METRICS_KEYS}
 
 
+#: A collector.ini is a few KiB: a bigger file is a wrong path (a log, a database), not worth reading.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load_settings(path: str | os.PathLike[str]) -> Settings:
     """Read, validate and resolve ``path``. Raises ConfigError with a one-line message."""
     config_path = Path(path)
     if not config_path.is_file():
+        if config_path.exists():
+            raise ConfigError(f"configuration file {config_path} is not a regular file (a directory, FIFO or device)")
         raise ConfigError(f"configuration file not found: {config_path}")
     parser = configparser.ConfigParser(interpolation=None, default_section="__no_default__")
     try:
-        with config_path.open(encoding="utf-8") as handle:
+        if config_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{config_path}: larger than {MAX_CONFIG_BYTES // 1024} KiB: not a collector.ini")
+        with config_path.open(encoding="utf-8-sig") as handle:  # a BOM, as some editors write, is no error
             parser.read_file(handle)
     except (configparser.Error, UnicodeDecodeError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{config_path}: cannot parse: {first_line}") from None
+        text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
+        raise ConfigError(f"{config_path}: cannot parse: {text[:300]}") from None
 
     values: dict[str, dict[str, Any]] = {"collector": {}, "logging": {}, "metrics": {}}
     for section in parser.sections():
@@ -263,7 +271,7 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
                 values[section][key] = parse(raw)
             except ValueError as exc:
                 shown = _masked(raw) if key in _URL_KEYS else raw
-                raise ConfigError(f"{config_path}: invalid {section}.{key} = {shown!r}: {exc}") from None
+                raise ConfigError(f"{config_path}: invalid {section}.{key} = {rules.shown(shown)}: {exc}") from None
 
     settings = Settings(
         **values["collector"],

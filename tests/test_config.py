@@ -111,3 +111,27 @@ def test_config_errors_through_the_cli_exit_2_with_one_line(tmp_path: Path) -> N
     assert missing.returncode == 2
     assert missing.stderr.strip().endswith("configuration file not found: nowhere.ini")
     assert missing.stderr.count("\n") == 1
+
+
+def test_a_bom_is_read_and_parse_errors_name_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "collector.ini"
+    path.write_bytes(b"\xef\xbb\xbf[collector]\nconcurrency = 4\n")  # as Notepad writes UTF-8
+    assert load_settings(path).concurrency == 4
+    path.write_text("[collector]\npoll_interval = 5\nconcurrency 4\n")
+    with pytest.raises(ConfigError, match=r"\[line  3\]: 'concurrency 4") as caught:
+        load_settings(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_path_that_is_no_file_or_too_big_and_a_huge_value_get_short_lines(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_settings(tmp_path)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_settings("/dev/zero")
+    huge = write(tmp_path, "[collector]\nsystem_db = sqlite:///x.db\nconcurrency = " + "9" * 200_000 + "\n")
+    with pytest.raises(ConfigError, match="collector.concurrency") as caught:
+        load_settings(huge)
+    assert len(str(caught.value)) < 300
+    huge.write_text("[collector]\n" + "; padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        load_settings(huge)
