@@ -88,3 +88,24 @@ def test_a_record_relayed_from_a_child_keeps_its_fields(capture: io.StringIO) ->
     assert (line["message"], line["event"], line["tenant"]) == ("failed 3", "collection.failed", "acme")
     assert "RuntimeError: child side" in line["exc_info"]
     assert line["pid"] == record.process
+
+
+def test_text_format_shows_control_characters_as_escapes() -> None:
+    """A server's error text (ESC, BEL, CR, a newline) must not drive the terminal of someone running ``tail -f``."""
+    stream = io.StringIO()
+    configure_logging(LoggingSettings(level="DEBUG", format="text"), stream)
+    try:
+        logging.getLogger("supervisor.test").error("login failed: \x1b[31mred\x07\r\nnext", extra={"error": "\x1b]0;t"})
+        try:
+            raise ValueError("bad \x1b[2J")
+        except ValueError:
+            logging.getLogger("supervisor.test").exception("with a traceback")
+        text = written(stream)
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.close()
+        logging.getLogger().handlers.clear()
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+    first, *rest = text.splitlines()
+    assert first.endswith("login failed: \\x1b[31mred\\x07\\r\\nnext [error=\\x1b]0;t]"), first
+    assert any("ValueError: bad \\x1b[2J" in line for line in rest)
