@@ -45,7 +45,7 @@ _UPDATE_STATUS = (
         or_(
             servers.c.last_checked_at.is_(None),
             servers.c.last_checked_at < bindparam("checked_at"),
-            # a time no check of ours can have (another program's, or text in SQLite) must not block updates
+            # a time no check by this clock can have (a clock ahead, another program's, text in SQLite) blocks nothing
             servers.c.last_checked_at > bindparam("implausible_after", type_=servers.c.last_checked_at.type),
         ),
     )
@@ -62,8 +62,11 @@ _UPDATE_STATUS = (
     )
 )
 
-#: A stored ``last_checked_at`` further ahead of now than this was not written by a check: it is overwritten.
+#: A stored sample time further ahead of now than this was not written by a check: it is overwritten.
 IMPLAUSIBLE_AHEAD = dt.timedelta(days=1)
+#: A stored ``last_checked_at`` (a time of a collector's clock) further ahead of this clock than this was written
+#: by a clock ahead of it (another host's, or this one's before a backward step): a check now is newer.
+CHECKED_AHEAD = dt.timedelta(seconds=1)
 
 _BASELINE_COLUMNS = ("sqlserver_start_time", "sample_time", "batch_requests_total", "waits_json")
 _baseline_upserts: dict[str, Any] = {}
@@ -153,7 +156,7 @@ def _existing_keys(conn: Connection, snapshots: list[SnapshotRow]) -> set[tuple[
 def _apply_statuses(conn: Connection, updates: list[StatusUpdate]) -> None:
     """In batch order: runs of plain updates at once, each change alone (its event is added only if applied)."""
     plain: list[dict[str, object]] = []
-    implausible_after = utcnow() + IMPLAUSIBLE_AHEAD
+    implausible_after = utcnow() + CHECKED_AHEAD
     for status in updates:
         if not status.status_changed:
             plain.append(_status_params(status, implausible_after))

@@ -235,3 +235,23 @@ def test_baselines_without_an_upsert_move_only_forward(tmp_path: Path, monkeypat
         assert load_baselines(conn)[sid].batch_requests_total == 1006
         assert conn.execute(select(func.count()).select_from(counter_baselines)).scalar_one() == 1
     engine.dispose()
+
+
+def test_a_check_time_ahead_of_our_clock_holds_back_no_status(tenant_url: str) -> None:
+    """The stored ``last_checked_at`` came from a clock ahead of ours (this host's before NTP stepped it back an hour,
+    or the previous owner's): a check now still moves the status (it stayed 'online' for the hour, the server down)."""
+    engine, sid = make_tenant(tenant_url)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with engine.begin() as conn:
+        conn.execute(servers.update().values(status="online", last_checked_at=now + dt.timedelta(hours=1)))
+        down = StatusUpdate(sid, now, "offline", True, False, 1, "connect failed", "connect")
+        write_items(conn, [WriteItem(sid, down)])
+    with engine.connect() as conn:
+        row = conn.execute(select(servers).where(servers.c.id == sid)).one()
+        events = conn.execute(select(server_status_events.c.status)).scalars().all()
+    assert (row.status, row.last_checked_at, events) == ("offline", now, ["offline"])
+    with engine.begin() as conn:  # an older result (a replayed spool) still never moves it back
+        write_items(conn, [item(sid, 0)])
+    with engine.connect() as conn:
+        assert conn.execute(select(servers.c.status).where(servers.c.id == sid)).scalar() == "offline"
+    engine.dispose()
