@@ -129,7 +129,7 @@ def test_a_path_that_is_no_file_or_too_big_and_a_huge_value_get_short_lines(tmp_
     with pytest.raises(ConfigError, match="is not a regular file"):
         load_settings("/dev/zero")
     huge = write(tmp_path, "[collector]\nsystem_db = sqlite:///x.db\nconcurrency = " + "9" * 200_000 + "\n")
-    with pytest.raises(ConfigError, match="collector.concurrency") as caught:
+    with pytest.raises(ConfigError, match=r"collector\.concurrency") as caught:
         load_settings(huge)
     assert len(str(caught.value)) < 300
     huge.write_text("[collector]\n" + "; padding\n" * 200_000)

@@ -37,6 +37,7 @@ from supervisor.errors import STORAGE, CollectorError, ConfigError
 from supervisor.ipc import CHILD_EXIT_OK, CHILD_EXIT_ORPHANED, ChildSpec, Heartbeat
 from supervisor.logs import log_event
 from supervisor.secret_box import DeferredSecretBox
+from supervisor.storage import tenant_owner
 from supervisor.storage.engine import describe_db_error, make_engine
 from supervisor.storage.migrations import upgrade_tenant
 
@@ -79,6 +80,7 @@ class TenantRuntime:
         self._parent_alive = parent_alive
         self._orphaned = False
         self._refresh_failing = False
+        self._guarded = False
         self._disabled = 0
         self._scheduler = Scheduler(salt=spec.slug, ahead=START_AHEAD)
         self._box = DeferredSecretBox(self.settings.secret_key_file)
@@ -123,12 +125,21 @@ class TenantRuntime:
             return True
         return False
 
+    def _claim_db(self) -> None:
+        """Stamp the tenant DB as this tenant's (or refuse another's); from then on a connection to a DB replaced by
+        another tenant's fails as an outage."""
+        tenant_owner.stamp(self.engine, self.spec.tenant_id)
+        if not self._guarded:
+            tenant_owner.guard(self.engine, self.spec.tenant_id)
+            self._guarded = True
+
     def _first_load(self) -> bool:
         """Schema check, states, baselines, server list; retried while the tenant DB is down."""
         last_beat = 0.0
         while not self._should_stop():
             try:
                 upgrade_tenant(self.engine, create=False)
+                self._claim_db()
                 with self.engine.connect() as conn:
                     self.recorder.states = load_states(conn)
                     self.recorder.baselines = load_baselines(conn)

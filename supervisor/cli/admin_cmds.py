@@ -8,6 +8,7 @@ import sys
 from supervisor import databases
 from supervisor.cli.context import CliContext
 from supervisor.errors import CollectorError
+from supervisor.storage import tenant_owner
 from supervisor.storage.engine import masked_url
 from supervisor.storage.migrations import upgrade_tenant
 from supervisor.tenants import list_leased
@@ -18,13 +19,16 @@ def init_db(args: argparse.Namespace, ctx: CliContext) -> int:
     engine = ctx.system_engine  # creates or upgrades the system schema
     print(f"system DB ready: {masked_url(ctx.settings.system_db)}")
     failures = []
-    for tenant in databases.checked_tenants(ctx.settings, *list_leased(engine)):
+    rows, leased = list_leased(engine)
+    tenant_ids = {tenant.id for tenant in rows}
+    for tenant in databases.checked_tenants(ctx.settings, rows, leased):
         if tenant.problem is not None:
             failures.append(tenant.slug)
             print(f"tenant {tenant.slug} (row {tenant.id}): DB left alone: {tenant.problem}", file=sys.stderr)
             continue
         try:
             upgrade_tenant(ctx.tenant_engine(tenant))
+            tenant_owner.stamp(ctx.tenant_engine(tenant), tenant.id, tenant_ids=tenant_ids)
             print(f"tenant {tenant.slug}: DB ready")
         except CollectorError as exc:
             failures.append(tenant.slug)

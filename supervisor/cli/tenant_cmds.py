@@ -11,6 +11,7 @@ from supervisor.cli.context import CliContext
 from supervisor.cli.output import print_json, print_table
 from supervisor.config import Settings, resolve_sqlite_url
 from supervisor.errors import UsageError
+from supervisor.storage import tenant_owner
 from supervisor.storage.engine import check_url, masked_url
 from supervisor.storage.migrations import upgrade_tenant
 from supervisor.tenants import (
@@ -44,8 +45,14 @@ def add(args: argparse.Namespace, ctx: CliContext) -> int:
     status = SUSPENDED if args.suspended else ACTIVE
     draft = Tenant(id=0, slug=slug, name=args.name or slug, status=status, db_url=db_url)
     _refuse_shared_db(ctx, draft)
-    upgrade_tenant(ctx.tenant_engine(draft))  # the tenant row appears only once its DB is usable
+    tenant_engine = ctx.tenant_engine(draft)
+    upgrade_tenant(tenant_engine)  # the tenant row appears only once its DB is usable
+    tenant_ids = {t.id for t in list_leased(engine)[0]}
+    with tenant_engine.connect() as conn:
+        if (owner := tenant_owner.owner(conn)) in tenant_ids:
+            raise UsageError(f"--db-url: that DB belongs to tenant id {owner}: each tenant needs a DB of its own")
     tenant = insert_tenant(engine, slug, draft.name, db_url, status)
+    tenant_owner.stamp(tenant_engine, tenant.id, tenant_ids=tenant_ids)
     print(f"tenant {tenant.slug} added ({tenant.status}), DB {masked_url(databases.tenant_url(ctx.settings, tenant))}")
     return 0
 

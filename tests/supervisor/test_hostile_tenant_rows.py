@@ -5,6 +5,7 @@ DB), a relative SQLite ``db_url`` means the config file's folder, and a tenant m
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -161,6 +162,25 @@ def test_tenant_add_refuses_a_db_that_is_taken(deployment: Deployment) -> None:
     listed = json.loads(_cli(deployment, "tenant", "list", "--json").stdout)
     assert sorted(row["slug"] for row in listed) == ["acme", "owner"]
     assert "servers" not in _system_tables(deployment)
+
+
+def test_a_copy_of_another_tenants_db_is_refused_and_init_db_adopts_an_orphan(deployment: Deployment) -> None:
+    """A tenant DB names its tenant (``schema_info`` ``owner_tenant_id``): ``tenant add`` refuses a copy of another
+    tenant's DB (another file, so the URL check cannot tell); ``init-db`` adopts a DB stamped for a tenant id the
+    system DB no longer has (a recreated system DB)."""
+    deployment.add_tenant("acme")
+    shutil.copy(deployment.root / "var" / "tenants" / "acme.db", deployment.root / "copy.db")
+    result = _cli(deployment, "tenant", "add", "twin", "--db-url", f"sqlite:///{deployment.root}/copy.db")
+    assert result.returncode == 2 and "belongs to tenant id 1" in result.stderr, result
+    assert len(result.stderr.strip().splitlines()) == 1
+    _update(deployment, "UPDATE tenants SET id = 7 WHERE slug = 'acme'")  # as if the system DB were made anew
+    adopted = _cli(deployment, "init-db")
+    assert adopted.returncode == 0, adopted
+    db = sqlite3.connect(deployment.root / "var" / "tenants" / "acme.db")
+    try:
+        assert db.execute("SELECT version FROM schema_info WHERE name = 'owner_tenant_id'").fetchone() == (7,)
+    finally:
+        db.close()
 
 
 def test_relative_sqlite_db_url_means_the_config_folder(deployment: Deployment) -> None:
