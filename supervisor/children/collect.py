@@ -110,7 +110,7 @@ class ServerSession:
             failure = classify(exc, phase="connect" if self._conn is None else "query")
             if self._abandoned and failure.error_class not in (TIMEOUT,):
                 failure = CollectionFailure(TIMEOUT, "collection abandoned at its deadline", phase=failure.phase)
-            elif failure.error_class == CONNECT:  # stored with the hint, as the CLI shows it
+            elif failure.error_class == CONNECT and failure.phase == "connect":  # with the hint, as the CLI shows it
                 hinted = with_hint(failure.message, self.target.endpoint.encrypt)
                 failure = CollectionFailure(CONNECT, hinted, phase=failure.phase, native=failure.native)
             self.close()

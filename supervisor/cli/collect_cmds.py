@@ -44,8 +44,9 @@ def _target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target]:
 
 
 def _hinted(failure: CollectionFailure, target: Target) -> str:
-    """A failed connection with encryption on gets the hint to try ``--encrypt optional``."""
-    if failure.error_class != CONNECT:
+    """A failed connection with encryption on gets the hint to try ``--encrypt optional`` (not a session that logged
+    in and dropped later: encryption worked)."""
+    if failure.error_class != CONNECT or failure.phase != "connect":
         return failure.message
     return with_hint(failure.message, target.endpoint.encrypt)
 

@@ -68,7 +68,8 @@ def hint_for(info: ServerInfo, default_encrypt: str) -> str | None:
     if info.last_error_class != CONNECT or not info.last_error or info.status != "offline":
         return None
     encrypt = info.encrypt if isinstance(info.encrypt, str) else default_encrypt
-    return connection_hint(info.last_error, encrypt)
+    hint = connection_hint(info.last_error, encrypt)
+    return hint if hint is not None and hint in info.last_error else None  # the child hints failed logins only
 
 
 def _json(tenant: Tenant, info: ServerInfo, default_encrypt: str) -> dict[str, Any]:

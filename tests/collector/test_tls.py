@@ -29,3 +29,16 @@ def test_encrypted_collection(tmp_path: Path, driver: str, sqlite_url: str, simu
     else:
         # FreeTDS encrypts but validates the certificate only with a CA file in freetds.conf.
         assert verified.returncode == 0, verified.stderr
+
+
+def test_an_encrypted_session_cut_mid_answer_gets_no_encryption_hint(
+    tmp_path: Path, driver: str, sqlite_url: str, simulator
+) -> None:
+    """The login worked encrypted; the connection dropped in the middle of the answer: the error must not advise
+    weakening encryption (the hint is for a connection that failed to be made)."""
+    sim = simulator([{"name": "cut", "tls": True, "faults": {"disconnect_mid_result": True}}])
+    deployment = TenantDeployment(tmp_path, driver, sqlite_url, encrypt="yes")
+    deployment.add("cut", sim.ports["cut"], trust_server_certificate=True)
+    result = run_cli("-c", str(deployment.config), "collect-once", "acme", "cut", "--json", cwd=tmp_path)
+    assert result.returncode == 1, result
+    assert "--encrypt" not in result.stdout + result.stderr, result
