@@ -224,6 +224,8 @@ class ServerSession:
         peers += self._cut_what_the_thread_waits_on()
         if self.phase != CONNECT:
             return "query, before the first result set" if self.phase == QUERY else "fetch of the result sets"
+        if not peers and self._resolving():
+            return "name resolution (DNS)"
         if not peers or any(peer.state == sockets.SYN_SENT for peer in peers):
             return "TCP connect"
         login = "login (PRELOGIN or LOGIN7)"
@@ -241,6 +243,13 @@ class ServerSession:
                 sockets.shut_down(found)
                 return found
             return []
+
+    def _resolving(self) -> bool:
+        """The thread waits on a UDP socket: the resolver's, on a DNS server that does not answer (the wait ends at
+        the resolver's own timeout: shutting its socket down does not end it sooner)."""
+        with self._thread_lock:
+            thread_id = self._thread_id
+        return thread_id is not None and bool(sockets.dns_sockets(thread_waits.blocked_fds(thread_id)))
 
     def _tls_possible(self) -> bool:
         """Driver 18 with encrypt = no still encrypts the login when the server asks for it; FreeTDS does not."""

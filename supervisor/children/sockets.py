@@ -80,6 +80,22 @@ def sockets_to(addresses: Iterable[str], port: int) -> list[PeerSocket]:
     return found
 
 
+def dns_sockets(fds: Iterable[int]) -> list[PeerSocket]:
+    """The UDP sockets among descriptors ``fds``: a thread waiting on one is in name resolution (the resolver's)."""
+    found = []
+    for fd in fds:
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_DGRAM:
+                found.append(PeerSocket(fd, "UDP"))
+        finally:
+            sock.detach()
+    return found
+
+
 def tcp_sockets(fds: Iterable[int]) -> list[PeerSocket]:
     """The TCP sockets among descriptors ``fds`` (a pipe, a UDP resolver socket or a closed number is left out)."""
     return [PeerSocket(fd, peer[0]) for fd in fds if (peer := _peer(fd)) is not None]
