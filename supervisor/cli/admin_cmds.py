@@ -16,6 +16,7 @@ from supervisor.tenants import list_leased
 
 def init_db(args: argparse.Namespace, ctx: CliContext) -> int:
     """A tenant row that cannot be run (see ``databases.checked_tenants``) is named and its DB left alone."""
+    ctx.system_db_beside_other_tables = True
     engine = ctx.system_engine  # creates or upgrades the system schema
     print(f"system DB ready: {masked_url(ctx.settings.system_db)}")
     failures = []

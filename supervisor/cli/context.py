@@ -23,6 +23,8 @@ class CliContext:
     def __init__(self, config_path: str, debug: bool = False) -> None:
         self.config_path = config_path
         self.debug = debug
+        #: Only ``init-db`` adds the collector's tables to a DB that holds another program's.
+        self.system_db_beside_other_tables = False
 
     @cached_property
     def settings(self) -> Settings:
@@ -32,7 +34,7 @@ class CliContext:
     def system_engine(self) -> Engine:
         """The system DB, its schema created or upgraded first (idempotent and cheap)."""
         engine = databases.system_engine(self.settings)
-        upgrade_system(engine)
+        upgrade_system(engine, beside_other_tables=self.system_db_beside_other_tables)
         return engine
 
     @cached_property

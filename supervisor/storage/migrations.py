@@ -65,8 +65,29 @@ SYSTEM_VERSION = 3
 TENANT_VERSION = 2
 
 
-def upgrade_system(engine: Engine) -> None:
+def upgrade_system(engine: Engine, *, beside_other_tables: bool = True) -> None:
+    """``beside_other_tables=False`` (the CLI but ``init-db``): a DB that holds tables but no collector schema is
+    another program's (a ``system_db`` pointing at the wrong file): refused, not filled with the collector's tables."""
+    if not beside_other_tables:
+        _refuse_foreign(engine)
     _upgrade(engine, system_schema.metadata, system_schema.schema_info, "system", SYSTEM_VERSION, SYSTEM_STEPS)
+
+
+def _refuse_foreign(engine: Engine) -> None:
+    try:
+        if _is_current(engine, system_schema.schema_info, "system", SYSTEM_VERSION):
+            return
+        with engine.connect() as conn:
+            tables = sorted(inspect(conn).get_table_names())
+            if not tables or ("schema_info" in tables and _has_schema(conn, system_schema.schema_info, "system")):
+                return
+    except SQLAlchemyError:
+        return  # _upgrade reports it
+    shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
+    raise CollectorError(
+        f"system DB {shown_engine_url(engine)} holds tables of another program ({shown}) and no collector schema: "
+        "check collector.system_db (or run 'collector-supervisor init-db' to add the collector's tables to it)"
+    )
 
 
 def upgrade_tenant(engine: Engine, *, create: bool = True) -> None:
