@@ -17,8 +17,11 @@ import ipaddress
 import os
 import socket
 import subprocess
+import tempfile
 import threading
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 SUPERNET = ipaddress.ip_network("10.231.0.0/16")
 
@@ -106,14 +109,27 @@ class SimHosts:
             _ip("-n", namespace, "link", "set", "lo", "up")
             _ip("-n", namespace, "route", "add", str(self.subnet), "via", self.host_address(index))
 
+    def boot_id_file(self, index: int) -> Path:
+        """Namespace ``index``'s own kernel boot id (bound over ``/proc/sys/kernel/random/boot_id`` in it): a
+        simulated host is another machine to ``supervisor.process_identity``, as a real one is, though its PIDs
+        are visible from here."""
+        path = Path(tempfile.gettempdir()) / f"{self.tag}-boot-id-{index}"
+        if not path.exists():
+            path.write_text(f"{uuid.uuid4()}\n")
+        return path
+
     def command(self, index: int, hostname: str, argv: Sequence[str]) -> list[str]:
         """``argv`` run in namespace ``index`` under ``hostname`` (it execs: the process is ``argv``'s)."""
-        return ["ip", "netns", "exec", self.namespaces[index], "unshare", "--uts",
-                "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *argv]  # fmt: skip
+        boot_id = str(self.boot_id_file(index))
+        return ["ip", "netns", "exec", self.namespaces[index], "unshare", "--uts", "sh", "-c",
+                'mount --bind "$1" /proc/sys/kernel/random/boot_id && hostname "$0" && shift && exec "$@"',
+                hostname, boot_id, *argv]  # fmt: skip
 
     def destroy(self) -> list[str]:
         """Remove the namespaces and links made (the processes in them must be gone); returns what failed."""
         problems = []
+        for index in range(self.count):
+            self.boot_id_file(index).unlink(missing_ok=True)
         for namespace in self.namespaces:
             result = _ip("netns", "del", namespace, check=False)
             if result.returncode != 0:

@@ -7,7 +7,6 @@ Settings are frozen dataclasses of plain values so they can be handed to child p
 
 from __future__ import annotations
 
-import configparser
 import math
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import rules
+from supervisor.config_file import read_config_file
 from supervisor.errors import ConfigError
 from supervisor.storage.engine import masked_url, url_problem
 
@@ -237,27 +237,10 @@ _URL_KEYS = frozenset({"system_db", "tenant_db_url"})
 _SECTIONS = {"collector": _COLLECTOR_KEYS, "logging": _LOGGING_KEYS, "metrics": _METRICS_KEYS}
 
 
-#: A collector.ini is a few KiB: a bigger file is a wrong path (a log, a database), not worth reading.
-MAX_CONFIG_BYTES = 1024 * 1024
-
-
 def load_settings(path: str | os.PathLike[str]) -> Settings:
     """Read, validate and resolve ``path``. Raises ConfigError with a one-line message."""
     config_path = Path(path)
-    if not config_path.is_file():
-        if config_path.exists():
-            raise ConfigError(f"configuration file {config_path} is not a regular file (a directory, FIFO or device)")
-        raise ConfigError(f"configuration file not found: {config_path}")
-    parser = configparser.ConfigParser(interpolation=None, default_section="__no_default__")
-    try:
-        if config_path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{config_path}: larger than {MAX_CONFIG_BYTES // 1024} KiB: not a collector.ini")
-        with config_path.open(encoding="utf-8-sig") as handle:  # a BOM, as some editors write, is no error
-            parser.read_file(handle)
-    except (configparser.Error, UnicodeDecodeError, OSError) as exc:
-        text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
-        raise ConfigError(f"{config_path}: cannot parse: {text[:300]}") from None
-
+    parser = read_config_file(config_path)
     values: dict[str, dict[str, Any]] = {"collector": {}, "logging": {}, "metrics": {}}
     for section in parser.sections():
         keys = _SECTIONS.get(section)

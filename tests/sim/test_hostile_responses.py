@@ -161,8 +161,7 @@ def test_a_stall_at_the_address_a_login_routed_to_is_cut_too(hostile: dict[str, 
     assert outcome.failure is not None and outcome.failure.error_class == "timeout", outcome
     assert "(during TLS handshake or login (PRELOGIN or LOGIN7))" in outcome.failure.message
     threads = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("collect-once")]
-    assert threads
-    for thread in threads:  # the written-off one and its replacement (idle: it exits as the pool is shut down)
+    for thread in threads:  # the written-off one and its replacement, if not gone already
         thread.join(timeout=10)  # the driver's call returns once its socket is shut down
         assert not thread.is_alive(), f"{thread.name} is still inside the driver"
 
