@@ -30,7 +30,7 @@ from supervisor.parent.db_health import SystemDbHealth
 from supervisor.parent.handle import ChildHandle
 from supervisor.parent.instances import InstanceIdentity
 from supervisor.storage.db_clock import db_utcnow
-from supervisor.storage.migrations import NewerSchemaError, upgrade_system
+from supervisor.storage.migrations import NewerSchemaError, refuse_newer_system, upgrade_system
 from supervisor.tenants import ACTIVE, Tenant, leased_ids, read_tenants
 
 log = logging.getLogger("supervisor.parent")
@@ -85,12 +85,14 @@ class SystemDbSync:
         handles = list(handles)
         started = time.monotonic()
         try:
-            upgrade_system(self.engine)  # one cheap query once current; a newer collector may upgrade it any time
-            self.schema_ready = True
+            if not self.schema_ready:
+                upgrade_system(self.engine)
+                self.schema_ready = True
             here = utcnow()  # this host's clock, for its children's exits (handovers)
             self.handovers.note(handles)
             busy = {h.tenant.id for h in handles if h.alive} | self.handovers.held(here)
             with self.engine.begin() as conn:
+                refuse_newer_system(conn)  # a newer collector may upgrade the schema at any time
                 now = db_utcnow(conn)  # the clock every instance compares heartbeats and leases with
                 self.clock_offset = now - here
                 instances.heartbeat(conn, self.identity, self.started_wall, now)

@@ -73,6 +73,17 @@ def upgrade_system(engine: Engine, *, beside_other_tables: bool = True) -> None:
     _upgrade(engine, system_schema.metadata, system_schema.schema_info, "system", SYSTEM_VERSION, SYSTEM_STEPS)
 
 
+def refuse_newer_system(conn: Connection) -> None:
+    """NewerSchemaError when the system schema's version is above this collector's (one cheap query)."""
+    info = system_schema.schema_info
+    stored = conn.execute(select(info.c.version).where(info.c.name == "system")).scalar()
+    if isinstance(stored, int) and stored > SYSTEM_VERSION:
+        raise NewerSchemaError(
+            f"system DB {shown_engine_url(conn.engine)} has schema version {stored}, newer than this collector's "
+            f"{SYSTEM_VERSION}: upgrade collector-supervisor"
+        )
+
+
 def _refuse_foreign(engine: Engine) -> None:
     try:
         if _is_current(engine, system_schema.schema_info, "system", SYSTEM_VERSION):

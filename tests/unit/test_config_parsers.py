@@ -193,8 +193,10 @@ def test_file_errors(tmp_path: Path) -> None:
         load_settings(missing)
     path = tmp_path / "collector.ini"
     for text, message in (
-        ("[collector]\nconcurrency\n", "cannot parse: Source contains parsing errors: '" + str(path) + "'"),
-        ("concurrency = 1\n", "cannot parse: File contains no section headers."),
+        ("[collector]\nconcurrency\n", "cannot parse: Source contains parsing errors: '" + str(path) + "' "
+                                       "[line  2]: 'concurrency\\n'"),  # the line, named
+        ("concurrency = 1\n", "cannot parse: File contains no section headers. file: '" + str(path) + "', "
+                               "line: 1 'concurrency = 1\\n'"),
         ("[collector]\n[collector]\n", "cannot parse: While reading from '" + str(path) + "' [line  2]: section "
                                        "'collector' already exists"),
         ("[collecter]\n", "unknown section [collecter]"),
