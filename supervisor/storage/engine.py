@@ -53,6 +53,9 @@ def url_problem(url: str, *, persistent: bool = False) -> str | None:
             return "an in-memory SQLite database would be private to each process: name a file"
     if parsed.get_backend_name() == "sqlite" and (parsed.database or "").startswith("file:"):
         return "a SQLite URI filename (file:...) is not supported: give the file's path (sqlite:////path/to/file.db)"
+    if parsed.get_backend_name() == "sqlite" and parsed.query:
+        options = ", ".join(sorted(parsed.query))
+        return f"a SQLite URL takes no options (?{options}): the collector sets its own (WAL, timeouts, read-write)"
     return None
 
 

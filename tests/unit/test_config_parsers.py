@@ -284,8 +284,9 @@ def test_values_are_read_verbatim_and_only_urls_are_masked(tmp_path: Path) -> No
         ("postgresql+psycopg://u@h/acme\n", "contains a control character"),
         ("sqlite:///file:/var/t/acme.db?uri=true", "SQLite URI filename"),
         ("sqlite:///file:acme?mode=memory&uri=true", "in-memory"),
+        ("sqlite:////var/t/acme.db?mode=ro", "a SQLite URL takes no options (?mode)"),  # it was ignored, with a warning
     ],
-    ids=["nul", "newline", "sqlite-uri", "sqlite-uri-in-memory"],
+    ids=["nul", "newline", "sqlite-uri", "sqlite-uri-in-memory", "sqlite-options"],
 )
 def test_database_urls_the_engine_could_not_keep_safe(url: str, reason: str) -> None:
     """A NUL would end the path in the driver; a URI filename would bypass the child's check that its file was
