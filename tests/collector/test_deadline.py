@@ -58,9 +58,9 @@ def test_collect_once_ends_at_the_deadline_in_every_stall_phase(
 
 
 def test_the_query_gets_all_the_time_left(tmp_path: Path, driver: str, sqlite_url: str, simulator) -> None:
-    """pyodbc's timeout is whole seconds: rounded down, a 1.7 s answer with a 2 s timeout failed at 1 s."""
+    """pyodbc's timeout is whole seconds: rounded down, a 1.5 s answer with a 2 s timeout failed at 1 s."""
     sim = simulator([
-        {"name": "in-time", "faults": {"slow_query_ms": 1700, "ignore_attention": True}},
+        {"name": "in-time", "faults": {"slow_query_ms": 1500, "ignore_attention": True}},  # 0.5 s for the login
         {"name": "too-late", "faults": {"slow_query_ms": 2200, "ignore_attention": True}},
     ])  # fmt: skip
     deployment = TenantDeployment(tmp_path, driver, sqlite_url, collection_timeout=2, login_timeout=1)
