@@ -69,6 +69,8 @@ def upgrade_system(engine: Engine, *, beside_other_tables: bool = True) -> None:
     """``beside_other_tables=False`` (the CLI but ``init-db``): a DB that holds tables but no collector schema is
     another program's (a ``system_db`` pointing at the wrong file): refused, not filled with the collector's tables."""
     if not beside_other_tables:
+        if _is_current(engine, system_schema.schema_info, "system", SYSTEM_VERSION):
+            return  # the common case: one query
         _refuse_foreign(engine)
     _upgrade(engine, system_schema.metadata, system_schema.schema_info, "system", SYSTEM_VERSION, SYSTEM_STEPS)
 
@@ -78,16 +80,18 @@ def refuse_newer_system(conn: Connection) -> None:
     info = system_schema.schema_info
     stored = conn.execute(select(info.c.version).where(info.c.name == "system")).scalar()
     if isinstance(stored, int) and stored > SYSTEM_VERSION:
-        raise NewerSchemaError(
-            f"system DB {shown_engine_url(conn.engine)} has schema version {stored}, newer than this collector's "
-            f"{SYSTEM_VERSION}: upgrade collector-supervisor"
-        )
+        raise _newer("system", conn.engine, stored, SYSTEM_VERSION)
+
+
+def _newer(name: str, engine: Engine, stored: int, version: int) -> NewerSchemaError:
+    return NewerSchemaError(
+        f"{name} DB {shown_engine_url(engine)} has schema version {stored}, "
+        f"newer than this collector's {version}: upgrade collector-supervisor"
+    )
 
 
 def _refuse_foreign(engine: Engine) -> None:
     try:
-        if _is_current(engine, system_schema.schema_info, "system", SYSTEM_VERSION):
-            return
         with engine.connect() as conn:
             tables = sorted(inspect(conn).get_table_names())
             if not tables or ("schema_info" in tables and _has_schema(conn, system_schema.schema_info, "system")):
@@ -135,10 +139,7 @@ def _upgrade(
                 conn.execute(info.insert().values(name=name, version=version))
                 return
             if stored > version:
-                raise NewerSchemaError(
-                    f"{name} DB {shown_engine_url(engine)} has schema version {stored}, "
-                    f"newer than this collector's {version}: upgrade collector-supervisor"
-                )
+                raise _newer(name, engine, stored, version)
             for step in range(stored + 1, version + 1):
                 steps[step](conn)
             if stored != version:
