@@ -98,12 +98,12 @@ def test_stalled_servers_never_starve_the_pool(
 
     wait_until(lambda: {e["server"] for e in timeouts()} >= set(stalled), timeout=30, what="stalled servers' timeouts")
     window_start = time.monotonic()
-    threads_before, fds_before = _threads_and_fds(pid)
     with deployment.engine.connect() as conn:
         before = dict(conn.execute(select(metric_snapshots.c.server_id, func.count()).group_by("server_id")).all())
-    time.sleep(14)
-    threads_after, fds_after = _threads_and_fds(pid)
-    elapsed = time.monotonic() - window_start
+    samples: list[tuple[float, int, int]] = []
+    while (elapsed := time.monotonic() - window_start) < 14:
+        samples.append((elapsed, *_threads_and_fds(pid)))
+        time.sleep(0.2)
     with deployment.engine.connect() as conn:
         after = dict(conn.execute(select(metric_snapshots.c.server_id, func.count()).group_by("server_id")).all())
     code, _seconds = child.terminate()
@@ -115,8 +115,12 @@ def test_stalled_servers_never_starve_the_pool(
     failures = [e for e in timeouts() if e["server"] in stalled]
     assert failures and all(e["error_class"] == "timeout" for e in failures)
     assert max(e["duration_ms"] for e in failures) <= 1000 + SLACK_MS
-    assert threads_after <= threads_before + 1 and fds_after <= fds_before + 3, (
-        (threads_before, threads_after), (fds_before, fds_after))  # fmt: skip
+    # Each count at rest (the least in a 3 s window: connections in flight and the SQLite journal come and go)
+    # is the same at the end as at the start; a call left behind per stalled collection would add ~20.
+    early = [(threads, fds) for at, threads, fds in samples if at < 3]
+    late = [(threads, fds) for at, threads, fds in samples if at > elapsed - 3]
+    assert min(t for t, _ in late) <= min(t for t, _ in early) + 1, samples
+    assert min(f for _, f in late) <= min(f for _, f in early) + 2, samples
 
 
 def test_sigterm_with_stalled_collections_in_flight(
