@@ -100,16 +100,33 @@ def test_retention_deletes_old_snapshots_in_batches(tenant_url: str) -> None:
     none is left; the newer ones stay."""
     engine, sid = make_tenant(tenant_url)
     expired = 2 * PURGE_BATCH + 100
+    days = 30 * 86400
     with engine.begin() as conn:
-        write_items(conn, [item(sid, 2 * n) for n in range(expired + 10)])
-    # The cutoff falls between the last expired snapshot and the first kept one.
-    now = T0 + dt.timedelta(days=30, seconds=2 * expired - 1)
+        write_items(conn, [item(sid, 2 * n) for n in range(expired)])
+        write_items(conn, [item(sid, days + 2 * n) for n in range(expired, expired + 10)])
+    # The cutoff, 30 days before the newest snapshot, falls between the last expired snapshot and the first kept.
+    now = T0 + dt.timedelta(seconds=days + 2 * (expired + 10))
     assert [purge_batch(engine, 30, now) for _ in range(4)] == [PURGE_BATCH, PURGE_BATCH, 100, 0]
     assert purge_batch(engine, 0, now + dt.timedelta(days=365)) == 0  # 0 days keeps everything
     assert counts(engine)[:2] == (10, 20)
     with engine.connect() as conn:
         oldest = conn.execute(select(func.min(metric_snapshots.c.collected_at))).scalar_one()
-    assert oldest == T0 + dt.timedelta(seconds=2 * expired)
+    assert oldest == T0 + dt.timedelta(seconds=days + 2 * expired)
+    engine.dispose()
+
+
+def test_retention_counts_from_the_newest_snapshot_not_from_a_clock_stepped_ahead(tenant_url: str) -> None:
+    """A host clock a year ahead stores nothing (every sample is a day off it): it purges nothing either, and a
+    snapshot dated after now (another program's row) does not move the cutoff."""
+    engine, sid = make_tenant(tenant_url)
+    with engine.begin() as conn:
+        write_items(conn, [item(sid, 86400 * day) for day in range(10)])
+    stepped_ahead = T0 + dt.timedelta(days=375)
+    assert purge_batch(engine, 30, stepped_ahead) == 0
+    with engine.begin() as conn:
+        write_items(conn, [item(sid, 86400 * 400)])  # after now: ignored
+    assert purge_batch(engine, 5, T0 + dt.timedelta(days=9)) == 4  # 5 days before day 9: days 0-3
+    assert counts(engine)[0] == 7
     engine.dispose()
 
 
