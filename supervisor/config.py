@@ -90,15 +90,26 @@ def _number(kind: type, minimum: float, maximum: float | None = None) -> Parser:
         try:
             value = kind(text)
         except ValueError:
+            if kind is int and text.strip().lstrip("+-").isdecimal():  # more digits than int() converts
+                raise ValueError(_range(minimum, maximum)) from None
             raise ValueError(f"expected {'an integer' if kind is int else 'a number'}") from None
         if not math.isfinite(value):
             raise ValueError("expected a finite number")
         if value < minimum or (maximum is not None and value > maximum):
-            upper = f" and at most {maximum:g}" if maximum is not None else ""
-            raise ValueError(f"must be at least {minimum:g}{upper}")
+            raise ValueError(_range(minimum, maximum))
         return value
 
     return parse
+
+
+def _range(minimum: float, maximum: float | None) -> str:
+    upper = f" and at most {_bound(maximum)}" if maximum is not None else ""
+    return f"must be at least {_bound(minimum)}{upper}"
+
+
+def _bound(value: float) -> str:
+    """Exactly as it is: 1048576, not 1.04858e+06."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _positive(kind: type, maximum: float | None = None, least: float | None = None) -> Parser:
