@@ -19,6 +19,7 @@ from supervisor.config import LoggingSettings
 from supervisor.errors import ConfigError
 from supervisor.log_writer import LogFile, NonBlockingLogHandler
 from supervisor.log_writer import write_pending_logs as write_pending_logs  # for the parent's loop
+from supervisor.rules import printable
 
 DEFAULT_EVENT = "log"
 _MASK = "***"
@@ -78,20 +79,12 @@ class TextFormatter(logging.Formatter):
         line = f"{utc_timestamp(record.created)} {record.levelname:<7} {event} {record.getMessage()}"
         if context:
             line += f" [{context}]"
-        line = _visible(line)  # a server's error text must not move a terminal's cursor or colours under tail -f
+        line = printable(line)  # a server's error text must not move a terminal's cursor or colours under tail -f
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            line += "\n" + "\n".join(_visible(part) for part in record.exc_text.splitlines())
+            line += "\n" + "\n".join(printable(part) for part in record.exc_text.splitlines())
         return redact(line)
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _visible(text: str) -> str:
-    """Control characters (ESC, BEL, CR, newlines, C1) written as escapes: one line that shows what it holds."""
-    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 # LogRecord attributes that are not user fields (python-json-logger's default list plus taskName).

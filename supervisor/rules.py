@@ -62,6 +62,15 @@ def shown(value: object) -> str:
     return text if len(text) <= _SHOWN_MAX + 2 else text[:_SHOWN_MAX] + "…"
 
 
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would act on (NUL, ESC, BEL, a newline, C1, a bidi override)
+    written as its escape: what another program or a server wrote cannot move a cursor, set a title or colour
+    an operator's terminal, and a NUL (which PostgreSQL text refuses) is stored as ``\\x00``."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def _string(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be text, not {type(value).__name__}")

@@ -10,6 +10,7 @@ import pyodbc
 from supervisor.errors import CONFIG, CONNECT, INTERNAL, LOGIN, PERMISSION, PROTOCOL, TIMEOUT
 from supervisor.logs import redact
 from supervisor.procedures.permissions import with_permission_hint
+from supervisor.rules import printable
 
 #: Classes that mean "we never got a working session": the server is offline.
 UNREACHABLE = frozenset({CONNECT, LOGIN, CONFIG})
@@ -22,6 +23,7 @@ CONNECT_STATES = frozenset({"08001", "08S01", "08004", "08007", "01000", "IM002"
 TLS_HINTS = ("ssl", "tls", "certificate", "encryption")
 
 _NATIVE_NUMBER = re.compile(r"\((\d{2,6})\)")
+_SQLSTATE = re.compile(r"[0-9A-Z]{5}")
 #: pyodbc's text when the driver failed a call without a diagnostic record (a DONE token with its error bit
 #: and no ERROR token; Driver 18 on a PRELOGIN answer it cannot use).
 _NO_DIAGNOSTIC = "The driver did not supply an error!"
@@ -51,6 +53,8 @@ def parse_driver_error(exc: BaseException) -> DriverError:
     args: tuple[object, ...] = tuple(getattr(exc, "args", ()))
     if len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
         sqlstate, text = args[0], args[1]
+        if _SQLSTATE.fullmatch(text) and not _SQLSTATE.fullmatch(sqlstate):
+            sqlstate, text = text, sqlstate  # pyodbc's own errors (a type it cannot read) are (text, SQLSTATE)
     else:
         sqlstate, text = "", str(exc)
     if _NO_DIAGNOSTIC in text:
@@ -60,8 +64,8 @@ def parse_driver_error(exc: BaseException) -> DriverError:
 
 
 def clean_text(text: str) -> str:
-    """Driver text without vendor prefixes' noise, one line, redacted, bounded."""
-    line = " ".join(text.split())
+    """Driver text without vendor prefixes' noise, one line, control characters escaped, redacted, bounded."""
+    line = printable(" ".join(text.split()))
     line = redact(line)
     return line if len(line) <= _MAX_TEXT else line[: _MAX_TEXT - 1] + "…"
 

@@ -18,6 +18,7 @@ from supervisor.cli.context import CliContext
 from supervisor.cli.entry import release_signals
 from supervisor.cli.options import copy_options
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE, CollectorError
+from supervisor.rules import printable
 from supervisor.storage.engine import describe_db_error
 
 PROG = "collector-supervisor"
@@ -190,7 +191,7 @@ def _import_command(module_name: str, command: str) -> ModuleType:
 def _fail(debug: bool, message: str, code: int) -> int:
     if debug:
         traceback.print_exc()
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {printable(message)}", file=sys.stderr)  # it may quote a server's or a row's text
     return code
 
 

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from supervisor.rules import printable
+
 
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=_json_default)
@@ -47,9 +49,7 @@ def visible(text: str, limit: int) -> str:
     escaped, cut to ``limit`` characters."""
     if len(text) > limit:
         text = text[:limit] + f"… ({len(text):,} characters)"
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return printable(text)
 
 
 def age(moment: dt.datetime | None, now: dt.datetime) -> str:

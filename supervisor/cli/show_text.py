@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from supervisor import charts, history
 from supervisor.cli.output import age
 from supervisor.cli.server_listing import shorten
+from supervisor.rules import printable
 
 if TYPE_CHECKING:
     from supervisor.cli.show_cmd import ServerHistory
@@ -41,7 +42,7 @@ def render(data: ServerHistory) -> str:
         for name, label in history.METRICS.items():
             lines += ["", *_chart(data, name, label)]
     lines += ["", *_waits(data), "", *_events(data)]
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))  # the stored rows are another program's text too
 
 
 def _header(data: ServerHistory) -> list[str]:

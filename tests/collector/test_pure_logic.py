@@ -109,6 +109,14 @@ def test_classification(state: str, message: str, phase: str, expected: str) -> 
     assert classify(pyodbc.Error(state, message), phase=phase).error_class == expected
 
 
+def test_pyodbcs_own_errors_keep_their_message() -> None:
+    """pyodbc raises what it cannot read itself as (text, SQLSTATE), the drivers' diagnostics as (SQLSTATE, text)."""
+    own = pyodbc.ProgrammingError("ODBC SQL type -16 is not yet supported.  column-index=4  type=-16", "HY106")
+    failure = classify(own, phase="query")
+    assert failure.message == "ODBC SQL type -16 is not yet supported. column-index=4 type=-16", failure.message
+    assert failure.error_class == "protocol"
+
+
 def test_driver_text_is_redacted() -> None:
     from supervisor.logs import register_secret
 

@@ -33,6 +33,8 @@ _KINDS = {"int": Kind.INT, "bigint": Kind.BIGINT, "float": Kind.FLOAT, "nvarchar
           "datetime2": Kind.DATETIME2}  # fmt: skip
 _PROCEDURE = PROCEDURE_NAME.encode("utf-16-le")
 _MARKER = ADHOC_BATCH_MARKER.encode("utf-16-le")
+#: An error text that would colour a terminal, set its title, erase a character and end a PostgreSQL text.
+ERROR_WITH_CONTROLS = "broken \x1b[31mred\x1b]0;owned\x07 back\x08space nul\x00end"
 #: Rows per write of an endless result set.
 _STREAM_ROWS = 2000
 
@@ -131,6 +133,8 @@ SCENARIOS: dict[str, Broken] = {
                               {"waits": {"waiting_tasks_count": Kind.NVARCHAR}}),
     "negative_waits": Broken(_waits(wait_row("LCK_M_X", -5, -100, -1))),
     "error_without_message": Broken(final=tokens.done(tokens.DONE_ERROR, tokens.CMD_SELECT)),
+    "error_with_control_characters": Broken(final=tokens.error(50000, ERROR_WITH_CONTROLS)
+                                            + tokens.done(tokens.DONE_ERROR, tokens.CMD_SELECT)),
 }
 # fmt: on
 #: Not an answer of the four sets (``Session``): invalid UTF-16 in a wait type, waits that never end, a

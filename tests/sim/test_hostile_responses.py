@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -22,6 +22,7 @@ from supervisor.children.odbc_driver import OdbcDriver, kind_of
 from supervisor.children.targets import Target
 from supervisor.procedures.resultsets import WAITS
 from supervisor.storage.tenant_schema import metric_snapshots, servers
+from tests.helpers.cli import run_cli
 from tests.helpers.deployment import Child, TenantDeployment
 from tests.helpers.drivers import driver_setting
 from tests.helpers.ports import free_ports
@@ -203,3 +204,32 @@ def test_a_child_with_a_broken_server_keeps_collecting_the_others(tmp_path: Path
         assert code == 0
     finally:
         child.kill()
+
+
+@pytest.mark.postgres
+def test_a_server_error_with_control_characters_is_stored_and_shown_escaped(
+    tmp_path: Path, driver: str, hostile: dict[str, int], pg_database: Callable[[], str]
+) -> None:
+    """Its NUL once made the failure unstorable on PostgreSQL (two ``writer.rejected`` lines, class ``storage``
+    instead of the server's error), and its escapes reached the operator's terminal from ``collect-once`` and
+    ``server show``."""
+    deployment = TenantDeployment(tmp_path, driver, pg_database())
+    deployment.add("controls", hostile["error_with_control_characters"])
+    config = str(deployment.config)
+    result = run_cli("-c", config, "collect-once", "acme", "controls", cwd=tmp_path, timeout=60)
+    escaped = "broken \\x1b[31mred\\x1b]0;owned\\x07 back\\x08space nul"
+    if driver == "msodbc18":  # FreeTDS ends the text at the NUL; Driver 18 passes it on
+        escaped += "\\x00end"
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert escaped in result.stderr, result.stderr
+    assert not any(ch in result.stderr for ch in "\x00\x1b\x07\x08"), result.stderr
+    row = _server(deployment, "controls")
+    assert escaped in row.last_error and row.last_error_class != "storage", (row.last_error_class, row.last_error)
+    shown = run_cli("-c", config, "server", "show", "acme", "controls", cwd=tmp_path, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert escaped in " ".join(shown.stdout.split()), shown.stdout
+    assert not any(ch in shown.stdout for ch in "\x00\x1b\x07\x08"), shown.stdout
+    with deployment.engine.begin() as conn:  # as another program (the web app, an older collector) may store it
+        conn.execute(servers.update().where(servers.c.name == "controls").values(last_error="web \x1b[2J\x07app"))
+    shown = run_cli("-c", config, "server", "show", "acme", "controls", cwd=tmp_path, timeout=60)
+    assert "web \\x1b[2J\\x07app" in shown.stdout and "\x1b" not in shown.stdout, shown.stdout
