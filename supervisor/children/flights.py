@@ -99,9 +99,17 @@ class Flights:
         return [f.session for f in self._flights.values()] + [f.session for f in self._abandoned]
 
     def start(self, target: Target, session: ServerSession) -> Flight:
+        """A collection of ``target`` on a pool thread; or, while its last one abandoned at its deadline is still
+        inside the driver, none: a failure at once (a second thread would pile up behind the first, each slot
+        one more, for as long as the driver holds them)."""
         flight = Flight(target, session, self._timeout, self._on_result)
         self._flights[target.server_id] = flight
-        self._pool.submit(flight.run)
+        held = next((f for f in self._abandoned if f.target.server_id == target.server_id and not f.returned), None)
+        if held is None:
+            self._pool.submit(flight.run)
+        else:
+            flight.outcome = _still_held(flight, held)
+            flight.settled.set()
         return flight
 
     def next_deadline(self) -> float | None:
@@ -187,3 +195,17 @@ def _timeout(flight: Flight, phase: str, where: str, elapsed: float) -> Collecti
         TIMEOUT, f"no answer within collection_timeout {flight.timeout:g}s (during {where})", phase=phase
     )
     return CollectionOutcome(flight.target, flight.started_wall, round(elapsed * 1000), None, failure)
+
+
+def _still_held(flight: Flight, held: Flight) -> CollectionOutcome:
+    """The slot of a server whose collection abandoned at ``held``'s deadline has not left the driver: a message
+    flood it is still reading after the bytes all arrived (no socket to cut), a name lookup that ends at the
+    resolver's own timeout."""
+    assert held.deadline is not None and held.outcome is not None and held.outcome.failure is not None
+    ago = time.monotonic() - held.deadline
+    failure = CollectionFailure(
+        TIMEOUT, f"not started: the collection abandoned at its deadline {ago:.0f} s ago has not returned from the "
+        "ODBC driver yet", phase=held.outcome.failure.phase,
+    )  # fmt: skip
+    flight.started_wall = time.time()
+    return CollectionOutcome(flight.target, flight.started_wall, 0, None, failure)

@@ -35,6 +35,9 @@ _PROCEDURE = PROCEDURE_NAME.encode("utf-16-le")
 _MARKER = ADHOC_BATCH_MARKER.encode("utf-16-le")
 #: An error text that would colour a terminal, set its title, erase a character and end a PostgreSQL text.
 ERROR_WITH_CONTROLS = "broken \x1b[31mred\x1b]0;owned\x07 back\x08space nul\x00end"
+#: Messages before the answer of ``info_flood``: they hold the collection's thread in the driver (manager) for
+#: seconds of CPU after its deadline, the socket cut or not (the bytes have all arrived).
+INFO_FLOOD = 10_000
 #: Rows per write of an endless result set.
 _STREAM_ROWS = 2000
 
@@ -86,12 +89,13 @@ class Broken:
     change: Callable[[dict[str, list[dict[str, Any]]]], None] = lambda values: None
     kinds: dict[str, dict[str, Kind]] = field(default_factory=dict)
     final: bytes = tokens.done(tokens.DONE_FINAL, tokens.CMD_SELECT)
+    head: bytes = b""
 
     def answer(self, n: int) -> bytes:
         values = plain_values(n)
         self.change(values)
         sets = b"".join(result_set(columns(s.name, self.kinds.get(s.name, {})), values[s.name]) for s in RESULT_SETS)
-        return sets + self.final
+        return self.head + sets + self.final
 
 
 def _set(set_name: str, **values: Any) -> Callable[[dict[str, list[dict[str, Any]]]], None]:
@@ -133,6 +137,8 @@ SCENARIOS: dict[str, Broken] = {
                               {"waits": {"waiting_tasks_count": Kind.NVARCHAR}}),
     "negative_waits": Broken(_waits(wait_row("LCK_M_X", -5, -100, -1))),
     "error_without_message": Broken(final=tokens.done(tokens.DONE_ERROR, tokens.CMD_SELECT)),
+    # PRINT in a loop: each message is a diagnostic record the driver manager walks its list for (quadratic).
+    "info_flood": Broken(head=tokens.info(0, "x" * 20, 0) * INFO_FLOOD),
     "error_with_control_characters": Broken(final=tokens.error(50000, ERROR_WITH_CONTROLS)
                                             + tokens.done(tokens.DONE_ERROR, tokens.CMD_SELECT)),
 }

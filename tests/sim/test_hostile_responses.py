@@ -5,9 +5,11 @@ what is wrong, within bounded memory; a tenant child with such a server keeps co
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -200,6 +202,37 @@ def test_a_child_with_a_broken_server_keeps_collecting_the_others(tmp_path: Path
         assert _snapshots(deployment)["text-counter"] == 0
         events = {event.get("event") for event in deployment.log_events()}
         assert not events & {"child.crashed", "pool.job_failed", "collection.record_failed"}, events
+        code, _took = child.terminate()
+        assert code == 0
+    finally:
+        child.kill()
+
+
+def test_a_server_whose_collection_the_driver_still_holds_gets_no_second_thread(
+    tmp_path: Path, driver: str, hostile: dict[str, int]
+) -> None:
+    """10,000 messages before the answer keep the driver manager walking its diagnostic list for seconds of CPU
+    after the deadline, with no socket left to cut. Before, each slot started one more thread on that server,
+    every one burning CPU (a child went past 500 MB and 1 core)."""
+    deployment = TenantDeployment(tmp_path, driver, f"sqlite:///{tmp_path}/tenant.db", collection_interval=1,
+                                  collection_timeout=1)  # fmt: skip
+    deployment.add("good", hostile["good"])
+    deployment.add("flood", hostile["info_flood"])
+    child = Child(deployment)
+    try:
+        def skipped() -> bool:
+            error = _server(deployment, "flood").last_error or ""
+            return "has not returned from the ODBC driver yet" in error
+
+        wait_until(skipped, 30, lambda: f"flood: {_server(deployment, 'flood').last_error}")
+        before = _snapshots(deployment)["good"]
+        threads = []
+        for _ in range(35):  # 7 s: slots of the flood server while a collection of it is held, past a writer batch
+            threads.append(len(os.listdir(f"/proc/{child.process.pid}/task")))
+            time.sleep(0.2)
+        assert max(threads) <= min(threads) + 1, threads
+        assert _snapshots(deployment)["good"] >= before + 2  # written in batches of up to 5 s
+        assert _server(deployment, "flood").status == "online"  # it answered the login: reachable
         code, _took = child.terminate()
         assert code == 0
     finally:
