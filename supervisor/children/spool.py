@@ -29,6 +29,9 @@ class Spool:
     def __init__(self, spool_dir: str, tenant: str) -> None:
         self.folder = Path(spool_dir) / tenant
         self.tenant = tenant
+        #: Files this process leaves alone: unreadable (a directory of that name, an I/O error), or replayed but
+        #: not removable (a read-only file system); the next process tries them again.
+        self._passed_over: set[Path] = set()
 
     def write(self, items: Iterable[WriteItem]) -> Path | None:
         """One new file with ``items``; an ``OSError`` (disk full, read-only) leaves no file at all."""
@@ -60,25 +63,43 @@ class Spool:
         return count
 
     def files(self) -> list[Path]:
-        if not self.folder.is_dir():
+        try:
+            if not self.folder.is_dir():
+                return []
+            return sorted(path for path in self.folder.glob("*.jsonl") if path not in self._passed_over)
+        except OSError:
             return []
-        return sorted(self.folder.glob("*.jsonl"))
 
     def read(self, path: Path) -> list[WriteItem]:
+        """The items of ``path``; a line that is not one (bad JSON, bytes that are not UTF-8) is skipped with a
+        ``spool.corrupt`` line, a file that cannot be read is passed over with one ``spool.unreadable`` line."""
         items = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    items.append(WriteItem.from_json(json.loads(line)))
-                except (ValueError, KeyError, TypeError) as exc:
-                    log_event(log, logging.ERROR, "spool.corrupt", "skipping unreadable spool line %s:%d: %s",
-                              path.name, number, exc, tenant=self.tenant, error_class=STORAGE)  # fmt: skip
+        try:
+            with path.open("rb") as handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        items.append(WriteItem.from_json(json.loads(line.decode("utf-8"))))
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log_event(log, logging.ERROR, "spool.corrupt", "skipping unreadable spool line %s:%d: %s",
+                                  path.name, number, exc, tenant=self.tenant, error_class=STORAGE)  # fmt: skip
+        except OSError as exc:
+            self._passed_over.add(path)
+            log_event(log, logging.ERROR, "spool.unreadable", "cannot read spool file %s, left as it is: %s", path,
+                      exc, tenant=self.tenant, error_class=STORAGE, error=str(exc))  # fmt: skip
+            return []
         return items
 
     def remove(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
+        """After its items are stored; a file that cannot be removed is only replayed again by the next process."""
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            self._passed_over.add(path)
+            log_event(log, logging.WARNING, "spool.not_removed", "cannot remove replayed spool file %s (its results "
+                      "are stored; the next start replays it again, harmlessly): %s", path, exc, tenant=self.tenant,
+                      error_class=STORAGE, error=str(exc))  # fmt: skip
 
     def newest_baselines(self) -> dict[int, Baseline]:
         """Per server, the newest baseline waiting in the spool (newer than the DB's, if any)."""

@@ -25,7 +25,7 @@ from supervisor.children.records import WriteItem
 from supervisor.children.rejects import is_outage, store_one_by_one
 from supervisor.children.retention import purge_batch
 from supervisor.children.spool import Spool
-from supervisor.errors import STORAGE
+from supervisor.errors import INTERNAL, STORAGE
 from supervisor.logs import log_event
 from supervisor.storage.engine import describe_db_error
 
@@ -48,6 +48,8 @@ UNHEALTHY_FLUSH_TIMEOUT = 0.5
 #: How often the writer looks for spool files to replay and for expired rows (an idle writer sleeps until then).
 HOUSEKEEPING_EVERY = 10.0
 RETENTION_FIRST_AFTER = 30.0
+#: After an unforeseen error, the writer starts over this much later.
+RESTART_AFTER = 5.0
 
 
 class Writer:
@@ -74,6 +76,8 @@ class Writer:
         self._healthy = True
         self._failing_since: float | None = None
         self._next_retention = time.monotonic() + RETENTION_FIRST_AFTER
+        self._lost_logged_at = -SPOOL_RETRY_EVERY
+        self._lost_unlogged = 0
         self._spool_retry_at = 0.0
         self.written = 0
         #: Results waiting in spool files (this run's and earlier ones'), for the heartbeat.
@@ -128,6 +132,16 @@ class Writer:
     # --- writer thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
         name_os_thread("writer")
+        while True:
+            try:
+                return self._serve()
+            except Exception as exc:  # an error nobody foresaw: storing must outlive it (heartbeats would not tell)
+                log_event(log, logging.ERROR, "writer.failed", "writer failed, going on in %g s: %s: %s", RESTART_AFTER,
+                          type(exc).__name__, exc, tenant=self._tenant, error_class=INTERNAL)  # fmt: skip
+                log.debug("why the writer failed", exc_info=exc, extra={"tenant": self._tenant})
+                time.sleep(RESTART_AFTER)
+
+    def _serve(self) -> None:
         backoff = Backoff(base=BACKOFF_START, cap=BACKOFF_MAX)
         next_housekeeping = time.monotonic()
         while True:
@@ -241,10 +255,17 @@ class Writer:
         for _ in range(excess):
             self._buffer.popleft()
         self.dropped += excess
+        self._lost_unlogged += excess
+        now = time.monotonic()
+        if now < self._lost_logged_at + SPOOL_RETRY_EVERY:
+            return  # once in a while, not at every result that comes in
+        self._lost_logged_at = now
         log_event(
             log, logging.ERROR, "writer.lost", "tenant DB and spool both unavailable: dropped the %d oldest results "
-            "(%d in all)", excess, self.dropped, tenant=self._tenant, error_class=STORAGE, lost=self.dropped,
+            "(%d in all)", self._lost_unlogged, self.dropped, tenant=self._tenant, error_class=STORAGE,
+            lost=self.dropped,
         )  # fmt: skip
+        self._lost_unlogged = 0
 
     def _note_failure(self, exc: SQLAlchemyError) -> None:
         if self._healthy:
