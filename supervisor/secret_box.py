@@ -99,10 +99,23 @@ def _read_key_file(path: Path, source: str) -> bytes | None:
 
 
 def _create_key_file(path: Path, source: str) -> bytes:
+    """A new key, written whole (to a temporary file, fsynced, then linked to its name) or not at all: a full disk
+    used to leave an empty key file that every later command refused. Linking, unlike renaming, never replaces a
+    key another process created meanwhile (its passwords would become undecryptable); that key is used instead."""
     key = generate_key()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(key + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        _fsync_folder(path.parent)
     except FileExistsError:
         existing = _read_key_file(path, source)  # another process created it meanwhile
         if existing is None:
@@ -110,9 +123,15 @@ def _create_key_file(path: Path, source: str) -> bytes:
         return existing
     except OSError as exc:
         raise ConfigError(f"invalid {source}: cannot create it: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key + b"\n")
     return key
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 #: Passwords a DeferredSecretBox keeps decrypted (old tokens go when a password changes often).

@@ -355,3 +355,29 @@ def test_server_list_shows_hostile_stored_text_escaped_and_cut(workspace: Worksp
     assert "evil\\x1b[2J\\nname" in listed
     assert len(listed.splitlines()) == 2
     assert len(listed) < 5000
+
+
+def test_a_key_file_created_on_a_full_disk_is_not_left_empty(tmp_path: Path) -> None:
+    """Before: ``internal error: OSError: [Errno 28]`` without the file's name, and a 0-byte key file left behind
+    that every later command refused ("not a valid Fernet key") until removed by hand. The disk: a one-page tmpfs,
+    full, in a mount namespace of the command's own (``unshare``, root)."""
+    ws = Workspace(tmp_path, f"sqlite:///{tmp_path}/var/system.db", f"sqlite:///{tmp_path}/var/tenants/{{slug}}.db")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (tmp_path / "collector.ini").write_text(
+        f"[collector]\nsystem_db = {ws.system_url}\ntenant_db_url = {ws.tenant_template}\n"
+        f"secret_key_file = {keys}/secret.key\n[logging]\nlevel = INFO\n"
+    )
+    ws.setup("init-db")
+    ws.setup("tenant", "add", "acme")
+    add = [*CLI, "-c", str(tmp_path / "collector.ini"), *ADD, "sql02", "--host", "h", "--password-env", "PW"]
+    script = (f"mount --make-rprivate / && mount -t tmpfs -o size=4k tmpfs {keys} && head -c 4096 /dev/zero > "
+              f"{keys}/fill; {' '.join(add)}; echo rc=$? >&2; ls -A {keys} >&2")  # fmt: skip
+    full = subprocess.run(["unshare", "-m", "sh", "-c", script], env={**os.environ, "PW": "pw"}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    error, code, left = full.stderr.strip().splitlines()
+    assert code == "rc=2" and left == "fill", full.stderr
+    assert "collector.secret_key_file" in error and "No space left on device" in error, error
+    assert "Traceback" not in full.stderr
+    ws.ok(*ADD, "sql02", "--host", "h", "--password-env", "PW", env={"PW": "pw"})  # room again: a key, a server
+    assert len((keys / "secret.key").read_bytes().strip()) == 44
