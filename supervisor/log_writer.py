@@ -12,6 +12,7 @@ at fork time is what ``fork`` must not meet (DESIGN.md). A log file renamed or d
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -26,6 +27,8 @@ BUFFER_BYTES = 4 * 1024 * 1024
 FLUSH_TIMEOUT = 2.0
 DROPPED_EVENT = "log.dropped"
 _CHUNK = select.PIPE_BUF
+#: A write refused for want of room: the lines are kept for the next try, as for a slow reader.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class LogFile:
@@ -107,6 +110,10 @@ class NonBlockingLogHandler(logging.Handler):
         self._owner_pid = os.getpid()
         self._pending = bytearray()
         self._dropped = 0
+        self._announced = 0  # dropped lines counted by the notice held in _pending, up to _notice_end
+        self._notice_end = 0
+        self._mid_line = False  # the output ends with part of a line (a short write on a disk that filled up)
+        self._cut = False  # ... whose rest was lost
         self._gave_up = False
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -126,9 +133,11 @@ class NonBlockingLogHandler(logging.Handler):
         self.write_pending()
 
     def _report_dropped(self) -> None:
-        notice = _encoded(self.format(dropped_record(self._dropped)))
+        notice = _encoded(self.format(dropped_record(self._announced + self._dropped)))
         if len(self._pending) + len(notice) <= self.capacity:
             self._pending += notice
+            self._announced += self._dropped
+            self._notice_end = len(self._pending)
             self._dropped = 0
 
     def write_pending(self, wait: float = 0.0) -> None:
@@ -143,13 +152,40 @@ class NonBlockingLogHandler(logging.Handler):
                     return
             if not self.target.ready(max(0.0, deadline - time.monotonic())):
                 return
+            if self._cut and not self._end_cut_line():
+                return
             try:
                 written = self.target.write_some(bytes(self._pending[:_CHUNK]))
-            except (OSError, ValueError):  # a closed or broken output: what it holds is lost, and counted
-                self._dropped += self._pending.count(b"\n")
-                self._pending.clear()
+            except OSError as exc:
+                if exc.errno not in _FULL:  # a closed or broken output: what it holds is lost, and counted
+                    self._lose_pending()
+                return  # a full disk: held (up to ``capacity``) until it takes them again
+            except ValueError:
+                self._lose_pending()
                 return
+            if written:
+                self._mid_line = self._pending[written - 1] != ord("\n")
             del self._pending[:written]
+            self._notice_end -= written
+            if self._notice_end <= 0:
+                self._announced = self._notice_end = 0
+
+    def _lose_pending(self) -> None:
+        """The lines held are dropped and counted (a line cut short by the failed write among them)."""
+        self._dropped += self._pending.count(b"\n") - (1 if self._announced else 0) + self._announced
+        self._announced = self._notice_end = 0
+        self._pending.clear()
+        self._cut = self._mid_line
+
+    def _end_cut_line(self) -> bool:
+        """The output ends with half a line (the rest was lost): end it, so the next line is not glued to it."""
+        try:
+            if self.target.write_some(b"\n") != 1:
+                return False
+        except (OSError, ValueError):
+            return False
+        self._cut = self._mid_line = False
+        return True
 
     def flush(self) -> None:
         """Waits up to ``FLUSH_TIMEOUT`` for the lines held (once: ``logging.shutdown`` flushes, then closes)."""
@@ -171,7 +207,8 @@ def _encoded(line: str) -> bytes:
 def dropped_record(count: int) -> logging.LogRecord:
     record = logging.LogRecord(
         "supervisor", logging.WARNING, __file__, 0,
-        "%d log lines were dropped: the log's reader did not keep up", (count,), None,
+        "%d log lines were dropped: the log's output did not take them (a reader that did not keep up, a full "
+        "disk)", (count,), None,
     )  # fmt: skip
     record.event = DROPPED_EVENT
     record.dropped = count

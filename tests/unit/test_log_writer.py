@@ -4,6 +4,8 @@ reopened at its path."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import logging
@@ -111,3 +113,56 @@ def test_a_forked_copy_writes_nothing(tmp_path: Path) -> None:
     handler.handle(record(1))
     handler.close()
     assert [json.loads(line)["message"] for line in path.read_text().splitlines()] == ["line 1"]
+
+
+class FillingDisk(LogFile):
+    """A log file with ``room`` bytes left: a write takes what fits (a short write), then fails with ``error``."""
+
+    def __init__(self, room: int, error: int) -> None:
+        super().__init__(None, io.StringIO())
+        self.room = room
+        self.error = error
+        self.out = bytearray()
+
+    def ready(self, timeout: float) -> bool:
+        return True
+
+    def write_some(self, data: bytes) -> int:
+        if self.room <= 0:
+            raise OSError(self.error, os.strerror(self.error))
+        taken = data[: self.room]
+        self.room -= len(taken)
+        self.out += taken
+        return len(taken)
+
+
+@pytest.mark.parametrize(("error", "capacity_lines"), [(errno.ENOSPC, 100), (errno.ENOSPC, 4), (errno.EIO, 100)])
+def test_a_failing_log_file_costs_only_counted_lines_and_glues_none_to_a_half_one(
+    error: int, capacity_lines: int
+) -> None:
+    """A full disk (ENOSPC) holds the lines until it has room again, as for a slow reader (up to the capacity;
+    beyond, dropped and counted); another error loses what is held, counted. Before: any error lost the lines
+    held; the half line a short write left was followed straight by the next (neither parsed); and the notice's
+    count fell back to 1 each time writing it failed too (33 lines lost, 1 reported)."""
+    disk = FillingDisk(0, error)
+    line_length = len(ContractJsonFormatter().format(record(0))) + 1
+    handler = NonBlockingLogHandler(disk, capacity=capacity_lines * line_length)
+    handler.setFormatter(ContractJsonFormatter())
+    disk.room = 2 * line_length + line_length // 2  # two lines and a half, then it fails
+    for number in range(20):
+        handler.handle(record(number))
+        handler.write_pending()  # the parent's loop turning: the notice fails too
+    disk.room = 1 << 20
+    handler.handle(record(20))
+    lines = disk.out.decode().splitlines()
+    parsed = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            parsed.append(json.loads(line))
+    written = [int(entry["message"].split()[1]) for entry in parsed if entry["event"] == "test.line"]
+    dropped = sum(entry["dropped"] for entry in parsed if entry["event"] == DROPPED_EVENT)
+    assert len(parsed) >= len(lines) - 1, lines  # at most one line does not parse: a cut one, on its own
+    assert written == sorted(written) and written[:2] == [0, 1], written
+    assert dropped == 21 - len(written), (dropped, written)  # every line not written is counted
+    if error == errno.ENOSPC and capacity_lines > 21:
+        assert written == list(range(21)) and len(parsed) == len(lines)  # nothing lost, nothing cut
