@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from supervisor.log_writer import dropped_record
 from supervisor.logs import redact
 
 LOG = "log"
@@ -115,24 +118,87 @@ def message_to_record(payload: dict[str, Any]) -> logging.LogRecord:
 
 
 class PipeLogHandler(logging.Handler):
-    """Child side: sends every record to the parent. Sending is serialised by the handler lock."""
+    """Child side: sends every record, and the heartbeats, to the parent, from a thread of its own.
+
+    The pipe holds 64 KiB: a parent that does not read (stopped with SIGSTOP, a paused VM, a loop busy elsewhere)
+    would block a thread in ``send`` and, behind the lock, every thread that logs, the main loop's heartbeat
+    included: all collection stopped. So the callers only queue (never waiting), at most ``MAX_QUEUED`` messages;
+    beyond that a record is dropped and counted, and one ``log.dropped`` record says how many once the parent
+    reads again. At exit, ``flush`` gives the queue ``FLUSH_TIMEOUT`` seconds."""
+
+    MAX_QUEUED = 10_000
+    FLUSH_TIMEOUT = 2.0
 
     def __init__(self, conn: Connection) -> None:
         super().__init__()
         self._conn = conn
-        self._send_lock = threading.Lock()
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._ready = threading.Condition()
+        self._dropped = 0
+        self._sending = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._send_queued, name="log-to-parent", daemon=True)
+        self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = record_to_message(record)
-            with self._send_lock:
-                self._conn.send(message)
-        except (BrokenPipeError, EOFError, OSError):
-            pass  # the parent is gone; the child notices through its own checks and stops
+            self._put(record_to_message(record), droppable=True)
         except Exception:
             self.handleError(record)
 
     def send(self, message: tuple[str, Any]) -> None:
-        """Send a non-log message (heartbeat) through the same pipe and lock."""
-        with self._send_lock:
-            self._conn.send(message)
+        """A non-log message (heartbeat), in order with the records; not queued past ``MAX_QUEUED``."""
+        self._put(message, droppable=False)
+
+    def _put(self, message: tuple[str, Any], droppable: bool) -> None:
+        with self._ready:
+            if self._closed:
+                return
+            if len(self._queue) >= self.MAX_QUEUED:
+                self._dropped += droppable
+                self._ready.notify()
+                return
+            self._queue.append(message)
+            self._ready.notify()
+
+    def _send_queued(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue and not self._dropped and not self._closed:
+                    self._ready.wait()
+                if not self._queue and not self._dropped:
+                    return
+                message = self._queue.popleft() if self._queue else None
+                dropped, self._dropped = self._dropped, 0
+                self._sending = True
+            try:
+                if dropped:
+                    self._conn.send(record_to_message(dropped_record(dropped)))
+                if message is not None:
+                    self._conn.send(message)
+            except (BrokenPipeError, EOFError, OSError):
+                with self._ready:  # the parent is gone; the child notices through its own checks and stops
+                    self._closed = True
+                    self._queue.clear()
+                    self._ready.notify_all()
+                return
+            finally:
+                with self._ready:
+                    self._sending = False
+                    self._ready.notify_all()
+
+    def flush(self) -> None:
+        deadline = time.monotonic() + self.FLUSH_TIMEOUT
+        with self._ready:
+            while (self._queue or self._dropped or self._sending) and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._ready.wait(left)
+
+    def close(self) -> None:
+        self.flush()
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        super().close()
