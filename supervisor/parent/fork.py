@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from sqlalchemy.engine import make_url
 
 from supervisor.errors import INTERNAL
-from supervisor.ipc import CHILD_EXIT_CRASH, ChildSpec, record_to_message
+from supervisor.ipc import CHILD_EXIT_CRASH, ChildSpec, PipeLogHandler, record_to_message
 
 #: What every child runs: imported by the parent before the first fork (the SQLite dialect: the default tenant DB).
 CHILD_MODULES = ("sqlalchemy.dialects.sqlite", "supervisor.children.entry", "supervisor.children.runtime")
@@ -101,9 +101,15 @@ def run_child(spec: ChildSpec, conn: Connection, parent_conns: Sequence[Connecti
 
 
 def _report_crash(spec: ChildSpec, conn: Connection) -> None:
+    """After the records the child queued for the parent, through its sending thread if it has one already."""
     record = logging.LogRecord("supervisor.child", logging.ERROR, __file__, 0, "child crashed", None, sys.exc_info())
     record.event = "child.crashed"
     record.tenant = spec.slug
     record.error_class = INTERNAL
+    senders = [h for h in logging.getLogger().handlers if isinstance(h, PipeLogHandler)]
+    if senders:
+        senders[0].handle(record)
+        senders[0].flush()
+        return
     with contextlib.suppress(OSError):
         conn.send(record_to_message(record))

@@ -28,7 +28,8 @@ def _child(conn: Connection) -> None:
     from supervisor.logs import register_secret
 
     logger = logging.getLogger("supervisor.child.test")
-    logger.handlers[:] = [PipeLogHandler(conn)]
+    handler = PipeLogHandler(conn)
+    logger.handlers[:] = [handler]
     logger.propagate = False
     register_secret(SECRET)  # what load_targets does with each password it decrypts
     try:
@@ -36,6 +37,7 @@ def _child(conn: Connection) -> None:
     except RuntimeError:
         logger.exception("collection failed: %s", f"password {SECRET}", extra={"event": "t", "error": SECRET})
     logger.warning("server %s", SECRET, extra={"event": "t2", "detail": {"nested": SECRET}})
+    handler.close()  # what logging.shutdown does at the child's exit: the queued records are sent
     conn.close()
 
 
