@@ -79,9 +79,10 @@ def _context(spec: ChildSpec, event: str, error_class: str) -> dict[str, str]:
 def _install_signal_handlers(stop: threading.Event) -> None:
     signal.set_wakeup_fd(-1)  # inherited from the parent's loop; must not be written by the child
     signal.signal(signal.SIGTERM, lambda _signo, _frame: stop.set())
+    signal.signal(signal.SIGQUIT, lambda _signo, _frame: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent owns it
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP})
 
 
 def _die_with_parent() -> None:

@@ -1,7 +1,7 @@
 """The program's first code: the stop and reload signals are held before anything heavy is imported.
 
-Importing the command line (SQLAlchemy, the parent's loop) takes about half a second. A SIGTERM, SIGINT or
-SIGHUP in that time would get the default action: a supervisor killed by the stop it should have obeyed, a
+Importing the command line (SQLAlchemy, the parent's loop) takes about half a second. A SIGTERM, SIGINT, SIGQUIT
+or SIGHUP in that time would get the default action: a supervisor killed by the stop it should have obeyed, a
 ``KeyboardInterrupt`` traceback, a ``systemctl reload`` that kills it. Held, ``run`` acts on them once its
 handlers are in place; every other command releases them as soon as its arguments are parsed.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 
-HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
 
 
 def main() -> int:

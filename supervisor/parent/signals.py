@@ -1,8 +1,9 @@
 """Signal handling for the parent: handlers only set flags; a wake-up pipe interrupts the main loop.
 
-SIGTERM/SIGINT request a graceful stop (a second one escalates to an immediate kill), SIGHUP asks
-for a configuration reload. Nothing is logged or done inside a handler: the main loop sees the wake-up
-fd become readable and acts on the flags.
+SIGTERM/SIGINT/SIGQUIT request a graceful stop (a second one escalates to an immediate kill), SIGHUP asks
+for a configuration reload; SIGUSR1, SIGUSR2 and SIGALRM are ignored (by default each killed the parent
+without a word, its children's last records lost and their rows left ``running``). Nothing is logged or done
+inside a handler: the main loop sees the wake-up fd become readable and acts on the flags.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import signal
 import time
 from types import FrameType
 
-HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+IGNORED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 #: The same stop signal this soon after the first is that stop delivered twice, not a second one (which kills).
 DUPLICATE_WITHIN = 0.25
 
@@ -43,6 +45,7 @@ class SignalFlags:
         signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGQUIT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
@@ -70,5 +73,7 @@ class SignalFlags:
 
 
 def block_signals() -> None:
-    """Hold TERM/INT/HUP while the supervisor builds itself; ``SignalFlags.install`` releases them."""
+    """Hold TERM/INT/QUIT/HUP while the supervisor builds itself; ``SignalFlags.install`` releases them."""
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    for signo in IGNORED:
+        signal.signal(signo, signal.SIG_IGN)

@@ -1,5 +1,5 @@
 """A stop or reload signal that arrives while ``run`` is still importing (about half a second) is acted on
-once the supervisor is ready, instead of killing it with the default action: SIGTERM and SIGINT stop it
+once the supervisor is ready, instead of killing it with the default action: SIGTERM, SIGINT and SIGQUIT stop it
 gracefully (exit 0, every line of its output JSON: no ``KeyboardInterrupt`` traceback), SIGHUP is a reload.
 
 The signal is sent at the first moment the process either holds TERM (the entry point's first act) or has
@@ -48,7 +48,7 @@ def send_while_starting(pid: int, signo: int) -> None:
     os.kill(pid, signo)
 
 
-@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT], ids=["TERM", "INT", "QUIT"])
 def test_a_stop_during_start_up_is_a_graceful_stop(plain: Deployment, signo: int) -> None:
     supervisor = plain.start()
     send_while_starting(supervisor.pid, signo)
@@ -64,3 +64,17 @@ def test_a_reload_during_start_up_does_not_kill(plain: Deployment) -> None:
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait_exit(60) == 0
     wait_until(lambda: supervisor.events("supervisor.stopping"), 10)
+
+
+def test_user_signals_are_ignored_and_quit_is_a_graceful_stop(plain: Deployment) -> None:
+    """Before: SIGUSR1, SIGUSR2, SIGALRM and SIGQUIT killed the parent at once (exit 138, 140, 142, 131) without a
+    line; its children died with it, their last records lost and their rows left ``running``."""
+    supervisor = plain.start()
+    supervisor.wait_event("supervisor.started", timeout=60)
+    for signo in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+        supervisor.signal(signo)
+    time.sleep(1)  # a poll and more: the loop turned with them delivered
+    assert supervisor.popen.poll() is None
+    supervisor.signal(signal.SIGQUIT)
+    assert supervisor.wait_exit(60) == 0
+    assert supervisor.events("supervisor.stopped")
