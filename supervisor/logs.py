@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import sys
 import threading
 from typing import Any, TextIO
 
@@ -100,6 +101,9 @@ def make_formatter(settings: LoggingSettings) -> logging.Formatter:
 
 
 def open_log_file(settings: LoggingSettings, stream: TextIO | None = None) -> LogFile:
+    if settings.file == "-" and stream is None and sys.stderr is None:
+        raise ConfigError("logging.file = '-' (standard error), but standard error is closed: set logging.file to "
+                          "a path, or start it with standard error open")  # fmt: skip
     try:
         return LogFile(None if settings.file == "-" else settings.file, stream)
     except OSError as exc:

@@ -26,6 +26,7 @@ from supervisor.config import load_settings
 from supervisor.secret_box import SECRET_KEY_ENV, DeferredSecretBox
 from tests.cli.conftest import Workspace, assert_one_line_error
 from tests.helpers.cli import CLI
+from tests.helpers.waiting import wait_until
 
 PASSWORD = "s3cr;et}{x=1"
 ADD = ("server", "add", "acme")
@@ -381,3 +382,26 @@ def test_a_key_file_created_on_a_full_disk_is_not_left_empty(tmp_path: Path) -> 
     assert "Traceback" not in full.stderr
     ws.ok(*ADD, "sql02", "--host", "h", "--password-env", "PW", env={"PW": "pw"})  # room again: a key, a server
     assert len((keys / "secret.key").read_bytes().strip()) == 44
+
+
+def test_run_with_standard_error_closed_says_so(tmp_path: Path) -> None:
+    """Before: ``internal error: AttributeError: 'NoneType' object has no attribute 'fileno'``, exit 1. With a log
+    file instead, the supervisor runs (descriptor 2 is ``/dev/null``, not the next file it opens)."""
+    config = tmp_path / "collector.ini"
+    config.write_text(f"[collector]\nsystem_db = sqlite:///{tmp_path}/system.db\n[metrics]\nlisten =\n")
+    closed = subprocess.run(["sh", "-c", f"exec {' '.join(CLI)} -c {config} run 2>&-"], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert closed.returncode == 2, (closed.returncode, closed.stdout)
+    assert closed.stdout.strip().splitlines() == [
+        "collector-supervisor: error: logging.file = '-' (standard error), but standard error is closed: set "
+        "logging.file to a path, or start it with standard error open"
+    ], closed.stdout
+    log = tmp_path / "supervisor.log"
+    config.write_text(config.read_text() + f"[logging]\nfile = {log}\n")
+    running = subprocess.Popen(["sh", "-c", f"exec {' '.join(CLI)} -c {config} run 2>&-"])
+    try:
+        wait_until(lambda: log.exists() and "supervisor.started" in log.read_text(), 60, "the supervisor's start")
+        assert os.readlink(f"/proc/{running.pid}/fd/2") == os.devnull
+    finally:
+        running.terminate()
+        assert running.wait(30) == 0
