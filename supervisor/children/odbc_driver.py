@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,9 @@ def resolve_driver(setting: str) -> OdbcDriver:
     value = setting.strip()
     if value.lower() != "auto":
         if "/" in value:
-            if not Path(value).is_file():
-                raise ConfigError(f"invalid collector.odbc_driver = {value!r}: no such driver library")
+            problem = _library_problem(Path(value))
+            if problem is not None:
+                raise ConfigError(f"invalid collector.odbc_driver = {value!r}: {problem}")
             return OdbcDriver(value, kind_of(value))
         if value not in pyodbc.drivers():
             raise ConfigError(
@@ -109,3 +111,19 @@ def connection_hint(message: str, encrypt: str) -> str | None:
 def with_hint(message: str, encrypt: str) -> str:
     hint = connection_hint(message, encrypt)
     return message if hint is None or hint in message else f"{message} ({hint})"
+
+
+def _library_problem(path: Path) -> str | None:
+    """Why ``path`` is no ODBC driver library (a program, a text file, another library), or None. Else every
+    server reads as unreachable ("Can't open lib", "SQLAllocHandle failed") instead of the setting as wrong."""
+    try:
+        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:4] != b"\x7fELF":
+                return "not a shared library (no ELF header)"
+            if data.find(b"SQLDriverConnect") < 0:
+                return "not an ODBC driver (it exports no SQLDriverConnect)"
+    except FileNotFoundError:
+        return "no such driver library"
+    except (OSError, ValueError) as exc:  # a directory, unreadable, empty (mmap refuses a 0-byte file)
+        return f"not a readable driver library ({getattr(exc, 'strerror', None) or exc})"
+    return None

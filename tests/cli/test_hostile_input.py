@@ -405,3 +405,22 @@ def test_run_with_standard_error_closed_says_so(tmp_path: Path) -> None:
     finally:
         running.terminate()
         assert running.wait(30) == 0
+
+
+@pytest.mark.parametrize(("library", "problem"), [
+    ("/bin/true", "not an ODBC driver (it exports no SQLDriverConnect)"),
+    ("/usr/lib/x86_64-linux-gnu/libm.so.6", "not an ODBC driver (it exports no SQLDriverConnect)"),
+    ("/etc/passwd", "not a shared library (no ELF header)"),
+    ("/tmp", "not a readable driver library (Is a directory)"),
+    ("/nonexistent/libdriver.so", "no such driver library"),
+])  # fmt: skip
+def test_an_odbc_driver_path_that_is_no_driver_is_a_config_error(tmp_path: Path, library: str, problem: str) -> None:
+    """Before, a path that exists was taken: every server then read as unreachable (offline, class ``connect``,
+    "Can't open lib" or "SQLAllocHandle failed") and outage events were stored for a wrong setting."""
+    ws = Workspace(tmp_path, f"sqlite:///{tmp_path}/var/system.db", f"sqlite:///{tmp_path}/var/tenants/{{slug}}.db")
+    (tmp_path / "collector.ini").write_text(
+        f"[collector]\nsystem_db = {ws.system_url}\ntenant_db_url = {ws.tenant_template}\nodbc_driver = {library}\n"
+    )
+    registered(ws)
+    result = ws.run("collect-once", "acme", "sql01")
+    assert_one_line_error(result, f"invalid collector.odbc_driver = {library!r}: {problem}")
