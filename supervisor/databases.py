@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 
 from sqlalchemy import Engine
@@ -89,16 +89,27 @@ def db_owner(settings: Settings, tenants: Iterable[Tenant], url: str) -> Tenant 
     return None
 
 
-def checked_tenants(settings: Settings, tenants: Iterable[Tenant], keep: Collection[int] = ()) -> list[Tenant]:
+def checked_tenants(
+    settings: Settings, tenants: Iterable[Tenant], keep: Collection[int] = (), using: Mapping[int, str] | None = None
+) -> list[Tenant]:
     """``tenants`` (in their order), each that cannot be run with its ``problem`` set: the row's own, its DB the
-    system DB, or its DB another tenant's of ``tenants`` too. Of tenants sharing a DB one keeps it: one of ``keep``
-    (those already running), else the lowest id; the others get the problem, so one DB is never collected twice."""
+    system DB, or its DB another tenant's of ``tenants`` too. Of tenants sharing a DB one keeps it: the one whose
+    running child uses it already (``using``: tenant id → the DB URL its child was started with), else one of
+    ``keep`` (those already running), else the lowest id; the others get the problem, so one DB is never collected
+    twice (and a row changed to another tenant's DB does not take it from that tenant's child)."""
     checked = [_with_url_checked(settings, tenant) for tenant in tenants]
+    urls = {tenant.id: settings.tenant_url(tenant.slug, tenant.db_url) for tenant in checked if tenant.usable}
+    identities = {tenant_id: db_identity(url) for tenant_id, url in urls.items()}
+    in_use = {tenant_id: db_identity(url) for tenant_id, url in (using or {}).items()}
+
+    def priority(tenant: Tenant) -> tuple[bool, bool, int]:
+        return in_use.get(tenant.id) != identities[tenant.id], tenant.id not in keep, tenant.id
+
     owners: dict[str, Tenant] = {}
     shared: dict[int, str] = {}
-    for tenant in sorted((t for t in checked if t.usable), key=lambda t: (t.id not in keep, t.id)):
-        url = settings.tenant_url(tenant.slug, tenant.db_url)
-        owner = owners.setdefault(db_identity(url), tenant)
+    for tenant in sorted((t for t in checked if t.usable), key=priority):
+        url = urls[tenant.id]
+        owner = owners.setdefault(identities[tenant.id], tenant)
         if owner is not tenant:
             shared[tenant.id] = f"DB {masked_url(url)} is also the DB of tenant {owner.slug} (row {owner.id})"
     return [replace(t, problem=shared[t.id]) if t.id in shared else t for t in checked]

@@ -101,7 +101,8 @@ class SystemDbSync:
                 live = instances.count_live(conn, now, leases.shared_term(self.settings.lease_duration))
                 term = leases.lease_term(self.settings.lease_duration, live)
                 running = {h.tenant.id for h in handles if h.alive} | leased_ids(conn, now)
-                checked = databases.checked_tenants(self.settings, read_tenants(conn, status=ACTIVE), running)
+                using = {h.tenant.id: h.spec.db_url for h in handles if h.alive and h.spec is not None}
+                checked = databases.checked_tenants(self.settings, read_tenants(conn, status=ACTIVE), running, using)
                 active = {tenant.id: tenant for tenant in self._usable(checked)}
                 synced = leases.sync(
                     conn, self.identity.id, list(active), busy, live, now, term,

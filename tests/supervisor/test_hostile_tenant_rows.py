@@ -140,6 +140,16 @@ def test_two_rows_never_share_a_db_nor_use_the_system_db(deployment: Deployment)
     left_alone = [line for line in init.stderr.splitlines() if "DB left alone" in line]
     assert len(left_alone) == 3 and all("tenant.invalid" not in line for line in left_alone), init.stderr
     assert _system_tables(deployment) == tables
+    # A running tenant's row changed to the DB another running child uses: that child keeps it, though the
+    # changed row has the lower id (before, both stopped: the incumbent lost its DB, good's child refused it).
+    incumbent = supervisor.running_children()["incumbent"]
+    _update(deployment, "UPDATE tenants SET db_url = ? WHERE slug = 'good'", f"sqlite:///{deployment.root}/shared.db")
+    supervisor.wait_event("tenant.invalid", count=4)
+    time.sleep(1.5)
+    [moved] = [e for e in supervisor.events("tenant.invalid") if "(good)" in e["message"]]
+    assert "also the DB of tenant incumbent" in moved["error"], moved
+    running = supervisor.running_children()
+    assert running.get("incumbent") == incumbent and "good" not in running, running
     _stop(supervisor)
 
 

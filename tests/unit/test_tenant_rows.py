@@ -66,6 +66,10 @@ def test_shared_db_goes_to_the_running_tenant_else_the_lowest_id(tmp_path: Path)
     assert "also the DB of tenant early (row 2)" in str(by_lowest["late"])
     by_running = {t.slug: t.problem for t in databases.checked_tenants(settings, rows, keep={5})}
     assert by_running["late"] is None and "tenant late (row 5)" in str(by_running["early"])
+    # Both running, "early"'s row changed to late's DB while its child still uses its own: late keeps its DB.
+    using = {5: shared, 2: f"sqlite:///{tmp_path}/early.db"}
+    by_use = {t.slug: t.problem for t in databases.checked_tenants(settings, rows, keep={2, 5}, using=using)}
+    assert by_use["late"] is None and "tenant late (row 5)" in str(by_use["early"]), by_use
 
 
 def test_template_url_of_a_slug_can_be_another_tenants_db(tmp_path: Path) -> None:
