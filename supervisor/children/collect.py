@@ -244,6 +244,14 @@ class ServerSession:
                 return found
             return []
 
+    def bytes_received(self) -> int:
+        """What the collection's connections to the server received so far (any thread may ask)."""
+        found = {peer.fd: peer for peer in sockets.sockets_to(self._peers, self.target.endpoint.port)}
+        with self._thread_lock:
+            if self._thread_id is not None:
+                found.update((peer.fd, peer) for peer in sockets.tcp_sockets(thread_waits.blocked_fds(self._thread_id)))
+        return sockets.bytes_received(found.values())
+
     def _resolving(self) -> bool:
         """The thread waits on a UDP socket: the resolver's, on a DNS server that does not answer (the wait ends at
         the resolver's own timeout: shutting its socket down does not end it sooner)."""

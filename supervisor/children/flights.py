@@ -137,11 +137,33 @@ class Flights:
                 flight.outcome = _timeout(flight, phase, where, now - deadline + flight.timeout)
                 flight.settled.set()
             overrun.append(server_id)
-            if flight.thread_ident is not None:
-                self._pool.abandon(flight.thread_ident)
-            self._abandoned.append(flight)
+            self._write_off(flight)
         self._cut_abandoned()
         return overrun
+
+    def cut_largest_answer(self, least: int, failure: Callable[[int], CollectionFailure]) -> int | None:
+        """Abandon the running flight whose connection received the most, if at least ``least`` bytes, with
+        ``failure(received)``; returns its server id (as ``enforce_deadlines``), None if none is that big."""
+        running = [(f.session.bytes_received(), f) for f in self._flights.values() if f.started and not f.outcome]
+        received, flight = max(running, key=lambda pair: pair[0], default=(0, None))
+        if flight is None or received < least:
+            return None
+        with flight.lock:
+            if flight.outcome is not None:
+                return None
+            flight.abandoned = True
+            flight.session.abandon()
+            elapsed = time.monotonic() - (flight.started or time.monotonic())
+            flight.outcome = CollectionOutcome(flight.target, flight.started_wall, round(elapsed * 1000), None,
+                                               failure(received))  # fmt: skip
+            flight.settled.set()
+        self._write_off(flight)
+        return flight.target.server_id
+
+    def _write_off(self, flight: Flight) -> None:
+        if flight.thread_ident is not None:
+            self._pool.abandon(flight.thread_ident)
+        self._abandoned.append(flight)
 
     def harvest(self) -> list[tuple[CollectionOutcome, bool]]:
         """The outcomes of the flights settled since the last call, each with whether ``on_result`` had it."""

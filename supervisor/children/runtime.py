@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from supervisor.children.collect import CollectionOutcome
 from supervisor.children.flights import Flights
 from supervisor.children.heartbeat import tenant_heartbeat
+from supervisor.children.memory_guard import MemoryGuard
 from supervisor.children.odbc_driver import resolve_driver
 from supervisor.children.pool import CollectionPool
 from supervisor.children.recorder import OutcomeRecorder
@@ -98,6 +99,7 @@ class TenantRuntime:
         #: Held while the recorder or the stats are used: pool threads record their own results.
         self._record_lock = threading.Lock()
         self.flights = Flights(self._pool, self.settings.collection_timeout, on_result=self._record)
+        self._memory = MemoryGuard(self.settings.max_child_rss_mb)
         self._heartbeat_every = min(HEARTBEAT_EVERY, self.settings.heartbeat_timeout / 4)
         # A collection that starts while the loop sleeps is seen at the next wake, before its deadline.
         self._longest_sleep = min(IDLE_TICK, self.settings.collection_timeout)
@@ -252,12 +254,12 @@ class TenantRuntime:
             self.flights.start(target, self.servers.session_for(target))
 
     def _enforce_deadlines(self, now: float) -> None:
-        for server_id in self.flights.enforce_deadlines(now):
+        for server_id in [*self.flights.enforce_deadlines(now), *self._memory.check(now, self.flights)]:
             self.servers.forget_session(server_id)
 
     def _next_event_in(self, now: float) -> float:
-        """Seconds until the next collection is due or the next in-flight one reaches its deadline."""
-        waits = [self._longest_sleep]
+        """Seconds until the next collection is due, an in-flight one reaches its deadline, memory is checked."""
+        waits = [self._longest_sleep, self._memory.next_check(now, self.flights)]
         until_due = self._scheduler.next_due_in(now)
         if until_due is not None:
             waits.append(until_due)

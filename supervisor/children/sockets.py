@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import struct
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -167,6 +168,29 @@ def shut_down(sockets: Iterable[PeerSocket]) -> int:
         finally:
             sock.detach()  # the descriptor stays the driver's
     return done
+
+
+#: ``tcpi_bytes_received`` in Linux's ``struct tcp_info`` (a u64, since 4.1).
+_BYTES_RECEIVED_AT = 128
+
+
+def bytes_received(sockets: Iterable[PeerSocket]) -> int:
+    """What the sockets received in all (TCP_INFO), whoever has read it since: the driver's buffers included."""
+    total = 0
+    for peer in sockets:
+        try:
+            sock = socket.socket(fileno=peer.fd)
+        except OSError:
+            continue
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _BYTES_RECEIVED_AT + 8)
+            if len(info) >= _BYTES_RECEIVED_AT + 8:
+                total += struct.unpack_from("=Q", info, _BYTES_RECEIVED_AT)[0]
+        except OSError:
+            pass
+        finally:
+            sock.detach()  # the descriptor stays the driver's
+    return total
 
 
 def _proc_forms(address: str, port: int) -> list[str]:

@@ -145,7 +145,7 @@ SCENARIOS: dict[str, Broken] = {
 # fmt: on
 #: Not an answer of the four sets (``Session``): invalid UTF-16 in a wait type, waits that never end, a
 #: PRELOGIN answer that asks for TLS followed by silence.
-SPECIAL = ("invalid_utf16", "endless_waits", "tls_stall")
+SPECIAL = ("invalid_utf16", "endless_waits", "tls_stall", "endless_text")
 #: ``route:PORT``: a login answered with a TDS routing ENVCHANGE (an Azure gateway's redirect) to 127.0.0.1:PORT,
 #: then silence: the driver (Driver 18) follows it there.
 ROUTE = "route:"
@@ -238,8 +238,31 @@ class Session:
             await self.send(invalid_utf16(n))
         elif self.scenario == "endless_waits":
             await self._endless_waits(n)
+        elif self.scenario == "endless_text":
+            await self._endless_text(n)
         else:
             await self.send(SCENARIOS[self.scenario].answer(n))
+
+    async def _endless_text(self, n: int) -> None:
+        """The instance set's ``server_name`` as a TEXT value announcing 2 GB, then its bytes for as long as the
+        client reads them: the driver keeps the whole value (no row cap applies inside one)."""
+        values = plain_values(n)["instance"][0]
+        cols = columns("instance", {})
+        text_type = bytes((0x23,)) + struct.pack("<I", 0x7FFFFFFF) + tokens.COLLATION + b"\x01" + tokens.us_varchar("t")
+        meta = bytearray((tokens.COLMETADATA,)) + struct.pack("<H", len(cols))
+        row = bytearray((tokens.ROW,))
+        for column in cols:
+            meta += struct.pack("<IH", 0, 1) + (text_type if column.name == "server_name" else column.type_info)
+            meta += tokens.b_varchar(column.name)
+        for column in cols:
+            if column.name == "server_name":  # TextPtr (16 bytes), timestamp (8), LONGLEN, then the bytes
+                row += b"\x10" + b"\x01" * 16 + b"\x00" * 8 + struct.pack("<I", 0x7FFFFFF0)
+                break
+            row += column.encode_value(values[column.name])
+        await self.send(bytes(meta + row), final=False)
+        chunk = b"A" * 32_000
+        while True:
+            await self.send(chunk, final=False)
 
     async def _endless_waits(self, n: int) -> None:
         """Three sets, then wait rows for as long as the client reads them."""

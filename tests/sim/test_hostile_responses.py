@@ -239,6 +239,37 @@ def test_a_server_whose_collection_the_driver_still_holds_gets_no_second_thread(
         child.kill()
 
 
+def test_an_answer_without_end_is_cut_before_the_child_runs_out_of_memory(
+    tmp_path: Path, driver: str, hostile: dict[str, int]
+) -> None:
+    """A TEXT value announcing 2 GB, then its bytes for ever: the driver keeps all of it (1.9 GB in 2 s), so the
+    parent's watchdog killed the child at ``max_child_rss_mb`` at every collection of that server, the tenant's
+    other collections lost with it. Now the child cuts that collection first, as the server's protocol error."""
+    limit_mb = 512  # the default max_child_rss_mb: the parent's watchdog kills a child above it
+    deployment = TenantDeployment(tmp_path, driver, f"sqlite:///{tmp_path}/tenant.db", collection_interval=2,
+                                  collection_timeout=5, max_child_rss_mb=limit_mb)  # fmt: skip
+    deployment.add("good", hostile["good"])
+    deployment.add("endless", hostile["endless_text"])
+    child = Child(deployment)
+    process = psutil.Process(child.process.pid)
+    peak = 0
+    try:
+        def cut_twice() -> bool:
+            nonlocal peak
+            peak = max(peak, process.memory_info().rss)
+            failures = [e for e in deployment.log_events() if e.get("event") == "collection.failed"]
+            return _server(deployment, "endless").consecutive_failures >= 2 and bool(failures)
+
+        wait_until(cut_twice, 60, lambda: f"endless: {_server(deployment, 'endless').last_error}", interval=0.02)
+        endless = _server(deployment, "endless")
+        assert endless.last_error_class == "protocol" and "answer too large" in endless.last_error, endless.last_error
+        assert peak < limit_mb * 2**20, f"the child reached {peak / 2**20:.0f} MiB"
+        assert _snapshots(deployment)["good"] >= 1
+        assert child.terminate()[0] == 0
+    finally:
+        child.kill()
+
+
 @pytest.mark.postgres
 def test_a_server_error_with_control_characters_is_stored_and_shown_escaped(
     tmp_path: Path, driver: str, hostile: dict[str, int], pg_database: Callable[[], str]
