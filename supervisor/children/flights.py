@@ -116,6 +116,8 @@ class Flights:
         """The earliest deadline of a flight still running, or the next re-cut of abandoned sockets."""
         running = [f for f in self._flights.values() if f.outcome is None]
         deadlines = [f.started + f.timeout for f in running if f.started is not None]
+        if any(f.started is None for f in running):  # it starts any moment (a thread is on it): its deadline
+            deadlines.append(time.monotonic() + self._timeout)  # comes no sooner than this, known by then
         if self._abandoned:
             deadlines.append(self._next_cut)
         return min(deadlines, default=None)
@@ -140,6 +142,13 @@ class Flights:
             self._write_off(flight)
         self._cut_abandoned()
         return overrun
+
+    def oldest_start(self) -> float | None:
+        """When the longest-running collection began (monotonic; one not begun yet counts as beginning now), None
+        if none is running or queued."""
+        now = time.monotonic()
+        return min((now if f.started is None else f.started for f in self._flights.values() if f.outcome is None),
+                   default=None)  # fmt: skip
 
     def cut_largest_answer(self, least: int, failure: Callable[[int], CollectionFailure]) -> int | None:
         """Abandon the running flight whose connection received the most, if at least ``least`` bytes, with
