@@ -100,9 +100,9 @@ def private_bytes() -> int:
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import pyodbc
 
-    from supervisor.children.collect import read_result_sets
     from supervisor.children.connection_string import Endpoint, build
     from supervisor.children.odbc_driver import OdbcDriver, kind_of
+    from supervisor.children.result_reader import read_result_sets
     from supervisor.children.sample import parse_sample
     from supervisor.procedures.tsql import exec_statement
 

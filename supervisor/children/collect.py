@@ -16,7 +16,6 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +26,11 @@ from supervisor.children.access_token import TOKENS, attrs_before
 from supervisor.children.connection_string import UnsafeValue, build
 from supervisor.children.errors import MISSING_PROCEDURE_NUMBER, CollectionFailure, classify, has_number
 from supervisor.children.odbc_driver import MSODBC, OdbcDriver, with_hint
-from supervisor.children.sample import RawSets, Sample, parse_sample
+from supervisor.children.result_reader import read_result_sets
+from supervisor.children.sample import Sample, parse_sample
 from supervisor.children.targets import Target
 from supervisor.clock import utcnow
 from supervisor.errors import CONFIG, CONNECT, PROTOCOL, TIMEOUT
-from supervisor.procedures.resultsets import RESULT_SETS, WAITS
 from supervisor.procedures.tsql import exec_statement, snapshot_batch
 
 # Connections are kept or closed by us (keep_connections), never parked by the driver manager's pool.
@@ -48,15 +47,6 @@ PROCEDURE_RECHECK_SECONDS = 3600.0
 MIN_QUERY_SECONDS = 0.05
 QUERY = "query"
 FETCH = "fetch"
-#: Rows per fetch: between chunks the reading stops if the deadline passed.
-FETCH_CHUNK = 500
-#: The most rows a result set may have. sys.dm_os_wait_stats has about 1,000-1,500 rows (without the benign
-#: ones fewer); the other sets have one row (a few at most). More is a broken or hostile server: refused
-#: before its rows fill the child's memory.
-MAX_ROWS = {WAITS.name: 10_000}
-MAX_ROWS_SMALL = 100
-#: The most result sets read (the contract has RESULT_SETS; more are refused by ``parse_sample``).
-MAX_RESULT_SETS = 2 * len(RESULT_SETS)
 
 
 @dataclass(frozen=True)
@@ -278,48 +268,3 @@ def driver_timeout(own_limit: float | None, left: float) -> int:
     if own_limit is not None and own_limit < left:
         return max(1, math.ceil(own_limit))
     return math.ceil(left) + 1
-
-
-def read_result_sets(cursor: Any, abandoned: Callable[[], bool] = lambda: False) -> RawSets:
-    """Every result set with columns; sets without a description (the RETURNSTATUS tail) skipped. Bounded:
-    at most ``MAX_RESULT_SETS`` sets of at most ``max_rows`` rows each, read ``FETCH_CHUNK`` rows at a time,
-    and the reading stops between chunks once ``abandoned()`` (the deadline passed). CollectionFailure
-    (PROTOCOL) for a server that sends more, or text that is not UTF-16."""
-    sets: list[tuple[list[str], list[Any]]] = []
-    while True:
-        if cursor.description is not None:
-            if len(sets) == MAX_RESULT_SETS:
-                raise CollectionFailure(PROTOCOL, f"the server returns more than {MAX_RESULT_SETS} result sets")
-            names = [column[0] for column in cursor.description]
-            sets.append((names, _fetch_rows(cursor, len(sets), abandoned)))
-        if abandoned():
-            raise CollectionFailure(TIMEOUT, "collection abandoned at its deadline")
-        try:
-            more = cursor.nextset()
-        except UnicodeDecodeError:  # in the next set's column names
-            raise CollectionFailure(PROTOCOL, f"server sent invalid UTF-16 in result set {len(sets) + 1}") from None
-        if not more:
-            return sets
-
-
-def max_rows(index: int) -> int:
-    """The most rows result set ``index`` (0-based, contract order) may have."""
-    return MAX_ROWS.get(RESULT_SETS[index].name, MAX_ROWS_SMALL) if index < len(RESULT_SETS) else MAX_ROWS_SMALL
-
-
-def _fetch_rows(cursor: Any, index: int, abandoned: Callable[[], bool]) -> list[Any]:
-    limit = max_rows(index)
-    rows: list[Any] = []
-    while True:
-        try:
-            chunk = cursor.fetchmany(FETCH_CHUNK)
-        except UnicodeDecodeError:
-            raise CollectionFailure(PROTOCOL, f"server sent invalid UTF-16 in result set {index + 1}") from None
-        rows += chunk
-        if len(rows) > limit:
-            name = RESULT_SETS[index].name if index < len(RESULT_SETS) else str(index + 1)
-            raise CollectionFailure(PROTOCOL, f"result set {name!r} has more than {limit} rows")
-        if len(chunk) < FETCH_CHUNK:
-            return rows
-        if abandoned():
-            raise CollectionFailure(TIMEOUT, "collection abandoned at its deadline")

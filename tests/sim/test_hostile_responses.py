@@ -17,10 +17,11 @@ import psutil
 import pytest
 from sqlalchemy import func, select
 
-from supervisor.children.collect import MAX_ROWS, ServerSession
+from supervisor.children.collect import ServerSession
 from supervisor.children.connection_string import Endpoint
 from supervisor.children.flights import collect_within_deadline
 from supervisor.children.odbc_driver import OdbcDriver, kind_of
+from supervisor.children.result_reader import MAX_ROWS
 from supervisor.children.targets import Target
 from supervisor.procedures.resultsets import WAITS
 from supervisor.storage.tenant_schema import metric_snapshots, servers
