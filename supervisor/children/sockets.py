@@ -17,12 +17,13 @@ on the same address and port loses its connection too and reconnects at its next
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 #: TCP states as /proc/net/tcp writes them (include/net/tcp_states.h).
@@ -104,24 +105,19 @@ def tcp_sockets(fds: Iterable[int]) -> list[PeerSocket]:
 
 def _peer(fd: int) -> tuple[str, tuple[str, int] | None] | None:
     """(TCP state, normalised peer) of a TCP socket descriptor; None for any other kind of socket."""
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        return None
-    try:
-        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+    with _borrowed(fd) as sock:
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
             return None
-        state = f"{sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]:02X}"
+        try:
+            state = f"{sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]:02X}"
+        except OSError:
+            return None
         try:
             host, peer_port = sock.getpeername()[:2]
         except OSError:
             return state, None  # not connected (yet)
         ip = _normal(host)
         return state, None if ip is None else (ip, peer_port)
-    except OSError:
-        return None
-    finally:
-        sock.detach()  # the descriptor stays its owner's
 
 
 def _connecting_to(wanted: set[tuple[str, int]], inodes: set[str]) -> list[str]:
@@ -156,18 +152,26 @@ def shut_down(sockets: Iterable[PeerSocket]) -> int:
     """``shutdown(SHUT_RDWR)`` each socket without closing its descriptor; returns how many took it."""
     done = 0
     for peer in sockets:
-        try:
-            sock = socket.socket(fileno=peer.fd)
-        except OSError:
-            continue
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-            done += 1
-        except OSError:
-            pass
-        finally:
-            sock.detach()  # the descriptor stays the driver's
+        with _borrowed(peer.fd) as sock, contextlib.suppress(OSError):
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+                done += 1
     return done
+
+
+@contextlib.contextmanager
+def _borrowed(fd: int) -> Iterator[socket.socket | None]:
+    """A socket object over descriptor ``fd`` (None if it is none), detached afterwards: the descriptor stays
+    its owner's (the driver's), never closed here."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        yield None
+        return
+    try:
+        yield sock
+    finally:
+        sock.detach()
 
 
 #: ``tcpi_bytes_received`` in Linux's ``struct tcp_info`` (a u64, since 4.1).
@@ -178,18 +182,10 @@ def bytes_received(sockets: Iterable[PeerSocket]) -> int:
     """What the sockets received in all (TCP_INFO), whoever has read it since: the driver's buffers included."""
     total = 0
     for peer in sockets:
-        try:
-            sock = socket.socket(fileno=peer.fd)
-        except OSError:
-            continue
-        try:
-            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _BYTES_RECEIVED_AT + 8)
+        with _borrowed(peer.fd) as sock, contextlib.suppress(OSError):
+            info = b"" if sock is None else sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _BYTES_RECEIVED_AT + 8)
             if len(info) >= _BYTES_RECEIVED_AT + 8:
                 total += struct.unpack_from("=Q", info, _BYTES_RECEIVED_AT)[0]
-        except OSError:
-            pass
-        finally:
-            sock.detach()  # the descriptor stays the driver's
     return total
 
 
