@@ -22,7 +22,7 @@ LONG_FLIGHT = 0.05
 CHECK_EVERY = 0.25
 CHECK_FAST = 0.02
 FAST_GROWTH = 16 * 1024 * 1024
-SOFT_SHARE = 0.6
+SOFT_SHARE = 0.4
 #: Far above any real answer (10,000 wait rows and the three small sets are about 2 MB).
 LEAST_ANSWER = 16 * 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
