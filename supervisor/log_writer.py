@@ -110,7 +110,8 @@ class NonBlockingLogHandler(logging.Handler):
         self._owner_pid = os.getpid()
         self._pending = bytearray()
         self._dropped = 0
-        self._announced = 0  # dropped lines counted by the notice held in _pending, up to _notice_end
+        self._announced = 0  # dropped lines counted by the notices held in _pending (the last ends at _notice_end)
+        self._notices = 0
         self._notice_end = 0
         self._mid_line = False  # the output ends with part of a line (a short write on a disk that filled up)
         self._cut = False  # ... whose rest was lost
@@ -133,10 +134,11 @@ class NonBlockingLogHandler(logging.Handler):
         self.write_pending()
 
     def _report_dropped(self) -> None:
-        notice = _encoded(self.format(dropped_record(self._announced + self._dropped)))
+        notice = _encoded(self.format(dropped_record(self._dropped)))
         if len(self._pending) + len(notice) <= self.capacity:
             self._pending += notice
             self._announced += self._dropped
+            self._notices += 1
             self._notice_end = len(self._pending)
             self._dropped = 0
 
@@ -168,12 +170,12 @@ class NonBlockingLogHandler(logging.Handler):
             del self._pending[:written]
             self._notice_end -= written
             if self._notice_end <= 0:
-                self._announced = self._notice_end = 0
+                self._announced = self._notices = self._notice_end = 0
 
     def _lose_pending(self) -> None:
         """The lines held are dropped and counted (a line cut short by the failed write among them)."""
-        self._dropped += self._pending.count(b"\n") - (1 if self._announced else 0) + self._announced
-        self._announced = self._notice_end = 0
+        self._dropped += self._pending.count(b"\n") - self._notices + self._announced
+        self._announced = self._notices = self._notice_end = 0
         self._pending.clear()
         self._cut = self._mid_line
 
