@@ -148,7 +148,17 @@ def _upgrade(
         doing = "create or upgrade" if create else "read or upgrade"
         raise CollectorError(
             f"cannot {doing} the {name} schema in {shown_engine_url(engine)}: {describe_db_error(exc)}"
+            f"{_sqlite_access_hint(engine, exc)}"
         ) from None
+
+
+def _sqlite_access_hint(engine: Engine, exc: SQLAlchemyError) -> str:
+    """A SQLite file the process may read but not write (another user's, a read-only mount) fails even a read
+    (its journal or WAL beside it): say so, as the error alone reads like a write the command never meant."""
+    text = str(exc)
+    if engine.dialect.name != "sqlite" or not any(m in text for m in ("readonly database", "unable to open")):
+        return ""
+    return " (SQLite needs write access to the file and its folder even to read it: its journal lives beside it)"
 
 
 def _has_schema(conn: Connection, info: Table, name: str) -> bool:

@@ -424,3 +424,23 @@ def test_an_odbc_driver_path_that_is_no_driver_is_a_config_error(tmp_path: Path,
     registered(ws)
     result = ws.run("collect-once", "acme", "sql01")
     assert_one_line_error(result, f"invalid collector.odbc_driver = {library!r}: {problem}")
+
+
+def test_a_system_db_it_may_not_write_says_why_reading_fails_too(tmp_path: Path) -> None:
+    """Another user's file or a read-only mount (``chattr +i`` here, which binds root too): SQLite cannot even read
+    it (its journal and WAL live beside it), and the bare "unable to open database file" read like a write that
+    ``status`` never meant."""
+    folder = tmp_path / "db"
+    folder.mkdir()
+    config = tmp_path / "collector.ini"
+    config.write_text(f"[collector]\nsystem_db = sqlite:///{folder}/system.db\n")
+    ws = Workspace(tmp_path, f"sqlite:///{folder}/system.db", "")
+    ws.setup("init-db")
+    subprocess.run(["chattr", "+i", str(folder), str(folder / "system.db")], check=True)
+    try:
+        for command in (["status"], ["tenant", "list"]):
+            result = ws.run(*command)
+            assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+            assert "unable to open database file (SQLite needs write access to the file and its folder" in result.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(folder), str(folder / "system.db")], check=True)
