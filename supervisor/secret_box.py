@@ -16,6 +16,7 @@ from typing import Protocol
 from supervisor.errors import ConfigError
 from supervisor.fernet import Fernet, InvalidToken, LibcryptoMissing, generate_key, libcrypto, token_bytes
 from supervisor.logs import register_secret
+from supervisor.whole_file import write_whole
 
 SECRET_KEY_ENV = "COLLECTOR_SECRET_KEY"
 KEY_DIFFERS = "cannot decrypt: the secret key differs from the one the passwords were encrypted with"
@@ -99,23 +100,13 @@ def _read_key_file(path: Path, source: str) -> bytes | None:
 
 
 def _create_key_file(path: Path, source: str) -> bytes:
-    """A new key, written whole (to a temporary file, fsynced, then linked to its name) or not at all: a full disk
-    used to leave an empty key file that every later command refused. Linking, unlike renaming, never replaces a
-    key another process created meanwhile (its passwords would become undecryptable); that key is used instead."""
+    """A new key, written whole or not at all (``write_whole``): a full disk used to leave an empty key file that
+    every later command refused. Linked, not renamed, to its name: a key another process created meanwhile is
+    never replaced (its passwords would become undecryptable); that key is used instead."""
     key = generate_key()
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(key + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
-        _fsync_folder(path.parent)
+        write_whole(path, key + b"\n", mode=0o600, replace=False)
     except FileExistsError:
         existing = _read_key_file(path, source)  # another process created it meanwhile
         if existing is None:
@@ -124,14 +115,6 @@ def _create_key_file(path: Path, source: str) -> bytes:
     except OSError as exc:
         raise ConfigError(f"invalid {source}: cannot create it: {exc.strerror or exc}") from None
     return key
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 #: Passwords a DeferredSecretBox keeps decrypted (old tokens go when a password changes often).

@@ -1,8 +1,8 @@
 """Unwritten results on local disk: ``<spool_dir>/<tenant>/*.jsonl``, replayed by the next writer.
 
-Files are written to a temporary name, fsynced and renamed, so a file either exists whole or not
-at all. Replay is idempotent (the writer skips snapshots it already stored), so a file is deleted
-only after its items are committed, and a crash in between only costs a harmless second replay.
+Files are written whole or not at all (``supervisor.whole_file``). Replay is idempotent (the writer skips
+snapshots it already stored), so a file is deleted only after its items are committed, and a crash in between
+only costs a harmless second replay.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from supervisor.children.deltas import Baseline
 from supervisor.children.records import WriteItem
 from supervisor.errors import STORAGE
 from supervisor.logs import log_event
+from supervisor.whole_file import write_whole
 
 log = logging.getLogger("supervisor.child.spool")
 _sequence = itertools.count()
@@ -41,17 +42,7 @@ class Spool:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(_sequence):06d}.jsonl"
         final = self.folder / name
-        temporary = self.folder / f".{name}.tmp"
-        try:
-            with temporary.open("w", encoding="utf-8") as handle:
-                handle.write("\n".join(lines) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, final)
-        except OSError:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)  # no half-written file left behind (a full disk)
-            raise
+        write_whole(final, ("\n".join(lines) + "\n").encode("utf-8"))
         return final
 
     def count_items(self) -> int:
