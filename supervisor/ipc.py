@@ -140,6 +140,12 @@ class PipeLogHandler(logging.Handler):
         self._thread = threading.Thread(target=self._send_queued, name="log-to-parent", daemon=True)
         self._thread.start()
 
+    @property
+    def sending(self) -> bool:
+        """Whether a record handed over now still reaches the parent (not closed, the parent not gone)."""
+        with self._ready:
+            return not self._closed
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self._put(record_to_message(record), droppable=True)

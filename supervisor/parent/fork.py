@@ -101,12 +101,13 @@ def run_child(spec: ChildSpec, conn: Connection, parent_conns: Sequence[Connecti
 
 
 def _report_crash(spec: ChildSpec, conn: Connection) -> None:
-    """After the records the child queued for the parent, through its sending thread if it has one already."""
+    """After the records the child queued for the parent, through its sending thread if it has one still open
+    (``logging.shutdown`` closes it at the child's end; a record handed to it then would be dropped)."""
     record = logging.LogRecord("supervisor.child", logging.ERROR, __file__, 0, "child crashed", None, sys.exc_info())
     record.event = "child.crashed"
     record.tenant = spec.slug
     record.error_class = INTERNAL
-    senders = [h for h in logging.getLogger().handlers if isinstance(h, PipeLogHandler)]
+    senders = [h for h in logging.getLogger().handlers if isinstance(h, PipeLogHandler) and h.sending]
     if senders:
         senders[0].handle(record)
         senders[0].flush()

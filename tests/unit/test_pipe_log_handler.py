@@ -35,5 +35,7 @@ def test_logging_never_waits_for_a_parent_that_does_not_read() -> None:
             dropped += record.dropped  # type: ignore[attr-defined]
         else:
             received += 1
+    assert handler.sending
     handler.close()
+    assert not handler.sending  # a child's crash report then goes straight to the pipe (``fork._report_crash``)
     assert dropped > 0 and received + dropped == total, (received, dropped)
