@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
-import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from supervisor import __version__
 from supervisor.cli.context import CliContext
 from supervisor.cli.entry import release_signals
 from supervisor.cli.options import copy_options
+from supervisor.cli.output import OutputRefused, drop_unwritten_output, refused_output_reported
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE, CollectorError
 from supervisor.rules import printable
 from supervisor.storage.engine import describe_db_error
@@ -159,11 +159,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     module_name, function_name = HANDLERS[command].split(":")
     context = CliContext(config_path=args.config, debug=args.debug)
+    with refused_output_reported():
+        return _run_command(args, command, module_name, function_name, context)
+
+
+def _run_command(
+    args: argparse.Namespace, command: str, module_name: str, function_name: str, context: CliContext
+) -> int:
     try:
         if command != "run":  # run releases them once its handlers are in place
             release_signals()
         handler = getattr(_import_command(module_name, command), function_name)
-        return int(handler(args, context) or 0)
+        code = int(handler(args, context) or 0)
+        sys.stdout.flush()  # here, so that output refused at the last moment is reported too
+        return code
     except CollectorError as exc:
         return _fail(args.debug, str(exc), exc.exit_code)
     except SQLAlchemyError as exc:
@@ -171,8 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `status --json | head`: the reader has gone, which is not an error to report
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        drop_unwritten_output()
         return EXIT_FAILURE
+    except OutputRefused as exc:
+        drop_unwritten_output()
+        return _fail(args.debug, str(exc), exc.exit_code)
     except Exception as exc:
         if args.debug:
             raise

@@ -2,13 +2,68 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
 
+from supervisor.errors import CollectorError
 from supervisor.rules import printable
+
+
+class OutputRefused(CollectorError):
+    """Standard output does not take what a command prints (``status > /dev/full``, a full disk, an I/O error)."""
+
+
+class _RefusalNamingStdout:
+    """Standard output whose write errors say that they are (a closed pipe stays ``BrokenPipeError``)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _refusal(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _refusal(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _refusal(exc: OSError) -> OutputRefused:
+    return OutputRefused(f"cannot write the output: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def refused_output_reported() -> Iterator[None]:
+    stream = sys.stdout
+    if stream is None:
+        yield
+        return
+    sys.stdout = _RefusalNamingStdout(stream)
+    try:
+        yield
+    finally:
+        sys.stdout = stream
+
+
+def drop_unwritten_output() -> None:
+    """Standard output to /dev/null, so that the interpreter's flush at exit does not fail on what is left."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def print_json(data: Any) -> None:

@@ -444,3 +444,15 @@ def test_a_system_db_it_may_not_write_says_why_reading_fails_too(tmp_path: Path)
             assert "unable to open database file (SQLite needs write access to the file and its folder" in result.stderr
     finally:
         subprocess.run(["chattr", "-i", str(folder), str(folder / "system.db")], check=True)
+
+
+@pytest.mark.parametrize("command", [("status",), ("status", "--json"), ("tenant", "list"), ("procedures", "--print")])
+def test_output_the_disk_refuses_is_named_as_such(workspace: Workspace, command: tuple[str, ...]) -> None:
+    """Before: ``internal error: OSError: [Errno 28] No space left on device (run with --debug for details)``."""
+    registered(workspace)
+    with open("/dev/full", "w") as full:
+        refused = subprocess.run([*CLI, "-c", str(workspace.path / "collector.ini"), *command], stdout=full,
+                                 stderr=subprocess.PIPE, text=True, cwd=workspace.path, timeout=60)  # fmt: skip
+    assert refused.returncode == 1
+    refusal = "collector-supervisor: error: cannot write the output: No space left on device"
+    assert refused.stderr.splitlines() == [refusal]
