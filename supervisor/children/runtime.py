@@ -23,6 +23,7 @@ from supervisor.children.flights import Flights
 from supervisor.children.heartbeat import tenant_heartbeat
 from supervisor.children.memory_guard import MemoryGuard
 from supervisor.children.odbc_driver import resolve_driver
+from supervisor.children.outage import Outage
 from supervisor.children.pool import CollectionPool
 from supervisor.children.recorder import OutcomeRecorder
 from supervisor.children.scheduler import Scheduler
@@ -34,7 +35,7 @@ from supervisor.children.status import ServerState
 from supervisor.children.stored_state import load_baselines, load_states
 from supervisor.children.writer import Writer
 from supervisor.config import Settings
-from supervisor.errors import STORAGE, CollectorError, ConfigError
+from supervisor.errors import CollectorError, ConfigError
 from supervisor.ipc import CHILD_EXIT_OK, CHILD_EXIT_ORPHANED, ChildSpec, Heartbeat
 from supervisor.logs import log_event
 from supervisor.secret_box import DeferredSecretBox
@@ -80,7 +81,8 @@ class TenantRuntime:
         self._send_heartbeat = send_heartbeat
         self._parent_alive = parent_alive
         self._orphaned = False
-        self._refresh_failing = False
+        self._start_outage = Outage(log, self.tenant, "child.db_available", "tenant DB available after %.0f s")
+        self._refresh_outage = Outage(log, self.tenant, "servers.refresh_recovered", "server list read after %.0f s")
         self._guarded = False
         self._disabled = 0
         self._scheduler = Scheduler(salt=spec.slug, ahead=START_AHEAD)
@@ -148,16 +150,13 @@ class TenantRuntime:
                 self.recorder.merge_baselines(self._spool.newest_baselines())
                 read = self._reader.read(self._known_servers(), self.servers.targets)
                 self._apply_server_list(read, time.monotonic())
+                self._start_outage.recovered()
                 return True
             except (CollectorError, SQLAlchemyError) as exc:
                 if isinstance(exc, ConfigError):
                     raise
-                if not self._refresh_failing:
-                    log_event(
-                        log, logging.WARNING, "child.db_unavailable", "tenant DB unavailable at start, retrying: %s",
-                        _describe(exc), tenant=self.tenant, error_class=STORAGE,
-                    )  # fmt: skip
-                    self._refresh_failing = True
+                self._start_outage.failed("child.db_unavailable", "tenant DB unavailable at start, retrying: %s",
+                                          _describe(exc))  # fmt: skip
             if time.monotonic() - last_beat >= self._heartbeat_every:
                 self._heartbeat()
                 last_beat = time.monotonic()
@@ -218,14 +217,10 @@ class TenantRuntime:
         """A read of the server list (main thread); a failed read keeps the current list. Unusable rows come
         back in ``rows.invalid``, not raised."""
         if isinstance(read, Exception):
-            if not self._refresh_failing:
-                log_event(
-                    log, logging.WARNING, "servers.refresh_failed", "cannot read the server list, keeping the "
-                    "current one: %s", _describe(read), tenant=self.tenant, error_class=STORAGE,
-                )  # fmt: skip
-            self._refresh_failing = True
+            self._refresh_outage.failed("servers.refresh_failed", "cannot read the server list, keeping the current "
+                                        "one: %s", _describe(read))  # fmt: skip
             return False
-        self._refresh_failing = False
+        self._refresh_outage.recovered()
         rows = read.rows
         targets = {t.server_id: t for t in rows.targets}
         self._disabled = read.disabled

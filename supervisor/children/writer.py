@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.backoff import Backoff
 from supervisor.children.os_thread_name import name_os_thread
+from supervisor.children.outage import Outage
 from supervisor.children.persist import write_items
 from supervisor.children.records import WriteItem
 from supervisor.children.rejects import is_outage, store_one_by_one
@@ -73,8 +74,7 @@ class Writer:
         self._stopping = False
         self._flush_deadline = 0.0
         self._thread = threading.Thread(target=self._run, name=f"writer-{tenant}", daemon=True)
-        self._healthy = True
-        self._failing_since: float | None = None
+        self._outage = Outage(log, tenant, "writer.db_available", "tenant DB available again after %.0f s")
         self._next_retention = time.monotonic() + RETENTION_FIRST_AFTER
         self._lost_logged_at = -SPOOL_RETRY_EVERY
         self._lost_unlogged = 0
@@ -104,7 +104,7 @@ class Writer:
         """Write what can be written within ``timeout`` seconds, spool the rest, end the thread.
 
         With the DB already failing there is no point in waiting: spool at once."""
-        if not self._healthy:
+        if self._outage.ongoing:
             timeout = min(timeout, UNHEALTHY_FLUSH_TIMEOUT)
         with self._cond:
             self._stopping = True
@@ -145,7 +145,7 @@ class Writer:
         backoff = Backoff(base=BACKOFF_START, cap=BACKOFF_MAX)
         next_housekeeping = time.monotonic()
         while True:
-            if self._healthy and not self._stopping_now() and time.monotonic() >= next_housekeeping:
+            if not self._outage.ongoing and not self._stopping_now() and time.monotonic() >= next_housekeeping:
                 self._replay_spool()
                 self._maybe_purge()
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY
@@ -268,19 +268,13 @@ class Writer:
         self._lost_unlogged = 0
 
     def _note_failure(self, exc: SQLAlchemyError) -> None:
-        if self._healthy:
-            self._failing_since = time.monotonic()
+        if not self._outage.ongoing:
             error = describe_db_error(exc)
-            log_event(log, logging.WARNING, "writer.db_unavailable", "tenant DB unavailable, keeping results and "
-                      "retrying: %s", error, tenant=self._tenant, error_class=STORAGE, error=error)  # fmt: skip
-        self._healthy = False
+            self._outage.failed("writer.db_unavailable", "tenant DB unavailable, keeping results and retrying: %s",
+                                error, error=error)  # fmt: skip
 
     def _note_success(self) -> None:
-        if not self._healthy:
-            outage = time.monotonic() - (self._failing_since or time.monotonic())
-            log_event(log, logging.INFO, "writer.db_available", "tenant DB available again after %.0f s", outage,
-                      tenant=self._tenant)  # fmt: skip
-        self._healthy = True
+        self._outage.recovered()
 
     def _sleep(self, seconds: float) -> None:
         with self._cond:

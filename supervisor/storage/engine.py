@@ -60,14 +60,25 @@ def url_problem(url: str, *, persistent: bool = False) -> str | None:
 
 
 def shown_engine_url(engine: Engine) -> str:
-    """The engine's URL as configured, password masked: a tenant child's SQLite file is opened as a URI
-    (``make_engine(must_exist=True)``), which is not what the user wrote."""
+    """The engine's URL as configured, password masked."""
+    return _configured_url(engine).render_as_string(hide_password=True)
+
+
+def sqlite_file_of(engine: Engine) -> str | None:
+    """The path of a SQLite engine's file, as configured."""
+    url = _configured_url(engine)
+    return url.database if url.get_backend_name() == "sqlite" else None
+
+
+def _configured_url(engine: Engine) -> URL:
+    """A tenant child's SQLite file is opened as a URI (``make_engine(must_exist=True)``), which is not what the
+    user wrote."""
     url = engine.url
     database = url.database or ""
     if url.get_backend_name() == "sqlite" and database.startswith("file:") and url.query.get("uri") == "true":
         query = {key: value for key, value in url.query.items() if key not in ("mode", "uri")}
         url = url.set(database=database.removeprefix("file:"), query=query)
-    return url.render_as_string(hide_password=True)
+    return url
 
 
 def describe_db_error(exc: BaseException) -> str:

@@ -6,14 +6,16 @@ then runs the numbered steps above the stored version, in one transaction. Idemp
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.errors import CollectorError
+from supervisor.rules import printable
 from supervisor.storage import system_schema, tenant_schema
-from supervisor.storage.engine import describe_db_error, ensure_database, shown_engine_url
+from supervisor.storage.engine import describe_db_error, ensure_database, shown_engine_url, sqlite_file_of
 
 Step = Callable[[Connection], None]
 
@@ -153,12 +155,26 @@ def _upgrade(
 
 
 def _sqlite_access_hint(engine: Engine, exc: SQLAlchemyError) -> str:
-    """A SQLite file the process may read but not write (another user's, a read-only mount) fails even a read
-    (its journal or WAL beside it): say so, as the error alone reads like a write the command never meant."""
+    """What SQLite's error leaves unsaid. A file the process may read but not write (another user's, a read-only
+    mount) fails even a read (its journal or WAL beside it), which reads like a write the command never meant. A
+    full file system fails even opening it (its WAL index beside it), as a bare ``disk I/O error``."""
     text = str(exc)
-    if engine.dialect.name != "sqlite" or not any(m in text for m in ("readonly database", "unable to open")):
+    if engine.dialect.name != "sqlite":
         return ""
-    return " (SQLite needs write access to the file and its folder even to read it: its journal lives beside it)"
+    if any(m in text for m in ("readonly database", "unable to open")):
+        return " (SQLite needs write access to the file and its folder even to read it: its journal lives beside it)"
+    folder = os.path.dirname(os.path.abspath(sqlite_file_of(engine) or "."))
+    if any(m in text for m in ("disk I/O error", "disk is full")) and _is_full(folder):
+        return f" (the file system of {printable(folder)} is full)"
+    return ""
+
+
+def _is_full(folder: str) -> bool:
+    try:
+        usage = os.statvfs(folder)
+    except OSError:
+        return False
+    return usage.f_bavail == 0 if os.geteuid() else usage.f_bfree == 0
 
 
 def _has_schema(conn: Connection, info: Table, name: str) -> bool:

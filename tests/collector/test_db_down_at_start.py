@@ -4,6 +4,7 @@ keeps retrying without exiting, and starts collecting as soon as the DB can be r
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import time
 from pathlib import Path
 
@@ -72,8 +73,42 @@ def test_a_tenant_db_down_at_start_is_waited_for_then_collected(
     [refreshed] = wait_until(lambda: _events(deployment, "servers.refreshed")[:1], 30, "the server list read")
     # The next attempt comes at most STARTUP_RETRY after the last one (plus the read itself).
     assert _at(refreshed) - released <= STARTUP_RETRY + 1.0, _at(refreshed) - released
+    [available] = _events(deployment, "child.db_available")
+    assert available["level"] == "INFO" and available["outage_s"] >= STARTUP_RETRY
     wait_until(lambda: sum(map(len, snapshot_times(deployment).values())) >= 2, 30, "snapshots stored")
+    db.down()  # and once more while it runs: the server list read fails, then works again
+    try:
+        wait_until(lambda: _events(deployment, "servers.refresh_failed"), 30, "the server list read to fail")
+    finally:
+        db.up()
+    [recovered] = wait_until(lambda: _events(deployment, "servers.refresh_recovered"), 30, "the server list read")
+    assert recovered["level"] == "INFO" and recovered["message"].startswith("server list read after ")
     assert child.process.poll() is None  # the same process all along
     code, _ = child.terminate()
     assert code == 0
     assert not _events(deployment, "child.crashed")
+
+
+def test_a_tenant_db_on_a_full_disk_at_start_says_so_then_collects(tmp_path: Path, simulator, child_processes) -> None:
+    """SQLite cannot even open a WAL database on a full file system (its WAL index beside it) and says only ``disk I/O
+    error``; before, nothing told that the DB was back either."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    sim = simulator([{"name": "sql-1"}])
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        deployment = TenantDeployment(tmp_path, "freetds", f"sqlite:///{disk}/tenant.db")
+        deployment.add("sql-1", sim.ports["sql-1"])
+        deployment.engine.dispose()
+        filler = disk / "filler"
+        subprocess.run(["sh", "-c", f"head -c 4M /dev/zero > {filler}"], capture_output=True)  # it stops when full
+        child = child_processes(deployment)
+        [down] = wait_until(lambda: _events(deployment, "child.db_unavailable"), 30, "the child to find its DB full")
+        assert down["message"].endswith(f"disk I/O error (the file system of {disk} is full)"), down["message"]
+        filler.unlink()
+        [available] = wait_until(lambda: _events(deployment, "child.db_available"), 30, "the DB available again")
+        assert available["message"].startswith("tenant DB available after ")
+        wait_until(lambda: snapshot_times(deployment), 30, "a snapshot stored")
+        assert child.terminate()[0] == 0
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
