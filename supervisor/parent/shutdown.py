@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from supervisor.errors import STORAGE
 from supervisor.logs import log_event
 from supervisor.parent.handle import Due, StopReason
+from supervisor.storage.engine import describe_db_error
 
 if TYPE_CHECKING:
     from supervisor.parent.loop import Supervisor
@@ -44,10 +45,11 @@ def shut_down(sup: Supervisor, tick_seconds: float) -> None:
         sup.wait_and_dispatch(max(0.0, min([tick_seconds, *deadlines])))
     failure = sup.system_db.record_stop(sup.handles.values())
     if failure is not None:
+        error = describe_db_error(failure)
         log_event(
             log, logging.WARNING, "supervisor.stop_unrecorded",
-            "could not record the stop in the system DB (leases expire on their own): %s", failure,
-            error=str(failure), error_class=STORAGE,
+            "could not record the stop in the system DB (leases expire on their own): %s", error,
+            error=error, error_class=STORAGE,
         )  # fmt: skip
     sup.endpoint.close()
     log_event(log, logging.INFO, "supervisor.stopped", "supervisor stopped", instance=sup.identity.id)

@@ -442,6 +442,16 @@ def test_a_system_db_it_may_not_write_says_why_reading_fails_too(tmp_path: Path)
             result = ws.run(*command)
             assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
             assert "unable to open database file (SQLite needs write access to the file and its folder" in result.stderr
+        config.write_text(config.read_text() + "[metrics]\nlisten =\n")
+        running = subprocess.Popen([*CLI, "-c", str(config), "run"], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        assert running.stderr is not None
+        lines = iter(running.stderr)
+        wait_until(lambda: '"system_db.unavailable"' in next(lines), 60, "the system DB found unwritable")
+        running.terminate()
+        events = {line["event"]: line for line in map(json.loads, lines)}
+        assert running.wait(30) == 0
+        # before: SQLAlchemy's whole text, its newline and its "Background on this error" link
+        assert events["supervisor.stop_unrecorded"]["error"] == "unable to open database file"
     finally:
         subprocess.run(["chattr", "-i", str(folder), str(folder / "system.db")], check=True)
 
