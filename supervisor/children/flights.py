@@ -41,6 +41,7 @@ class Flight:
     thread_ident: int | None = None
     outcome: CollectionOutcome | None = None
     abandoned: bool = False
+    written_off: bool = False  # abandoned, and known as such to the main thread (its session forgotten)
     dropped: bool = False
     returned: bool = False  # the thread is out of the driver
     recorded: bool = False  # ``on_result`` had the outcome
@@ -87,6 +88,8 @@ class Flights:
         self._flights: dict[int, Flight] = {}
         self._abandoned: list[Flight] = []  # settled by the deadline, thread still in the driver
         self._next_cut = 0.0
+        self._cuts: list[Flight] = []  # cut by the memory guard's thread, not yet seen by the main thread
+        self._cuts_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -123,9 +126,15 @@ class Flights:
         return min(deadlines, default=None)
 
     def enforce_deadlines(self, now: float) -> list[int]:
-        """Settle every flight past its deadline as a timeout; returns their server ids (their sessions
-        are abandoned: the caller must not give them another collection)."""
-        overrun = []
+        """Settle every flight past its deadline as a timeout; returns their server ids, and those of flights
+        the memory guard cut since (their sessions are abandoned: the caller must not give them another
+        collection)."""
+        with self._cuts_lock:
+            cuts, self._cuts = self._cuts, []
+        for flight in cuts:
+            flight.written_off = True
+        self._abandoned.extend(cuts)
+        overrun = [flight.target.server_id for flight in cuts]
         for server_id, flight in self._flights.items():
             deadline = flight.deadline
             if deadline is None or now < deadline:
@@ -143,17 +152,12 @@ class Flights:
         self._cut_abandoned()
         return overrun
 
-    def oldest_start(self) -> float | None:
-        """When the longest-running collection began (monotonic; one not begun yet counts as beginning now), None
-        if none is running or queued."""
-        now = time.monotonic()
-        return min((now if f.started is None else f.started for f in self._flights.values() if f.outcome is None),
-                   default=None)  # fmt: skip
-
     def cut_largest_answer(self, least: int, failure: Callable[[int], CollectionFailure]) -> int | None:
         """Abandon the running flight whose connection received the most, if at least ``least`` bytes, with
-        ``failure(received)``; returns its server id (as ``enforce_deadlines``), None if none is that big."""
-        running = [(f.session.bytes_received(), f) for f in self._flights.values() if f.started and not f.outcome]
+        ``failure(received)``; returns its server id, None if none is that big. On the memory guard's thread: the
+        main thread takes the cut flight over at its next ``enforce_deadlines``."""
+        flights = list(self._flights.values())  # one step under the GIL, while the main thread may change the dict
+        running = [(f.session.bytes_received(), f) for f in flights if f.started and not f.outcome]
         received, flight = max(running, key=lambda pair: pair[0], default=(0, None))
         if flight is None or received < least:
             return None
@@ -166,19 +170,25 @@ class Flights:
             flight.outcome = CollectionOutcome(flight.target, flight.started_wall, round(elapsed * 1000), None,
                                                failure(received))  # fmt: skip
             flight.settled.set()
-        self._write_off(flight)
+        if flight.thread_ident is not None:
+            self._pool.abandon(flight.thread_ident)
+        with self._cuts_lock:
+            self._cuts.append(flight)
         return flight.target.server_id
 
     def _write_off(self, flight: Flight) -> None:
         if flight.thread_ident is not None:
             self._pool.abandon(flight.thread_ident)
+        flight.written_off = True
         self._abandoned.append(flight)
 
     def harvest(self) -> list[tuple[CollectionOutcome, bool]]:
-        """The outcomes of the flights settled since the last call, each with whether ``on_result`` had it."""
+        """The outcomes of the flights settled since the last call, each with whether ``on_result`` had it. A flight
+        the memory guard has just cut waits for the next ``enforce_deadlines``, so that its server gets no new
+        collection on the abandoned session."""
         outcomes = []
         for server_id, flight in list(self._flights.items()):
-            if flight.settled.is_set():
+            if flight.settled.is_set() and (flight.written_off or not flight.abandoned):
                 del self._flights[server_id]
                 assert flight.outcome is not None
                 outcomes.append((flight.outcome, flight.recorded))

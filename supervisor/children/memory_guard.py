@@ -3,22 +3,27 @@ endless NVARCHAR(MAX)), a packet stream that never ends its message. The driver 
 of ``collect`` cannot help inside one value): 2 GB in two seconds, and the parent's watchdog killed the child
 at ``max_child_rss_mb`` at every collection of that server, the tenant's other collections lost with it.
 
-While a collection has been in flight for ``LONG_FLIGHT`` seconds or more (a healthy one takes milliseconds:
-no extra wake-up for those), the child's resident memory is read every ``CHECK_EVERY`` seconds (one small read
-of ``/proc/self/statm``), every ``CHECK_FAST`` seconds while it grows by ``FAST_GROWTH`` or more between two
-reads (a server on loopback sends 1 GB/s); past ``SOFT_SHARE`` of ``max_child_rss_mb``, the collection whose
-connection received the most (``TCP_INFO``), if at least ``LEAST_ANSWER`` bytes, is cut as a ``protocol``
-failure of its server: the driver's call fails and lets go of what it held."""
+A thread of its own reads the child's resident memory every ``CHECK_EVERY`` seconds (one small read of
+``/proc/self/statm``), every ``CHECK_FAST`` seconds while it grows by ``FAST_GROWTH`` or more between two reads
+(a server on loopback sends 1 GB/s); past ``SOFT_SHARE`` of ``max_child_rss_mb``, the collection whose connection
+received the most (``TCP_INFO``), if at least ``LEAST_ANSWER`` bytes, is cut as a ``protocol`` failure of its
+server: the driver's call fails and lets go of what it held. On its own thread, the guard costs the main loop no
+wake: it used to wake 50 ms into every batch of collections in case one of them was the endless one."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 
 from supervisor.children.errors import CollectionFailure
 from supervisor.children.flights import Flights
-from supervisor.errors import PROTOCOL
+from supervisor.children.os_thread_name import name_os_thread
+from supervisor.errors import INTERNAL, PROTOCOL
+from supervisor.logs import log_event
 
-LONG_FLIGHT = 0.05
+log = logging.getLogger("supervisor.child")
+
 CHECK_EVERY = 0.25
 CHECK_FAST = 0.02
 FAST_GROWTH = 16 * 1024 * 1024
@@ -35,29 +40,38 @@ def resident_bytes() -> int:
 
 
 class MemoryGuard:
-    def __init__(self, max_child_rss_mb: int) -> None:
+    def __init__(self, max_child_rss_mb: int, flights: Flights, tenant: str) -> None:
         self.max_child_rss_mb = max_child_rss_mb
         self.limit = int(max_child_rss_mb * SOFT_SHARE * _MIB)
-        self._next = 0.0
-        self._last_rss = 0
+        self._flights = flights
+        self._tenant = tenant
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"memory-guard-{tenant}", daemon=True)
 
-    def next_check(self, now: float, flights: Flights) -> float:
-        """Seconds until the next check is due: only while a collection has been running for a while."""
-        return max(0.0, self._due(flights) - now)
+    def start(self) -> None:
+        try:
+            self._thread.start()
+        except RuntimeError as exc:  # no thread to be had (a thread or process limit): collect without the guard
+            log_event(log, logging.ERROR, "child.memory_guard_off", "no memory guard for this child (%s): an answer "
+                      "without end will make the parent recycle it at max_child_rss_mb", exc, tenant=self._tenant,
+                      error_class=INTERNAL)  # fmt: skip
 
-    def _due(self, flights: Flights) -> float:
-        oldest = flights.oldest_start()
-        return float("inf") if oldest is None else max(self._next, oldest + LONG_FLIGHT)
+    def stop(self) -> None:
+        self._stopped.set()
 
-    def check(self, now: float, flights: Flights) -> list[int]:
-        """The server ids cut (their sessions abandoned, as ``Flights.enforce_deadlines`` returns them)."""
-        if now < self._due(flights):
-            return []
-        rss = resident_bytes()
-        self._next = now + (CHECK_FAST if rss - self._last_rss >= FAST_GROWTH else CHECK_EVERY)
-        self._last_rss = rss
-        if rss < self.limit:
-            return []
+    def _run(self) -> None:
+        name_os_thread("memory-guard")
+        last = resident_bytes()
+        pause = CHECK_EVERY
+        while not self._stopped.wait(pause):
+            rss = resident_bytes()
+            pause = CHECK_FAST if rss - last >= FAST_GROWTH else CHECK_EVERY
+            last = rss
+            if rss >= self.limit:
+                self.cut(rss)
+
+    def cut(self, rss: int) -> int | None:
+        """Cut the largest answer still arriving, if large enough; its server id."""
 
         def too_large(received: int) -> CollectionFailure:
             return CollectionFailure(
@@ -65,5 +79,4 @@ class MemoryGuard:
                 f"at {rss / _MIB:,.0f} MiB (max_child_rss_mb {self.max_child_rss_mb}): cut",
             )  # fmt: skip
 
-        cut = flights.cut_largest_answer(LEAST_ANSWER, too_large)
-        return [] if cut is None else [cut]
+        return self._flights.cut_largest_answer(LEAST_ANSWER, too_large)

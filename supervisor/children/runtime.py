@@ -58,6 +58,10 @@ IDLE_TICK = 1.0
 START_AHEAD = 0.5
 #: How long stop() gives the writer to flush before spooling.
 WRITER_FLUSH_TIMEOUT = 5.0
+#: A stopping child is done this long before the parent's KILL (``shutdown_timeout`` after its TERM); in-flight
+#: collections give way FLUSH_SHARE before that to the writer's flush (what is collected counts more).
+STOP_MARGIN = 1.0
+FLUSH_SHARE = 1.5
 STARTUP_RETRY = 5.0
 #: Longest wait of one tenant-DB statement (see ``db_call_timeout``): SQLite's busy timeout, PostgreSQL's
 #: lock, statement and connect timeouts.
@@ -101,7 +105,7 @@ class TenantRuntime:
         #: Held while the recorder or the stats are used: pool threads record their own results.
         self._record_lock = threading.Lock()
         self.flights = Flights(self._pool, self.settings.collection_timeout, on_result=self._record)
-        self._memory = MemoryGuard(self.settings.max_child_rss_mb)
+        self._memory = MemoryGuard(self.settings.max_child_rss_mb, self.flights, self.tenant)
         self._heartbeat_every = min(HEARTBEAT_EVERY, self.settings.heartbeat_timeout / 4)
         # A collection that starts while the loop sleeps is seen at the next wake, before its deadline.
         self._longest_sleep = min(IDLE_TICK, self.settings.collection_timeout)
@@ -115,6 +119,7 @@ class TenantRuntime:
         try:
             if self._first_load():
                 self.writer.start()
+                self._memory.start()
                 self._reader.start()
                 self._loop()
         finally:
@@ -191,14 +196,16 @@ class TenantRuntime:
     def _shutdown(self) -> None:
         """Stop scheduling, let in-flight collections end within their deadline, flush, close."""
         started = time.monotonic()
+        done_by = started + self.settings.shutdown_timeout - STOP_MARGIN
         log_event(log, logging.INFO, "tenant.stopping", "stopping tenant %s", self.tenant, tenant=self.tenant)
         self.flights.drop_queued()
         self._reader.stop()
-        while self.flights:  # each ends by its deadline at the latest
+        self._memory.stop()
+        while self.flights and time.monotonic() < done_by - FLUSH_SHARE:  # each ends by its deadline at the latest
             self._enforce_deadlines(time.monotonic())
             self._harvest()
             time.sleep(SHUTDOWN_POLL)
-        self.writer.stop(WRITER_FLUSH_TIMEOUT)
+        self.writer.stop(min(WRITER_FLUSH_TIMEOUT, max(0.0, done_by - time.monotonic() - Writer.JOIN_GRACE)))
         self.servers.close_all(busy=self.flights.sessions())
         self._pool.shutdown()
         self.engine.dispose()
@@ -249,12 +256,12 @@ class TenantRuntime:
             self.flights.start(target, self.servers.session_for(target))
 
     def _enforce_deadlines(self, now: float) -> None:
-        for server_id in [*self.flights.enforce_deadlines(now), *self._memory.check(now, self.flights)]:
+        for server_id in self.flights.enforce_deadlines(now):
             self.servers.forget_session(server_id)
 
     def _next_event_in(self, now: float) -> float:
-        """Seconds until the next collection is due, an in-flight one reaches its deadline, memory is checked."""
-        waits = [self._longest_sleep, self._memory.next_check(now, self.flights)]
+        """Seconds until the next collection is due or an in-flight one reaches its deadline."""
+        waits = [self._longest_sleep]
         until_due = self._scheduler.next_due_in(now)
         if until_due is not None:
             waits.append(until_due)

@@ -54,6 +54,9 @@ RESTART_AFTER = 5.0
 
 
 class Writer:
+    #: How much longer than its ``timeout`` ``stop`` may wait for the thread.
+    JOIN_GRACE = 0.5
+
     def __init__(
         self,
         engine: Engine,
@@ -111,7 +114,7 @@ class Writer:
             self._flush_deadline = time.monotonic() + timeout
             self._cond.notify_all()
         if self._thread.is_alive():  # never started when the child stopped before its first load
-            self._thread.join(timeout + 0.5)
+            self._thread.join(timeout + self.JOIN_GRACE)
         with self._cond:
             leftover = [*self._in_hand, *self._buffer]
             self._in_hand = []

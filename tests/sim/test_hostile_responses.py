@@ -231,7 +231,9 @@ def test_a_server_whose_collection_the_driver_still_holds_gets_no_second_thread(
         for _ in range(35):  # 7 s: slots of the flood server while a collection of it is held, past a writer batch
             threads.append(len(os.listdir(f"/proc/{child.process.pid}/task")))
             time.sleep(0.2)
-        assert max(threads) <= min(threads) + 1, threads
+        # A held collection's thread and its replacement overlap for a moment, so a single sample may be one or two
+        # above the rest; what must not happen is growth (before: one more thread for every slot, 1 a second).
+        assert min(threads[-10:]) <= min(threads[:10]) + 1, threads
         assert _snapshots(deployment)["good"] >= before + 2  # written in batches of up to 5 s
         assert _server(deployment, "flood").status == "online"  # it answered the login: reachable
         code, _took = child.terminate()
