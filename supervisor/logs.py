@@ -121,7 +121,20 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
         old.close()
     root.addHandler(handler)
     root.setLevel(settings.level)
+    quiet_libraries(settings.level)
     return handler
+
+
+#: Libraries whose warnings repeat what an event of ours says already, in their own words: psycopg's "error ignored
+#: terminating <psycopg.Pipeline …>: pipeline aborted" during a PostgreSQL outage (``writer.db_unavailable`` says
+#: it). Shown at DEBUG.
+QUIETED_LIBRARIES = ("psycopg",)
+
+
+def quiet_libraries(level: str | int) -> None:
+    quiet = logging.getLevelName(level) if isinstance(level, str) else level
+    for name in QUIETED_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if quiet == logging.DEBUG else logging.ERROR)
 
 
 def log_event(

@@ -109,3 +109,23 @@ def test_text_format_shows_control_characters_as_escapes() -> None:
     first, *rest = text.splitlines()
     assert first.endswith("login failed: \\x1b[31mred\\x07\\r\\nnext [error=\\x1b]0;t]"), first
     assert any("ValueError: bad \\x1b[2J" in line for line in rest)
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("WARNING", False), ("DEBUG", True)])
+def test_psycopg_warnings_are_shown_only_at_debug(level: str, shown: bool) -> None:
+    """During a PostgreSQL outage psycopg logged "error ignored terminating <psycopg.Pipeline …>: pipeline aborted"
+    beside our own ``writer.db_unavailable`` (8 lines in 30 s on a full disk)."""
+    stream = io.StringIO()
+    configure_logging(LoggingSettings(level=level), stream)
+    try:
+        logging.getLogger("psycopg").warning("error ignored terminating <psycopg.Pipeline>: pipeline aborted")
+        logging.getLogger("psycopg").error("an error of its own")
+        messages = [line["message"] for line in lines(stream)]
+        assert messages == (["error ignored terminating <psycopg.Pipeline>: pipeline aborted"] if shown else []) + [
+            "an error of its own"
+        ]
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.close()
+        logging.getLogger().handlers.clear()
+        logging.getLogger("psycopg").setLevel(logging.NOTSET)

@@ -29,6 +29,7 @@ from supervisor.ipc import (
     Heartbeat,
     PipeLogHandler,
 )
+from supervisor.logs import quiet_libraries
 
 log = logging.getLogger("supervisor.child")
 _PR_SET_PDEATHSIG = 1
@@ -101,4 +102,5 @@ def _route_logging_to_parent(conn: Connection, level: str) -> PipeLogHandler:
         root.removeHandler(inherited)
     root.addHandler(handler)
     root.setLevel(level)
+    quiet_libraries(level)
     return handler
