@@ -19,9 +19,12 @@ from supervisor.tenants import Tenant
 _DEFAULT_PORTS = {"postgresql": 5432}
 
 
-def system_engine(settings: Settings, *, pooled: bool = False, call_timeout: float | None = None) -> Engine:
+def system_engine(
+    settings: Settings, *, pooled: bool = False, call_timeout: float | None = None, statements_unbounded: bool = False
+) -> Engine:
     """Unpooled by default: the parent forks children and must hold no open DB handle."""
-    return make_engine(settings.system_db, pooled=pooled, what="collector.system_db", call_timeout=call_timeout)
+    return make_engine(settings.system_db, pooled=pooled, what="collector.system_db", call_timeout=call_timeout,
+                       statements_unbounded=statements_unbounded)  # fmt: skip
 
 
 def tenant_url(settings: Settings, tenant: Tenant) -> str:
@@ -44,9 +47,13 @@ def system_db_problem(url: str) -> str:
     return f"DB {masked_url(url)} is the system DB: a tenant needs a DB of its own"
 
 
-def tenant_engine(settings: Settings, tenant: Tenant, *, pooled: bool = True) -> Engine:
+def tenant_engine(
+    settings: Settings, tenant: Tenant, *, pooled: bool = True, call_timeout: float | None = None,
+    statements_unbounded: bool = False,
+) -> Engine:
     what = "tenant db_url" if tenant.db_url else "collector.tenant_db_url"
-    return make_engine(tenant_url(settings, tenant), pooled=pooled, what=what)
+    return make_engine(tenant_url(settings, tenant), pooled=pooled, what=what, call_timeout=call_timeout,
+                       statements_unbounded=statements_unbounded)  # fmt: skip
 
 
 def shown_url(settings: Settings, tenant: Tenant) -> str | None:

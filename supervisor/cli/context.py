@@ -18,6 +18,10 @@ from supervisor.servers import has_encrypted_passwords, some_encrypted_password
 from supervisor.storage.migrations import upgrade_system
 from supervisor.tenants import Tenant, get_tenant, list_tenants
 
+#: Longest wait of a command for a lock or a connect (a table locked by another program, a DB host that refuses):
+#: then it fails with the error instead of hanging. Statements themselves are not bounded.
+COMMAND_WAIT = 10.0
+
 
 class CliContext:
     def __init__(self, config_path: str, debug: bool = False) -> None:
@@ -33,7 +37,7 @@ class CliContext:
     @cached_property
     def system_engine(self) -> Engine:
         """The system DB, its schema created or upgraded first (idempotent and cheap)."""
-        engine = databases.system_engine(self.settings)
+        engine = databases.system_engine(self.settings, call_timeout=COMMAND_WAIT, statements_unbounded=True)
         upgrade_system(engine, beside_other_tables=self.system_db_beside_other_tables)
         return engine
 
@@ -78,7 +82,9 @@ class CliContext:
         return get_tenant(self.system_engine, slug)
 
     def tenant_engine(self, tenant: Tenant) -> Engine:
-        return databases.tenant_engine(self.settings, tenant, pooled=False)
+        return databases.tenant_engine(
+            self.settings, tenant, pooled=False, call_timeout=COMMAND_WAIT, statements_unbounded=True
+        )
 
     def _tenants_with_passwords(self) -> list[str]:
         """Tenants whose DB holds an encrypted password (best effort: a DB that cannot be read is skipped, and

@@ -100,12 +100,15 @@ def make_engine(
     pooled: bool = True,
     what: str = "database URL",
     call_timeout: float | None = None,
+    statements_unbounded: bool = False,
     must_exist: bool = False,
 ) -> Engine:
     """An engine for ``url``; ``pooled=False`` keeps no connection open between uses (fork-safe).
 
     ``call_timeout`` bounds how long one statement may wait (a locked SQLite file, a PostgreSQL lock or
     statement) and how long a connect may take; without it SQLite waits up to 10 s for a lock.
+    ``statements_unbounded``: ``call_timeout`` bounds lock waits and connects only (a command: an upgrade of a
+    large DB or a long report may run longer, but a lock held by another program fails it instead of hanging).
     ``must_exist``: a SQLite file is never created (opened read-write only), and a pooled connection to
     a file that was deleted or replaced since it was opened is not used again (writes to an unlinked
     file would vanish): the tenant child's engine, since only ``init-db`` and ``tenant add`` create DBs."""
@@ -129,7 +132,7 @@ def make_engine(
             ms = max(1, round(call_timeout * 1000))
             kwargs["connect_args"] = {
                 "connect_timeout": max(2, math.ceil(call_timeout)),  # libpq's minimum is 2 s
-                "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+                "options": f"-c lock_timeout={ms}" + ("" if statements_unbounded else f" -c statement_timeout={ms}"),
             }
     engine = create_engine(parsed, **kwargs)
     if backend == "sqlite":
