@@ -34,9 +34,9 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _MIB = 1024 * 1024
 
 
-def resident_bytes() -> int:
-    with open("/proc/self/statm", "rb") as statm:
-        return int(statm.read().split()[1]) * _PAGE
+def resident_bytes(statm: int) -> int:
+    """From ``/proc/self/statm`` opened once (``statm``, a descriptor): a child out of descriptors still reads it."""
+    return int(os.pread(statm, 128, 0).split()[1]) * _PAGE
 
 
 class MemoryGuard:
@@ -61,10 +61,25 @@ class MemoryGuard:
 
     def _run(self) -> None:
         name_os_thread("memory-guard")
-        last = resident_bytes()
+        try:
+            statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log_event(log, logging.ERROR, "child.memory_guard_off", "no memory guard for this child (cannot read "
+                      "its memory: %s)", exc, tenant=self._tenant, error_class=INTERNAL)  # fmt: skip
+            return
+        try:
+            self._watch(statm)
+        except Exception as exc:  # a bug, or the system refusing something: say the guard is gone
+            log.error("the memory guard stopped: %s: %s", type(exc).__name__, exc, exc_info=exc,
+                      extra={"event": "child.memory_guard_off", "tenant": self._tenant, "error_class": INTERNAL})
+        finally:
+            os.close(statm)
+
+    def _watch(self, statm: int) -> None:
+        last = resident_bytes(statm)
         pause = CHECK_EVERY
         while not self._stopped.wait(pause):
-            rss = resident_bytes()
+            rss = resident_bytes(statm)
             pause = CHECK_FAST if rss - last >= FAST_GROWTH else CHECK_EVERY
             last = rss
             if rss >= self.limit:

@@ -100,7 +100,7 @@ class TenantRuntime:
         self.writer = Writer(self.engine, self._spool, self.tenant, retention_days=self.settings.retention_days)
         self.stats = TenantStats()
         self.recorder = OutcomeRecorder(self.tenant, self.settings.max_sample_gap, self.stats, self.writer.put)
-        self.servers = ServerList(self.driver, self.settings.login_timeout, self.settings.keep_connections)
+        self.servers = ServerList(self.driver, self.settings.login_timeout, self.settings.keep_connections, spec.slug)
         self._pool = CollectionPool(self.settings.concurrency, name=f"collect-{self.tenant}")
         #: Held while the recorder or the stats are used: pool threads record their own results.
         self._record_lock = threading.Lock()
@@ -201,19 +201,19 @@ class TenantRuntime:
         self.flights.drop_queued()
         self._reader.stop()
         self._memory.stop()
-        while self.flights and time.monotonic() < done_by - FLUSH_SHARE:  # each ends by its deadline at the latest
-            self._enforce_deadlines(time.monotonic())
-            self._harvest()
-            time.sleep(SHUTDOWN_POLL)
-        self.writer.stop(min(WRITER_FLUSH_TIMEOUT, max(0.0, done_by - time.monotonic() - Writer.JOIN_GRACE)))
+        try:  # what is collected is stored or spooled even if this fails (out of descriptors, a bug)
+            while self.flights and time.monotonic() < done_by - FLUSH_SHARE:  # each ends by its deadline at the latest
+                self._enforce_deadlines(time.monotonic())
+                self._harvest()
+                time.sleep(SHUTDOWN_POLL)
+        finally:
+            self.writer.stop(min(WRITER_FLUSH_TIMEOUT, max(0.0, done_by - time.monotonic() - Writer.JOIN_GRACE)))
         self.servers.close_all(busy=self.flights.sessions())
         self._pool.shutdown()
         self.engine.dispose()
         elapsed = time.monotonic() - started
-        log_event(
-            log, logging.INFO, "tenant.stopped", "tenant %s stopped in %.1f s", self.tenant, elapsed,
-            tenant=self.tenant, duration_ms=int(elapsed * 1000),
-        )  # fmt: skip
+        log_event(log, logging.INFO, "tenant.stopped", "tenant %s stopped in %.1f s", self.tenant, elapsed,
+                  tenant=self.tenant, duration_ms=int(elapsed * 1000))  # fmt: skip
 
     # --- server list ------------------------------------------------------------------------------------
     def _known_servers(self) -> set[int]:
@@ -306,10 +306,8 @@ class TenantRuntime:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, CollectorError):
-        return str(exc)
-    if isinstance(exc, SQLAlchemyError):
-        return describe_db_error(exc)
+    if isinstance(exc, CollectorError | SQLAlchemyError):
+        return describe_db_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -7,12 +7,21 @@ connection while the old one finishes or is abandoned. Main thread only.
 
 from __future__ import annotations
 
+import logging
+import resource
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from supervisor.children.collect import ServerSession
 from supervisor.children.odbc_driver import OdbcDriver
 from supervisor.children.targets import Target
+from supervisor.errors import CONFIG
+from supervisor.logs import log_event
+
+log = logging.getLogger("supervisor.child")
+
+#: Descriptors a child needs besides one socket per kept connection: its DBs, pipes, log, the driver's own files.
+OTHER_DESCRIPTORS = 64
 
 
 @dataclass(frozen=True)
@@ -26,8 +35,10 @@ class Changes:
 
 
 class ServerList:
-    def __init__(self, driver: OdbcDriver, login_timeout: float, keep_connections: bool) -> None:
+    def __init__(self, driver: OdbcDriver, login_timeout: float, keep_connections: bool, tenant: str = "") -> None:
         self.targets: dict[int, Target] = {}
+        self._tenant = tenant
+        self._short_of_files = False
         self._driver = driver
         self._login_timeout = login_timeout
         self._keep_connections = keep_connections
@@ -44,7 +55,23 @@ class ServerList:
                 self._retired.append(session)
         self.targets = targets
         self.close_idle_retired(busy)
+        self._check_open_files()
         return Changes(len(added), len(removed), len(changed))
+
+    def _check_open_files(self) -> None:
+        """One warning when kept connections would take more descriptors than the child may open: the servers
+        beyond the limit fail to connect (the driver says only "Login timeout expired")."""
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        needed = len(self.targets) + OTHER_DESCRIPTORS
+        short = self._keep_connections and limit != resource.RLIM_INFINITY and needed > limit
+        if short and not self._short_of_files:
+            log_event(
+                log, logging.WARNING, "servers.open_files_short", "%d servers with kept connections need about %d "
+                "open files, but this child may open %d (RLIMIT_NOFILE): servers beyond that fail to connect; raise "
+                "the limit (LimitNOFILE= in the systemd unit, minfds in supervisord) or set keep_connections = no",
+                len(self.targets), needed, limit, tenant=self._tenant, error_class=CONFIG,
+            )  # fmt: skip
+        self._short_of_files = short
 
     def session_for(self, target: Target) -> ServerSession:
         session = self._sessions.get(target.server_id)

@@ -8,6 +8,7 @@ from setproctitle import setproctitle
 
 from supervisor.cli.context import CliContext
 from supervisor.logs import configure_logging
+from supervisor.open_files import raise_open_files_limit
 from supervisor.parent.fork import preload_child_modules
 from supervisor.parent.loop import Supervisor
 from supervisor.parent.signals import SignalFlags, block_signals
@@ -16,6 +17,7 @@ from supervisor.parent.signals import SignalFlags, block_signals
 def run(args: argparse.Namespace, ctx: CliContext) -> int:
     block_signals()  # until the handlers are in place: a TERM now is acted on once the loop can
     setproctitle("collector-supervisor: parent")
+    raise_open_files_limit()
     settings = ctx.settings
     configure_logging(settings.logging)
     preload_child_modules()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import resource
 import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -68,6 +69,7 @@ class Supervisor:
             log, logging.INFO, "supervisor.started", "supervisor started (instance %s, pid %d)%s",
             self.identity.id, self.identity.pid, f", metrics on {metrics}" if metrics else "",
             instance=self.identity.id, host=self.identity.host, metrics=metrics or None,
+            open_files_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         )  # fmt: skip
         while not self.flags.stop_requests:
             self.last_turn = time.monotonic()

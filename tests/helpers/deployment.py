@@ -236,9 +236,10 @@ class TenantDeployment(Deployment):
 class Child:
     """``python -m supervisor.children -c collector.ini TENANT`` as a real process."""
 
-    def __init__(self, deployment: TenantDeployment) -> None:
+    def __init__(self, deployment: TenantDeployment, prefix: tuple[str, ...] = ()) -> None:
+        """``prefix``: a command that runs the child (``prlimit …``)."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.children", "-c", str(deployment.config), TENANT],
+            [*prefix, sys.executable, "-m", "supervisor.children", "-c", str(deployment.config), TENANT],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

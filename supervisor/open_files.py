@@ -1,0 +1,21 @@
+"""The process's limit of open files, raised to what the system allows.
+
+Every kept connection holds a socket, so a tenant with more servers than the soft ``RLIMIT_NOFILE`` (1,024 by
+default under systemd and most shells) runs out of descriptors: connects fail, and so does anything else the
+child opens. The soft limit is raised to the hard one at start (as Go's runtime does for every program), and
+children inherit it; a tenant beyond even that gets its connect failures as those servers' errors."""
+
+from __future__ import annotations
+
+import resource
+
+
+def raise_open_files_limit() -> int:
+    """Soft ``RLIMIT_NOFILE`` up to the hard limit; the soft limit in force afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an infinite hard limit above the kernel's nr_open: keep the soft one
+            return soft
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
