@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from supervisor.children.os_thread_name import name_os_thread
@@ -21,6 +22,8 @@ from supervisor.errors import INTERNAL
 log = logging.getLogger("supervisor.child.pool")
 
 Job = Callable[[], None]
+#: At most one ``pool.thread_refused`` line this often.
+REFUSAL_LOG_EVERY = 60.0
 
 
 class CollectionPool:
@@ -35,6 +38,7 @@ class CollectionPool:
         self._abandoned: set[int] = set()  # thread idents written off, still inside their job
         self._spawned = 0
         self._stopped = False
+        self._refusal_logged_at = -REFUSAL_LOG_EVERY
 
     def submit(self, job: Job) -> None:
         self._jobs.put(job)
@@ -64,9 +68,24 @@ class CollectionPool:
     def _spawn_locked(self) -> None:
         if self._stopped or self._counted >= self.size or len(self._abandoned) > self.max_abandoned:
             return
+        try:
+            threading.Thread(target=self._work, name=f"{self._name}-{self._spawned + 1}", daemon=True).start()
+        except RuntimeError as exc:  # "can't start new thread": a thread or process limit (pids.max, RLIMIT_NPROC)
+            self._refused(exc)
+            return
         self._counted += 1
         self._spawned += 1
-        threading.Thread(target=self._work, name=f"{self._name}-{self._spawned}", daemon=True).start()
+
+    def _refused(self, exc: RuntimeError) -> None:
+        """The queued jobs wait for the threads there are (with none, they reach their deadline unstarted)."""
+        now = time.monotonic()
+        if now >= self._refusal_logged_at + REFUSAL_LOG_EVERY:
+            self._refusal_logged_at = now
+            log.warning(
+                "cannot start another collection thread (%s): %d threads collect, the rest of the jobs wait for them "
+                "(a thread or process limit: pids.max of the cgroup, RLIMIT_NPROC, threads-max)", exc, self._counted,
+                extra={"event": "pool.thread_refused", "error_class": INTERNAL},
+            )  # fmt: skip
 
     def _work(self) -> None:
         name_os_thread("collect")
