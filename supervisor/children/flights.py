@@ -62,6 +62,8 @@ class Flight:
             self.thread_ident = threading.get_ident()
             deadline = self.started + self.timeout
         outcome = self.session.collect(deadline)
+        if outcome.sample is not None and time.monotonic() > deadline:
+            outcome = _answered_late(self, outcome)
         with self.lock:
             self.returned = True
             won = self.outcome is None
@@ -250,3 +252,13 @@ def _still_held(flight: Flight, held: Flight) -> CollectionOutcome:
     )  # fmt: skip
     flight.started_wall = time.time()
     return CollectionOutcome(flight.target, flight.started_wall, 0, None, failure)
+
+
+def _answered_late(flight: Flight, outcome: CollectionOutcome) -> CollectionOutcome:
+    """An answer that came after the deadline, before the main thread could cut it (a child with hundreds of
+    threads on two cores wakes late): a timeout like any other, not a success that took longer than allowed."""
+    failure = CollectionFailure(
+        TIMEOUT, f"no answer within collection_timeout {flight.timeout:g}s (it came after {outcome.duration_ms} ms)",
+        phase=flight.session.phase,
+    )  # fmt: skip
+    return CollectionOutcome(flight.target, outcome.started_at, outcome.duration_ms, None, failure)

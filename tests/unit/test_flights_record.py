@@ -90,3 +90,26 @@ def test_a_failing_recorder_still_settles_the_flight() -> None:
     assert outcome.failure is None and not by_thread
     assert len(flights) == 0
     pool.shutdown()
+
+
+class LateSession(FakeSession):
+    """Answers 0.3 s into a 0.2 s collection, with a sample."""
+
+    def collect(self, deadline: float) -> CollectionOutcome:
+        time.sleep(0.3)
+        return CollectionOutcome(TARGET, time.time(), 300, object(), None)  # type: ignore[arg-type]
+
+
+def test_an_answer_after_the_deadline_is_a_timeout_even_when_the_main_thread_was_late_to_cut_it() -> None:
+    """With 1,000 threads on two cores the main thread woke seconds late, and 5,796 answers that came after 5 s
+    were stored as successes (up to 6.6 s)."""
+    recorded: list[CollectionOutcome] = []
+    pool = CollectionPool(2, name="t")
+    flights = Flights(pool, 0.2, on_result=recorded.append)
+    flight = flights.start(TARGET, LateSession(threading.Event()))  # type: ignore[arg-type]
+    assert flight.settled.wait(5)  # no enforce_deadlines meanwhile: the main thread is busy elsewhere
+    [(outcome, by_thread)] = flights.harvest()
+    assert by_thread and recorded == [outcome]
+    assert outcome.sample is None and outcome.failure is not None and outcome.failure.error_class == TIMEOUT
+    assert "no answer within collection_timeout 0.2s (it came after 300 ms)" in outcome.failure.message
+    pool.shutdown()
