@@ -31,6 +31,7 @@ from supervisor.parent.shutdown import shut_down
 from supervisor.parent.signals import SignalFlags
 from supervisor.parent.system_sync import SystemDbSync
 from supervisor.parent.watchdog import check_heartbeat, check_memory
+from supervisor.storage.engine import masked_url
 from supervisor.storage.migrations import NewerSchemaError
 from supervisor.tenants import Tenant
 
@@ -284,6 +285,7 @@ class Supervisor:
             return
         try:
             settings = load_settings(path)
+            _refuse_restart_only_changes(self.settings, settings)
             self.endpoint = reopened_endpoint(self.endpoint, self.settings, settings, Endpoints(self))
         except ConfigError as exc:
             log_event(
@@ -299,3 +301,17 @@ class Supervisor:
 
     def alive(self) -> list[ChildHandle]:
         return [h for h in self.handles.values() if h.alive]
+
+
+#: Settings a running supervisor cannot take over: where its tenants, leases and children are recorded, and
+#: where the tenants' DBs are (running children would go on writing the old ones while ``status`` read the new).
+RESTART_ONLY = ("system_db", "tenant_db_url")
+
+
+def _refuse_restart_only_changes(current: Settings, new: Settings) -> None:
+    for key in RESTART_ONLY:
+        if getattr(new, key) != getattr(current, key):
+            raise ConfigError(
+                f"collector.{key} changed to {masked_url(getattr(new, key))!r}: it takes effect only when the "
+                "supervisor starts; restart it to use the new value, or undo the change"
+            )

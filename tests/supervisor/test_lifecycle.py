@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import time
 
 import psutil
 from sqlalchemy import create_engine, select
@@ -245,5 +246,29 @@ def test_sighup_reloads_and_survives_an_invalid_file(deployment: Deployment) -> 
     assert failed["level"] == "ERROR" and "bogus_key" in failed["message"]
     assert psutil.Process(supervisor.pid).status() != psutil.STATUS_ZOMBIE
     assert len(supervisor.events("child.started")) == 1
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0
+
+
+def test_sighup_refuses_a_new_system_db_or_tenant_db_template(deployment: Deployment) -> None:
+    """A typo in system_db (``systen.db``) and a SIGHUP: before, an empty system DB was created and used at once,
+    every child stopped as "no longer active here", and the real system DB kept them RUNNING with exited pids."""
+    deployment.add_tenant("keep")
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started")
+    good_system_db = deployment.system_db
+    deployment.system_db = good_system_db.replace("system.db", "systen.db")
+    deployment.write_config()
+    supervisor.signal(signal.SIGHUP)
+    [failed] = supervisor.wait_event("config.reload_failed")
+    assert "collector.system_db changed to" in failed["message"] and "restart it" in failed["message"], failed
+    deployment.system_db = good_system_db
+    deployment.write_config(tenant_db_url="sqlite:///elsewhere/{slug}.db")
+    supervisor.signal(signal.SIGHUP)
+    failed = supervisor.wait_event("config.reload_failed", count=2)[-1]
+    assert "collector.tenant_db_url changed to" in failed["message"], failed
+    assert not list(deployment.root.rglob("systen.db"))
+    time.sleep(2)  # a few polls: the child goes on, under the same system DB
+    assert len(supervisor.events("child.started")) == 1 and not supervisor.events("child.stopping")
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait_exit() == 0
