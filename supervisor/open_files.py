@@ -7,6 +7,8 @@ children inherit it; a tenant beyond even that gets its connect failures as thos
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
 
 
@@ -19,3 +21,14 @@ def raise_open_files_limit() -> int:
         except (ValueError, OSError):  # an infinite hard limit above the kernel's nr_open: keep the soft one
             return soft
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def open_fds() -> set[int]:
+    """This process's open file descriptors (Linux), without the one the listing itself used."""
+    listed = {int(name) for name in os.listdir("/proc/self/fd")}
+    still_open = set()
+    for fd in listed:
+        with contextlib.suppress(OSError):
+            os.fstat(fd)
+            still_open.add(fd)
+    return still_open

@@ -31,6 +31,7 @@ from supervisor import process_identity
 from supervisor.backoff import HEALTHY_RUN_SECONDS, config_error_backoff, crash_backoff
 from supervisor.clock import utcnow
 from supervisor.ipc import CHILD_EXIT_CONFIG, CHILD_EXIT_OK, ChildSpec, Heartbeat
+from supervisor.open_files import open_fds
 from supervisor.tenants import Tenant
 
 #: A child counts as RUNNING once it has sent a heartbeat and stayed up this long.
@@ -286,7 +287,8 @@ class ChildHandle:
         if exit_info.requested in FINAL_STOPS or not wanted:
             self.state = ChildState.STOPPED
             return None
-        if exit_info.requested in (StopReason.RSS_LIMIT, StopReason.TENANT_CHANGED):
+        recycled_healthy = exit_info.requested is StopReason.RSS_LIMIT and exit_info.uptime >= HEALTHY_RUN_SECONDS
+        if recycled_healthy or exit_info.requested is StopReason.TENANT_CHANGED:  # else too big from its start
             delay = 0.0
         elif exit_info.code == CHILD_EXIT_CONFIG:
             delay = self.config_backoff.next_delay()
@@ -308,13 +310,3 @@ class ChildHandle:
         with contextlib.suppress(ProcessLookupError):  # already exited: the sentinel reports it
             self._kill(self.process.pid, signo)
 
-
-def open_fds() -> set[int]:
-    """This process's open file descriptors (Linux), without the one the listing itself used."""
-    listed = {int(name) for name in os.listdir("/proc/self/fd")}
-    still_open = set()
-    for fd in listed:
-        with contextlib.suppress(OSError):
-            os.fstat(fd)
-            still_open.add(fd)
-    return still_open

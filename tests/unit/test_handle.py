@@ -271,16 +271,31 @@ def test_a_configuration_error_backs_off_slowly_and_apart_from_crashes(rig: Rig)
     assert 0.5 <= rig.crash() <= 1.0  # a crash after config errors starts at the crash backoff's own start
 
 
-def test_a_memory_recycle_restarts_at_once_without_counting_as_a_failure(rig: Rig) -> None:
+def test_a_memory_recycle_after_a_healthy_run_restarts_at_once_without_counting_as_a_failure(rig: Rig) -> None:
     rig.running()
     rig.crash()
     rig.start()
-    rig.handle.request_stop(StopReason.RSS_LIMIT, rig.started_at + 2, GRACE)
-    assert rig.exit_after(3, CHILD_EXIT_OK) == 0.0
+    stop_at = HEALTHY_RUN_SECONDS + 1  # grown past the limit after a healthy run: a leak, recycled
+    rig.handle.request_stop(StopReason.RSS_LIMIT, rig.started_at + stop_at, GRACE)
+    assert rig.exit_after(stop_at + 1, CHILD_EXIT_OK) == 0.0
     assert rig.handle.state is ChildState.BACKOFF
-    assert rig.handle.retry_at == pytest.approx(rig.started_at + 3)
-    assert rig.handle.transition(rig.started_at + 3, wanted=True) is Due.START
+    assert rig.handle.retry_at == pytest.approx(rig.started_at + stop_at + 1)
+    assert rig.handle.transition(rig.started_at + stop_at + 1, wanted=True) is Due.START
     assert rig.handle.crash_backoff.failures == 1  # untouched
+
+
+def test_a_child_over_the_memory_limit_soon_after_its_start_backs_off(rig: Rig) -> None:
+    """Too big from its start (a tenant whose normal size is above the limit): before, it was restarted at once,
+    every 20 to 30 s for ever, each restart dropping all its connections."""
+    delays = []
+    for _ in range(3):
+        rig.running()
+        rig.handle.request_stop(StopReason.RSS_LIMIT, rig.started_at + 20, GRACE)
+        delay = rig.exit_after(21, CHILD_EXIT_OK)
+        assert delay is not None
+        delays.append(delay)
+        rig.start()
+    assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0 and 2.0 <= delays[2] <= 4.0, delays
 
 
 def test_a_healthy_run_resets_the_backoffs(rig: Rig) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from supervisor.ipc import ChildSpec, Heartbeat
 from supervisor.parent.handle import STARTSECS, ChildHandle, ChildState, Due, StopReason
-from supervisor.parent.watchdog import MIB, check_heartbeat, check_memory
+from supervisor.parent.watchdog import MIB, SERVER_ALLOWANCE_MIB, check_heartbeat, check_memory, memory_limit_mb
 from supervisor.tenants import Tenant
 from tests.unit.fakes import FakeContext, SignalRecorder
 
@@ -128,3 +128,16 @@ def test_a_child_that_vanished_gets_no_verdict() -> None:
         assert handle.rss_mb is None
     finally:
         context.close_all()
+
+
+def test_each_server_the_child_reported_adds_its_allowance_to_the_limit(myself: ChildHandle) -> None:
+    """A 5,000-server tenant runs at about 580 MiB with its kept connections: against the bare limit it was
+    recycled every 20 to 30 s, missing a third of its collections."""
+    rss_mb = psutil.Process().memory_info().rss / MIB
+    servers = math.ceil(rss_mb / SERVER_ALLOWANCE_MIB) + 100
+    myself.on_heartbeat(Heartbeat(sent_at=0.0, servers_total=servers), t0(myself))
+    assert memory_limit_mb(myself, 1) == 1 + SERVER_ALLOWANCE_MIB * servers
+    assert check_memory(myself, max_rss_mb=1) is None
+    myself.on_heartbeat(Heartbeat(sent_at=0.0, servers_total=1), t0(myself))
+    verdict = check_memory(myself, max_rss_mb=1)
+    assert verdict is not None and "over max_child_rss_mb 1 + 0.25 MiB for its servers" in verdict.detail
