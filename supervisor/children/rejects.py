@@ -4,6 +4,7 @@ reason on the server's row. And which DB errors are an outage (worth retrying th
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 
 from sqlalchemy import Engine
@@ -13,15 +14,19 @@ from supervisor.children.persist import write_items
 from supervisor.children.records import WriteItem
 from supervisor.errors import INTERNAL, STORAGE
 from supervisor.logs import log_event
+from supervisor.storage import tenant_schema
 from supervisor.storage.engine import describe_db_error
 
 log = logging.getLogger("supervisor.child.writer")
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Connection trouble, locks, missing tables or columns, missing privileges: worth retrying. Integrity/data
-    errors are not, nor a value SQLAlchemy cannot bind (a ``StatementError`` that is no DBAPI error: the statement
-    never reached the DB), nor an error that is not the DB's."""
+    """Connection trouble, locks, missing tables or columns, missing privileges, a required column the collector
+    does not know: worth retrying. Other integrity/data errors are not, nor a value SQLAlchemy cannot bind (a
+    ``StatementError`` that is no DBAPI error: the statement never reached the DB), nor an error that is not the
+    DB's."""
+    if isinstance(exc, IntegrityError) and _required_column_not_ours(exc):
+        return True
     if not isinstance(exc, SQLAlchemyError) or isinstance(exc, IntegrityError | DataError):
         return False
     if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
@@ -32,6 +37,21 @@ def is_outage(exc: BaseException) -> bool:
         sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
         return sqlstate.startswith("42") or "does not exist" in str(exc) or "no such table" in str(exc)
     return True
+
+
+def _required_column_not_ours(exc: IntegrityError) -> bool:
+    """A NOT NULL column added by another program's migration (the web app's): every result fails alike, so this
+    is the schema, mended by an operator, not the values of one result."""
+    diag = getattr(exc.orig, "diag", None)  # PostgreSQL: SQLSTATE 23502 names the table and column
+    if diag is not None and str(getattr(exc.orig, "sqlstate", "")) == "23502":
+        table, column = diag.table_name, diag.column_name
+    else:  # SQLite: "NOT NULL constraint failed: metric_snapshots.source"
+        found = re.search(r"NOT NULL constraint failed: (\w+)\.(\w+)", str(exc.orig))
+        if found is None:
+            return False
+        table, column = found.groups()
+    ours = tenant_schema.metadata.tables.get(table or "")
+    return ours is not None and column not in ours.columns
 
 
 def store_one_by_one(engine: Engine, batch: list[WriteItem], tenant: str) -> int:
