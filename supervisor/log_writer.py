@@ -7,7 +7,9 @@ as the output takes it now: the parent asks ``poll()`` whether the descriptor is
 of ``BUFFER_BYTES``, written at the loop's next turn; beyond that, lines are dropped and counted, and one
 ``log.dropped`` line says how many where the gap is. No thread: the parent forks its children, and a thread
 at fork time is what ``fork`` must not meet (DESIGN.md). A log file renamed or deleted (logrotate without
-``copytruncate``) is reopened at its path before the next write.
+``copytruncate``) is reopened at its path before the next write; opened without waiting (a FIFO with no reader
+is an error at start). While the path cannot be reopened and the file open was deleted (its folder removed), or
+a FIFO replaced has no reader yet, the lines are held as for a slow reader, until the path opens again.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ FLUSH_TIMEOUT = 2.0
 DROPPED_EVENT = "log.dropped"
 _CHUNK = select.PIPE_BUF
 #: A write refused for want of room: the lines are kept for the next try, as for a slow reader.
-_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EAGAIN})
 
 
 class LogFile:
@@ -42,7 +44,14 @@ class LogFile:
 
     @staticmethod
     def _open(path: str) -> TextIO:
-        return open(path, "a", encoding="utf-8", buffering=1)
+        """Opens without waiting: ``open()`` of a FIFO with no reader would wait for one (SIGTERM with it)."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise OSError(errno.ENXIO, "a FIFO with no reader (start its reader first)", path) from None
+            raise
+        return os.fdopen(fd, "w", encoding="utf-8", buffering=1)
 
     def _stat_identity(self) -> tuple[int, int] | None:
         if not self.owned or self.path is None:
@@ -60,7 +69,11 @@ class LogFile:
             return None  # an in-memory stream: it takes everything at once
 
     def ready(self, timeout: float) -> bool:
-        """Whether ``write_some`` can write now without blocking (waiting up to ``timeout`` seconds)."""
+        """Whether ``write_some`` can write now without blocking (waiting up to ``timeout`` seconds), to a file
+        someone can read: not while the path names no file that opens and the file open was deleted."""
+        if self.owned and not self._reopen_if_replaced():
+            time.sleep(min(timeout, 0.05))  # a wait at stop tries again until its end
+            return False
         fd = self._fd()
         if fd is None:
             return True
@@ -70,8 +83,6 @@ class LogFile:
 
     def write_some(self, data: bytes) -> int:
         """Writes up to ``PIPE_BUF`` bytes of ``data``; returns how many were written."""
-        if self.owned:
-            self._reopen_if_replaced()
         fd = self._fd()
         if fd is None:
             self.stream.write(data.decode("utf-8", "replace"))
@@ -80,18 +91,27 @@ class LogFile:
         self.stream.flush()  # anything Python itself wrote to the stream goes first
         return os.write(fd, data[:_CHUNK])
 
-    def _reopen_if_replaced(self) -> None:
+    def _reopen_if_replaced(self) -> bool:
+        """Reopens the path if it names another file than the one open, or none; returns whether lines written
+        now reach a file that has a name: the reopened one, or the one open while it has a name left."""
         identity = self._stat_identity()
         if identity is not None and identity == self._identity:
-            return
+            return True
         assert self.path is not None
         try:
             stream = self._open(self.path)
         except OSError:
-            return  # keep writing where we were: better a rotated file than no log
+            return self._still_named()  # better a rotated file than no log; a deleted one is no log at all
         self.stream.close()
         self.stream = stream
         self._identity = self._stat_identity()
+        return True
+
+    def _still_named(self) -> bool:
+        try:
+            return os.fstat(self.stream.fileno()).st_nlink > 0
+        except (OSError, ValueError):
+            return False
 
     def close(self) -> None:
         if self.owned:
@@ -153,7 +173,9 @@ class NonBlockingLogHandler(logging.Handler):
                 if not self._pending:
                     return
             if not self.target.ready(max(0.0, deadline - time.monotonic())):
-                return
+                if time.monotonic() >= deadline:
+                    return
+                continue
             if self._cut and not self._end_cut_line():
                 return
             try:
@@ -210,7 +232,7 @@ def dropped_record(count: int) -> logging.LogRecord:
     record = logging.LogRecord(
         "supervisor", logging.WARNING, __file__, 0,
         "%d log lines were dropped: the log's output did not take them (a reader that did not keep up, a full "
-        "disk)", (count,), None,
+        "disk, a deleted log file that could not be reopened)", (count,), None,
     )  # fmt: skip
     record.event = DROPPED_EVENT
     record.dropped = count

@@ -286,6 +286,8 @@ class Supervisor:
         try:
             settings = load_settings(path)
             _refuse_restart_only_changes(self.settings, settings)
+            if settings.logging != self.settings.logging:
+                configure_logging(settings.logging)  # a log file that cannot be opened: the old one stays
             self.endpoint = reopened_endpoint(self.endpoint, self.settings, settings, Endpoints(self))
         except ConfigError as exc:
             log_event(
@@ -293,8 +295,6 @@ class Supervisor:
                 "settings: %s", exc, error=str(exc), error_class=CONFIG,
             )  # fmt: skip
             return
-        if settings.logging != self.settings.logging:
-            configure_logging(settings.logging)
         self.system_db.use_settings(settings)
         self.settings = settings
         log_event(log, logging.INFO, "config.reloaded", "configuration reloaded from %s (new children use it)", path)

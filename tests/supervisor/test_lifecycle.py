@@ -272,3 +272,21 @@ def test_sighup_refuses_a_new_system_db_or_tenant_db_template(deployment: Deploy
     assert len(supervisor.events("child.started")) == 1 and not supervisor.events("child.stopping")
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait_exit() == 0
+
+
+def test_sighup_with_a_log_file_that_cannot_be_opened_keeps_the_old_one(deployment: Deployment) -> None:
+    """The new log was opened after the reload's checks: its ConfigError left the loop instead of being
+    ``config.reload_failed``."""
+    deployment.add_tenant("keep")
+    supervisor = deployment.start()
+    supervisor.wait_event("fake.started")
+    blocker = deployment.root / "not-a-folder"
+    blocker.write_text("")
+    deployment.logging["file"] = str(blocker / "collector.log")
+    deployment.write_config()
+    supervisor.signal(signal.SIGHUP)
+    [failed] = supervisor.wait_event("config.reload_failed")
+    assert "logging.file" in failed["message"], failed
+    assert psutil.Process(supervisor.pid).status() != psutil.STATUS_ZOMBIE
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait_exit() == 0

@@ -10,14 +10,17 @@ import io
 import json
 import logging
 import os
+import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from supervisor.config import LoggingSettings
+from supervisor.errors import ConfigError
 from supervisor.log_writer import DROPPED_EVENT, LogFile, NonBlockingLogHandler
-from supervisor.logs import ContractJsonFormatter
+from supervisor.logs import ContractJsonFormatter, open_log_file
 
 
 def record(number: int) -> logging.LogRecord:
@@ -166,3 +169,121 @@ def test_a_failing_log_file_costs_only_counted_lines_and_glues_none_to_a_half_on
     assert dropped == 21 - len(written), (dropped, written)  # every line not written is counted
     if error == errno.ENOSPC and capacity_lines > 21:
         assert written == list(range(21)) and len(parsed) == len(lines)  # nothing lost, nothing cut
+
+
+def messages(path: Path) -> list[str]:
+    return [json.loads(line)["message"] for line in path.read_text().splitlines()]
+
+
+def read_available(read_fd: int) -> bytes:
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def returns_soon(call: Callable[[], object], fifo: Path) -> bool:
+    """Whether ``call`` returns within 5 s; if it waits for the FIFO's reader instead, one comes, to end it."""
+    done = threading.Thread(target=call, daemon=True)
+    done.start()
+    done.join(5)
+    if done.is_alive():
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        done.join(5)
+        return False
+    return True
+
+
+def test_a_fifo_with_no_reader_is_an_error_at_start_not_a_wait(tmp_path: Path) -> None:
+    """Before: ``open()`` waited for a reader, SIGTERM with it (only SIGKILL ended ``run``)."""
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            open_log_file(LoggingSettings(file=str(fifo)))
+        except Exception as exc:  # what it raises is what the test checks
+            errors.append(exc)
+
+    assert returns_soon(open_it, fifo), "opening the log waited for the FIFO's reader"
+    assert [type(error) for error in errors] == [ConfigError]
+    assert str(errors[0]) == (
+        f"invalid logging.file = {str(fifo)!r}: cannot open it: a FIFO with no reader (start its reader first)"
+    )
+
+
+def test_a_fifo_replaced_by_one_with_no_reader_holds_the_lines_until_it_has_one(tmp_path: Path) -> None:
+    """Before: the parent's loop waited in ``open()`` of the new FIFO (no /healthz, no SIGTERM)."""
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    old_reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    handler = handler_for(None, fifo)
+    handler.handle(record(1))
+    assert b"line 1" in read_available(old_reader)
+    fifo.unlink()
+    os.mkfifo(fifo)
+    os.close(old_reader)
+    assert returns_soon(lambda: handler.handle(record(2)), fifo), "logging waited for the new FIFO's reader"
+    handler.write_pending()  # a turn of the loop: still no reader
+    new_reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    handler.write_pending()
+    lines = [json.loads(line) for line in read_available(new_reader).decode().splitlines()]
+    handler.close()
+    os.close(new_reader)
+    assert [line["message"] for line in lines] == ["line 2"]
+
+
+@pytest.mark.parametrize("capacity_lines", [100, 3])
+def test_lines_logged_while_the_log_folder_is_deleted_go_to_the_file_made_again(
+    tmp_path: Path, capacity_lines: int
+) -> None:
+    """Held (up to the capacity; beyond, dropped and counted) until the path opens again. Before: written to
+    the deleted file, lost without a word."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    path = folder / "collector.log"
+    line_length = len(ContractJsonFormatter().format(record(0))) + 1
+    handler = handler_for(None, path, capacity=capacity_lines * line_length)
+    handler.handle(record(0))
+    shutil.rmtree(folder)
+    for number in range(1, 11):
+        handler.handle(record(number))
+        handler.write_pending()
+    folder.mkdir()
+    handler.write_pending()  # the loop's next turn
+    handler.handle(record(11))
+    handler.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    written = [int(line["message"].split()[1]) for line in lines if line["event"] == "test.line"]
+    dropped = sum(line["dropped"] for line in lines if line["event"] == DROPPED_EVENT)
+    if capacity_lines > 11:
+        assert written == list(range(1, 12)) and dropped == 0
+    else:
+        assert written == [1, 2, 3, 11] and dropped == 7
+        assert lines[3]["event"] == DROPPED_EVENT  # where the gap is
+
+
+def test_a_renamed_log_file_is_written_on_while_its_path_cannot_be_opened(tmp_path: Path) -> None:
+    path = tmp_path / "collector.log"
+    handler = handler_for(None, path)
+    handler.handle(record(1))
+    path.rename(tmp_path / "collector.log.1")
+    path.mkdir()  # the path cannot be opened for writing
+    handler.handle(record(2))
+    handler.close()
+    assert messages(tmp_path / "collector.log.1") == ["line 1", "line 2"]
+
+
+def test_at_stop_the_lines_held_wait_for_the_log_folder_too(tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    path = folder / "collector.log"
+    handler = handler_for(None, path)
+    handler.handle(record(0))
+    shutil.rmtree(folder)
+    handler.handle(record(1))
+    threading.Timer(0.3, folder.mkdir).start()
+    handler.close()  # waits up to FLUSH_TIMEOUT
+    assert messages(path) == ["line 1"]
