@@ -120,6 +120,7 @@ class ChildHandle:
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.restarts = 0
+        self._moving = False  # the backoff is a move to the tenant's new DB or slug, not a restart
         self.starts = 0
         self.started_at: float | None = None  # monotonic
         self.started_wall: dt.datetime | None = None
@@ -180,7 +181,7 @@ class ChildHandle:
             raise
         finally:
             writer.close()  # the child holds the only write end: its death gives the parent EOF
-        if self.starts:
+        if self.state is ChildState.BACKOFF and not self._moving:  # not a start after a stop the parent meant
             self.restarts += 1
         self.starts += 1
         self.process, self.conn, self.spec = process, reader, spec
@@ -297,10 +298,10 @@ class ChildHandle:
                 self.crash_backoff.reset()
                 self.config_backoff.reset()
             delay = self.crash_backoff.next_delay()
-        return self._enter_backoff(delay, now)
+        return self._enter_backoff(delay, now, moving=exit_info.requested is StopReason.TENANT_CHANGED)
 
-    def _enter_backoff(self, delay: float, now: float) -> float:
-        self.state = ChildState.BACKOFF
+    def _enter_backoff(self, delay: float, now: float, moving: bool = False) -> float:
+        self.state, self._moving = ChildState.BACKOFF, moving
         self.retry_at = now + delay
         return delay
 

@@ -376,3 +376,22 @@ def test_next_deadline_is_none_while_nothing_is_timed(rig: Rig) -> None:
     rig.handle.on_heartbeat(Heartbeat(sent_at=0.0), rig.started_at)
     rig.handle.transition(rig.started_at + STARTSECS, wanted=True)
     assert rig.handle.state is ChildState.RUNNING and rig.handle.next_deadline() is None
+
+
+def test_only_a_start_after_an_exit_the_parent_did_not_mean_is_a_restart(rig: Rig) -> None:
+    """Five suspend/activate cycles 0.3 s apart reused the handle and counted 4 restarts (status, and
+    ``collector_child_restarts_total``), with no crash at all."""
+    for _ in range(3):
+        rig.running()
+        rig.handle.request_stop(StopReason.NOT_WANTED, rig.started_at + 1, GRACE)
+        assert rig.exit_after(1.5, CHILD_EXIT_OK) is None  # suspended: STOPPED
+        rig.start()  # activated again
+    rig.running()
+    rig.handle.request_stop(StopReason.TENANT_CHANGED, rig.started_at + 1, GRACE)
+    assert rig.exit_after(1.5, CHILD_EXIT_OK) == 0.0
+    rig.start()  # on the tenant's new DB
+    assert rig.handle.restarts == 0
+    rig.running()
+    rig.crash()
+    rig.start()
+    assert rig.handle.restarts == 1
