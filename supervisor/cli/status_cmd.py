@@ -2,7 +2,8 @@
 (online + offline + unknown + disabled = servers; a suspended tenant's statuses are not counted: stale).
 
 Reads only: the system DB's tables, then each tenant DB's ``servers`` and ``metric_snapshots``
-(an unreachable tenant DB is reported with a note, never fails the command).
+(an unreachable tenant DB is reported with a note, never fails the command). A child's recorded state is checked
+as an instance's is: on this host by its process, else by whether its supervisor is alive (``GONE`` if not).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ TENANT_COLUMNS = (
     "tenant", "status", "child", "pid", "restarts", "owner", "online", "offline", "unknown", "disabled", "servers",
     "newest", "note",
 )  # fmt: skip
+#: The state shown for a child whose row says it runs (or will be restarted) when it does not: its process is gone,
+#: or its supervisor is not running (the row is as that supervisor left it). The row's state is ``recorded_state``.
+CHILD_GONE = "GONE"
 
 
 def status(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -51,7 +55,8 @@ def status(args: argparse.Namespace, ctx: CliContext) -> int:
 def collect_status(ctx: CliContext, now: dt.datetime) -> dict[str, list[dict[str, Any]]]:
     settings = ctx.settings
     engine = ctx.system_engine
-    return {"instances": _instances(engine, settings, now), "tenants": _tenants(ctx, engine, now)}
+    instances = _instances(engine, settings, now)
+    return {"instances": instances, "tenants": _tenants(ctx, engine, instances, now)}
 
 
 def _seconds(moment: dt.datetime | None, now: dt.datetime) -> float | None:
@@ -86,7 +91,9 @@ def _instances(engine: Engine, settings: Settings, now: dt.datetime) -> list[dic
     return result
 
 
-def _tenants(ctx: CliContext, engine: Engine, now: dt.datetime) -> list[dict[str, Any]]:
+def _tenants(
+    ctx: CliContext, engine: Engine, instances: list[dict[str, Any]], now: dt.datetime
+) -> list[dict[str, Any]]:
     query = (
         tenant_query()
         .add_columns(
@@ -98,6 +105,8 @@ def _tenants(ctx: CliContext, engine: Engine, now: dt.datetime) -> list[dict[str
             tenant_children.c.last_exit_code,
             tenant_children.c.heartbeat_at,
             tenant_children.c.instance_id,
+            tenant_children.c.started_at.label("child_started_at"),
+            tenant_children.c.process_key.label("child_process_key"),
         )
         .outerjoin(tenant_leases, tenant_leases.c.tenant_id == tenants.c.id)
         .outerjoin(tenant_children, tenant_children.c.tenant_id == tenants.c.id)
@@ -108,21 +117,47 @@ def _tenants(ctx: CliContext, engine: Engine, now: dt.datetime) -> list[dict[str
         db_now = db_utcnow(conn)  # the clock lease expiries are written by
     leased = {row["id"] for row in rows if _leased(row, db_now)}
     checked = databases.checked_tenants(ctx.settings, [tenant_from_row(row) for row in rows], leased)
+    instances_by_id = {instance["id"]: instance for instance in instances}
     result = []
     for tenant, row in sorted(zip(checked, rows, strict=True), key=lambda pair: (pair[0].slug, pair[0].id)):
+        state, child_alive, child_note = _judge_child(row, instances_by_id.get(row["instance_id"]))
         entry: dict[str, Any] = {
             "slug": tenant.slug,
             "status": tenant.status,
             "owner": row["owner"] if tenant.id in leased else None,
-            "state": row["state"],
+            "state": state,
+            "recorded_state": row["state"],
+            "child_alive": child_alive,
             "pid": row["child_pid"],
             "restarts": row["restarts"],
             "last_exit_code": row["last_exit_code"],
             "child_heartbeat_age_s": _seconds(row["heartbeat_at"], now),
         }
         entry.update(_server_summary(ctx, tenant, now))
+        entry["note"] = "; ".join(note for note in (child_note, entry["note"]) if note) or None
         result.append(entry)
     return result
+
+
+def _judge_child(row: RowMapping, instance: dict[str, Any] | None) -> tuple[str | None, bool | None, str | None]:
+    """(state to show, whether its process runs if known, note) of a tenant's child row. A row not STOPPED is the
+    last word of the supervisor named by ``instance_id``: on this host its process tells whether the child runs
+    (an orphan may still finish a collection); else it stands while that supervisor is alive."""
+    recorded = row["state"]
+    if recorded is None or recorded == "STOPPED":
+        return recorded, None, None
+    supervisor_alive = instance is not None and instance["alive"] is True
+    child_alive = None
+    if row["child_pid"] is not None and (row["child_process_key"] is not None or row["child_started_at"] is not None):
+        host = instance["host"] if instance is not None else ""
+        child_alive = process_alive(host, row["child_pid"], row["child_started_at"], row["child_process_key"])
+    if child_alive is True:
+        return recorded, True, None if supervisor_alive else "its supervisor is not running: the child is exiting"
+    if not supervisor_alive:
+        return CHILD_GONE, child_alive, f"its supervisor is not running (recorded {recorded})"
+    if child_alive is False:
+        return CHILD_GONE, False, f"its process is gone (recorded {recorded})"
+    return recorded, None, None
 
 
 def _leased(row: RowMapping, now: dt.datetime) -> bool:

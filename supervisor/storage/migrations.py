@@ -155,18 +155,34 @@ def _upgrade(
 
 
 def _sqlite_access_hint(engine: Engine, exc: SQLAlchemyError) -> str:
-    """What SQLite's error leaves unsaid. A file the process may read but not write (another user's, a read-only
-    mount) fails even a read (its journal or WAL beside it), which reads like a write the command never meant. A
-    full file system fails even opening it (its WAL index beside it), as a bare ``disk I/O error``."""
+    """What SQLite's error leaves unsaid. ``unable to open`` a file that is not there (deleted, moved, a typo in its
+    path) says just that. A file the process may read but not write (another user's, a read-only mount) fails even
+    a read (its journal or WAL beside it), which reads like a write the command never meant. A full file system
+    fails even opening it (its WAL index beside it), as a bare ``disk I/O error``."""
     text = str(exc)
     if engine.dialect.name != "sqlite":
         return ""
+    path = sqlite_file_of(engine) or ""
+    if "unable to open" in text and path and not _sqlite_file_exists(path):
+        return " (the file does not exist)"
     if any(m in text for m in ("readonly database", "unable to open")):
         return " (SQLite needs write access to the file and its folder even to read it: its journal lives beside it)"
-    folder = os.path.dirname(os.path.abspath(sqlite_file_of(engine) or "."))
+    folder = os.path.dirname(os.path.abspath(path or "."))
     if any(m in text for m in ("disk I/O error", "disk is full")) and _is_full(folder):
         return f" (the file system of {printable(folder)} is full)"
     return ""
+
+
+def _sqlite_file_exists(path: str) -> bool:
+    """Whether something is at ``path``; a path that cannot be looked at (a folder without search permission) is
+    taken as existing: the access hint applies to it."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _is_full(folder: str) -> bool:
