@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 
 from setproctitle import setproctitle
 
+from supervisor.children.parent_watch import ParentWatch
 from supervisor.errors import CONFIG, INTERNAL, ConfigError
 from supervisor.ipc import (
     CHILD_EXIT_CONFIG,
@@ -48,8 +49,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     def send_heartbeat(beat: Heartbeat) -> None:
         handler.send((HEARTBEAT, beat))
 
-    def parent_alive() -> bool:
-        return os.getppid() == parent_pid
+    parent_alive = ParentWatch(parent_pid, spec.settings, spec.slug).runs_us
 
     from supervisor.children.runtime import TenantRuntime
 

@@ -24,8 +24,8 @@ from supervisor.cli.output import age, print_json, print_table
 from supervisor.clock import stored_utc, utcnow
 from supervisor.config import Settings
 from supervisor.errors import CollectorError
+from supervisor.lease_term import shared_term
 from supervisor.parent.instances import RUNNING, process_alive
-from supervisor.parent.leases import shared_term
 from supervisor.storage.db_clock import db_utcnow
 from supervisor.storage.engine import describe_db_error
 from supervisor.storage.raw import raw

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select
 
+from supervisor.lease_term import shared_term
 from supervisor.parent.handle import FINAL_STOPS, ChildHandle, StopReason
 from supervisor.parent.lease_balance import View, claim_order, plan_release, tenant_weights, wants
 from supervisor.storage.system_schema import tenant_leases
@@ -27,17 +28,6 @@ from supervisor.storage.upsert import conflict_insert
 #: ``children.runtime.START_AHEAD`` before its slot, and the next owner's child, on the same grid, must not
 #: collect that slot again (tests/unit/test_lease_weights.py checks the gap is the longer).
 HANDOVER_GAP = 0.75
-#: While other instances are live, a lease runs this much less than ``lease_duration`` (at most a tenth of it): the
-#: time one of them needs to see it ran out, claim the tenant, start its child and catch its servers up, so that a
-#: dead instance's tenants collect again within ``lease_duration`` of its death, even right after a renewal.
-TAKEOVER_ALLOWANCE = 3.0
-
-
-def shared_term(lease_duration: float) -> float:
-    """How long a lease runs from its renewal while other instances are live (and how recent a heartbeat is live)."""
-    return lease_duration - min(TAKEOVER_ALLOWANCE, lease_duration / 10)
-
-
 def lease_term(lease_duration: float, live_instances: int) -> float:
     """A lone instance's leases run the whole ``lease_duration``: nobody would take them over sooner."""
     return shared_term(lease_duration) if live_instances > 1 else lease_duration

@@ -216,7 +216,9 @@ def test_a_supervisor_joining_later_gets_its_fair_share(deployment: Deployment) 
 def test_a_parent_stopped_inside_a_poll_renews_before_it_fences(deployment: Deployment) -> None:
     """Stopped (SIGSTOP) inside a poll's transaction past the fence time, the parent resumes to a renewal dated
     before the stop: that is no outage, so it renews again at once instead of stopping its children."""
-    deployment.write_config(lease_duration=6, shutdown_timeout=2)  # fence 4 s after a renewal
+    # The parent fences 32 s after a renewal (40 - 8); its children, whose parent does not run, would stop
+    # themselves 34.5 s after it stopped ((40 - 3) - 0.5 - 2: children.parent_watch): the stop lies between.
+    deployment.write_config(lease_duration=40, shutdown_timeout=8)
     deployment.add_tenant("one")
     supervisor = deployment.start(module="tests.supervisor.stalling_parent")
     supervisor.wait_event("fake.started")
@@ -224,7 +226,7 @@ def test_a_parent_stopped_inside_a_poll_renews_before_it_fences(deployment: Depl
     (deployment.root / "stall-now").touch()
     parent = psutil.Process(supervisor.pid)
     wait_until(lambda: parent.status() == psutil.STATUS_STOPPED, 10, "the parent to stop itself inside a poll")
-    time.sleep(5)  # past the fence time of the renewal this poll will record
+    time.sleep(33)  # past the fence time of the renewal this poll will record
     supervisor.signal(signal.SIGCONT)
     wait_until(lambda: parent.status() != psutil.STATUS_STOPPED, 10, "the parent to resume")
     time.sleep(2)  # four polls more

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from supervisor.clock import utcnow
 from supervisor.config import Settings
+from supervisor.lease_term import TAKEOVER_ALLOWANCE
 from supervisor.parent import leases
 from supervisor.parent.instances import InstanceIdentity
 from supervisor.parent.system_sync import SystemDbSync
@@ -21,7 +22,7 @@ from supervisor.tenants import ACTIVE, insert_tenant
 
 def test_the_term_is_shorter_only_while_another_instance_could_take_over() -> None:
     assert leases.lease_term(30.0, 1) == 30.0
-    assert leases.lease_term(30.0, 2) == 30.0 - leases.TAKEOVER_ALLOWANCE == leases.shared_term(30.0)
+    assert leases.lease_term(30.0, 2) == 30.0 - TAKEOVER_ALLOWANCE == leases.shared_term(30.0)
     assert leases.lease_term(8.0, 3) == pytest.approx(7.2)  # at most a tenth of a short lease
     assert leases.lease_term(1.0, 2) == pytest.approx(0.9)
 
