@@ -45,19 +45,22 @@ def test_a_stopped_parent_stops_no_collection(
             return int(conn.execute(select(func.count()).select_from(metric_snapshots)).scalar() or 0)
 
     supervisor = deployment.start()
-    wait_until(lambda: snapshots() >= SERVERS, 60, "a first round of snapshots")
-    parent = supervisor.pid
-    os.kill(parent, signal.SIGSTOP)
     try:
-        time.sleep(6)  # the pipe is full within a few seconds; a writer batch is at most 5 s
-        during = snapshots()
-        time.sleep(8)
-        stored = snapshots() - during
+        wait_until(lambda: snapshots() >= SERVERS, 60, "a first round of snapshots")
+        parent = supervisor.pid
+        os.kill(parent, signal.SIGSTOP)
+        try:
+            time.sleep(6)  # the pipe is full within a few seconds; a writer batch is at most 5 s
+            during = snapshots()
+            time.sleep(8)
+            stored = snapshots() - during
+        finally:
+            os.kill(parent, signal.SIGCONT)
+        assert stored >= SERVERS * 3, f"{stored} snapshots stored in 8 s of a stopped parent"
+        supervisor.signal(signal.SIGTERM)
+        assert supervisor.wait_exit(timeout=30) == 0
     finally:
-        os.kill(parent, signal.SIGCONT)
-    assert stored >= SERVERS * 3, f"{stored} snapshots stored in 8 s of a stopped parent"
-    supervisor.signal(signal.SIGTERM)
-    assert supervisor.wait_exit(timeout=30) == 0
+        deployment.stop_all()
     lines = supervisor.lines()  # what was queued meanwhile reached the log (fewer than the queue holds)
     assert not [r for r in lines if r["event"] == "log.dropped"]
     assert len([r for r in lines if r["event"] == "collection.succeeded"]) >= snapshots()
