@@ -28,8 +28,8 @@ def init_db(args: argparse.Namespace, ctx: CliContext) -> int:
             print(f"tenant {tenant.slug} (row {tenant.id}): DB left alone: {tenant.problem}", file=sys.stderr)
             continue
         try:
-            upgrade_tenant(ctx.tenant_engine(tenant))
-            tenant_owner.stamp(ctx.tenant_engine(tenant), tenant.id, tenant_ids=tenant_ids)
+            upgrade_tenant(ctx.tenant_engine(tenant, create=True))
+            tenant_owner.stamp(ctx.tenant_engine(tenant, create=True), tenant.id, tenant_ids=tenant_ids)
             print(f"tenant {tenant.slug}: DB ready")
         except CollectorError as exc:
             failures.append(tenant.slug)

@@ -81,7 +81,12 @@ class CliContext:
     def tenant(self, slug: str) -> Tenant:
         return get_tenant(self.system_engine, slug)
 
-    def tenant_engine(self, tenant: Tenant) -> Engine:
+    def tenant_engine(self, tenant: Tenant, *, create: bool = False) -> Engine:
+        """The tenant's DB; a SQLite file that does not exist is refused, never created empty by a command that
+        reads or changes rows (only ``init-db`` and ``tenant add`` create one: ``create``)."""
+        url = make_url(databases.tenant_url(self.settings, tenant))
+        if not create and url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+            raise CollectorError(f"tenant {tenant.slug}: its DB file {url.database} does not exist (run init-db)")
         return databases.tenant_engine(
             self.settings, tenant, pooled=False, call_timeout=COMMAND_WAIT, statements_unbounded=True
         )

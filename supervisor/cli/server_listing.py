@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from supervisor import databases
 from supervisor.children.odbc_driver import connection_hint
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import age, print_json, print_table
@@ -35,7 +32,6 @@ def list_(args: argparse.Namespace, ctx: CliContext) -> int:
     failed = []
     for tenant in tenants:
         try:
-            refuse_missing_db(ctx, tenant)
             engine = ctx.tenant_engine(tenant)
             try:
                 infos = list_servers(engine)
@@ -54,13 +50,6 @@ def list_(args: argparse.Namespace, ctx: CliContext) -> int:
     else:
         _print(rows, fleet=not args.tenant, wide=args.wide, default_encrypt=ctx.settings.encrypt)
     return EXIT_FAILURE if failed else 0
-
-
-def refuse_missing_db(ctx: CliContext, tenant: Tenant) -> None:
-    """A SQLite tenant DB that does not exist is reported, never created empty by a read."""
-    url = make_url(databases.tenant_url(ctx.settings, tenant))
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-        raise CollectorError(f"tenant {tenant.slug}: its DB file {url.database} does not exist (run init-db)")
 
 
 def hint_for(info: ServerInfo, default_encrypt: str) -> str | None:

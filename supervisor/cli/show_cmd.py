@@ -18,7 +18,7 @@ from typing import Any
 from supervisor import history, history_waits
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import print_json
-from supervisor.cli.server_listing import hint_for, refuse_missing_db
+from supervisor.cli.server_listing import hint_for
 from supervisor.clock import utcnow
 from supervisor.errors import UsageError
 from supervisor.servers import ServerInfo, get_server
@@ -74,7 +74,6 @@ def load(
 ) -> ServerHistory:
     delta = parse_since(since)
     tenant = ctx.tenant(tenant_slug)
-    refuse_missing_db(ctx, tenant)
     engine = ctx.tenant_engine(tenant)
     try:
         info = get_server(engine, name, include_removed=True)

@@ -45,7 +45,7 @@ def add(args: argparse.Namespace, ctx: CliContext) -> int:
     status = SUSPENDED if args.suspended else ACTIVE
     draft = Tenant(id=0, slug=slug, name=args.name or slug, status=status, db_url=db_url)
     _refuse_shared_db(ctx, draft)
-    tenant_engine = ctx.tenant_engine(draft)
+    tenant_engine = ctx.tenant_engine(draft, create=True)
     upgrade_tenant(tenant_engine)  # the tenant row appears only once its DB is usable
     tenant_ids = {t.id for t in list_leased(engine)[0]}
     with tenant_engine.connect() as conn:

@@ -43,3 +43,22 @@ def test_a_missing_tenant_db_file_is_named_missing_and_an_unwritable_one_keeps_t
     assert WRITE_ACCESS_HINT not in missing
     assert WRITE_ACCESS_HINT in unwritable, unwritable
     assert not (tmp_path / "var" / "tenants" / "moved.db").exists()  # nor was it created
+
+
+def test_commands_on_a_tenant_whose_sqlite_file_is_gone_say_so_and_create_nothing(tmp_path: Path) -> None:
+    """Before, ``collect-once`` and ``server add`` created an empty file and failed with ``database error: no such
+    table: servers``; only ``server list`` and ``server show`` said the file did not exist."""
+    deployment = Deployment(tmp_path)
+    deployment.write_config()
+    deployment.cli("init-db")
+    deployment.add_tenant("moved")
+    db_file = tmp_path / "var" / "tenants" / "moved.db"
+    for path in db_file.parent.glob("moved.db*"):
+        path.unlink()
+    commands = [("collect-once", "moved", "sql01"), ("server", "add", "moved", "sql01", "--host", "h"),
+                ("server", "disable", "moved", "sql01"), ("server", "list", "moved")]  # fmt: skip
+    for command in commands:
+        result = deployment.cli(*command, check=False)
+        assert result.returncode != 0 and result.stderr.count("\n") == 1, (command, result.stderr)
+        assert f"its DB file {db_file} does not exist (run init-db)" in result.stderr, (command, result.stderr)
+        assert not db_file.exists(), command
