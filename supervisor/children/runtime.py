@@ -93,8 +93,9 @@ class TenantRuntime:
         self._box = DeferredSecretBox(self.settings.secret_key_file)
         self.driver = resolve_driver(self.settings.odbc_driver)
         self.engine = make_engine(
-            spec.db_url, pooled=True, what="tenant db_url", must_exist=True, call_timeout=db_call_timeout(self.settings)
-        )
+            spec.db_url, pooled=True, what="tenant db_url", must_exist=True,
+            call_timeout=db_call_timeout(self.settings), cut_stalled=True,
+        )  # fmt: skip
         self._reader = ServerListReader(self.engine, self.settings, self._box, self.tenant)
         self._spool = Spool(self.settings.spool_dir, self.tenant)
         self.writer = Writer(self.engine, self._spool, self.tenant, retention_days=self.settings.retention_days)

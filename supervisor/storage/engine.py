@@ -13,6 +13,7 @@ from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError,
 from sqlalchemy.pool import NullPool
 
 from supervisor.errors import ConfigError
+from supervisor.storage.stall_cut import GRACE, StallCut
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -102,6 +103,7 @@ def make_engine(
     call_timeout: float | None = None,
     statements_unbounded: bool = False,
     must_exist: bool = False,
+    cut_stalled: bool = False,
 ) -> Engine:
     """An engine for ``url``; ``pooled=False`` keeps no connection open between uses (fork-safe).
 
@@ -109,6 +111,8 @@ def make_engine(
     statement) and how long a connect may take; without it SQLite waits up to 10 s for a lock.
     ``statements_unbounded``: ``call_timeout`` bounds lock waits and connects only (a command: an upgrade of a
     large DB or a long report may run longer, but a lock held by another program fails it instead of hanging).
+    ``cut_stalled``: a PostgreSQL statement or commit with no answer ``stall_cut.GRACE`` seconds after
+    ``call_timeout`` has its connection cut (a hung host answers nothing, so no server-side timeout fires).
     ``must_exist``: a SQLite file is never created (opened read-write only), and a pooled connection to
     a file that was deleted or replaced since it was opened is not used again (writes to an unlinked
     file would vanish): the tenant child's engine, since only ``init-db`` and ``tenant add`` create DBs."""
@@ -127,7 +131,7 @@ def make_engine(
         busy_ms = SQLITE_BUSY_TIMEOUT_MS if call_timeout is None else max(1, round(call_timeout * 1000))
         kwargs["connect_args"] = {"timeout": busy_ms / 1000}
     else:
-        kwargs["pool_pre_ping"] = True
+        kwargs["pool_pre_ping"] = not cut_stalled  # a ping is no statement the cut sees: it would hang unseen
         if backend == "postgresql" and call_timeout is not None:
             ms = max(1, round(call_timeout * 1000))
             kwargs["connect_args"] = {
@@ -137,6 +141,8 @@ def make_engine(
     engine = create_engine(parsed, **kwargs)
     if backend == "sqlite":
         event.listen(engine, "connect", partial(_configure_sqlite, busy_ms=busy_ms))
+    if cut_stalled and call_timeout is not None and backend == "postgresql":
+        StallCut(call_timeout + GRACE, parsed.render_as_string(hide_password=True)).attach(engine)
     if must_exist and sqlite_file is not None:
         path = Path(sqlite_file)
         event.listen(engine, "connect", partial(_remember_file, path=path))

@@ -47,3 +47,34 @@ def test_a_stop_while_the_tenant_db_hangs_spools_within_shutdown_timeout(
             assert len(times[server_id]) == len(set(times[server_id])) == logged[name], name
     finally:
         forwarder.close()
+
+
+@pytest.mark.postgres
+def test_a_tenant_db_that_hangs_while_the_child_runs_is_an_outage_and_nothing_is_lost(
+    tmp_path: Path, pg_database, simulator, child_processes
+) -> None:
+    """No server-side timeout fires when the DB host answers nothing: before, the writer waited in its commit for
+    as long as the hang lasted, without a line (45 s in a probe), and a stop then lost what it held."""
+    forwarder = FreezableForwarder(pg_database())
+    try:
+        fleet = [{"name": f"sql-{i}"} for i in range(2)]
+        sim = simulator(fleet)
+        deployment = TenantDeployment(tmp_path, "freetds", forwarder.url, collection_interval=1)
+        for entry in fleet:
+            deployment.add(entry["name"], sim.ports[entry["name"]])
+        child = child_processes(deployment)
+        wait_until(lambda: len(snapshot_times(deployment)) == 2, 30, "a snapshot of each server")
+        with forwarder.frozen():
+            cut = wait_until(lambda: [e for e in deployment.log_events() if e.get("event") == "storage.stall_cut"],
+                             60, "the hung commit's connection to be cut")  # fmt: skip
+            wait_until(lambda: any(e.get("event") == "writer.db_unavailable" for e in deployment.log_events()), 30,
+                       "the writer to keep its results")  # fmt: skip
+        assert "gave no answer within 15 s" in cut[0]["message"], cut[0]["message"]
+        wait_until(lambda: any(e.get("event") == "writer.db_available" for e in deployment.log_events()), 60,
+                   "the writer to store them")  # fmt: skip
+        assert child.terminate()[0] == 0
+        times, logged = snapshot_times(deployment), succeeded_per_server(deployment)
+        for name, server_id in deployment.server_ids().items():
+            assert len(times[server_id]) == len(set(times[server_id])) == logged[name], name
+    finally:
+        forwarder.close()
