@@ -39,6 +39,13 @@ def succeeded_per_server(deployment: TenantDeployment) -> Counter[str]:
     return Counter(e["server"] for e in deployment.log_events() if e.get("event") == "collection.succeeded")
 
 
+def assert_each_collection_stored_once(deployment: TenantDeployment) -> None:
+    """Every collection the child logged as succeeded is stored, and none twice."""
+    times, logged = snapshot_times(deployment), succeeded_per_server(deployment)
+    for name, server_id in deployment.server_ids().items():
+        assert len(times[server_id]) == len(set(times[server_id])) == logged[name], name
+
+
 class ExclusiveLock:
     """Holds SQLite's write lock from outside the child: every write of the child fails (database is locked)."""
 
