@@ -97,7 +97,10 @@ class ChildExit:
     @property
     def description(self) -> str:
         if self.code is not None and self.code < 0:
-            return f"killed by {signal.Signals(-self.code).name}"
+            name = signal.Signals(-self.code).name
+            if self.code == -signal.SIGKILL and not self.killed:  # most often the kernel, out of memory
+                return f"killed by {name}, not sent by the supervisor (the out-of-memory killer? see dmesg)"
+            return f"killed by {name}"
         return f"exit code {self.code}"
 
     @property

@@ -395,3 +395,11 @@ def test_only_a_start_after_an_exit_the_parent_did_not_mean_is_a_restart(rig: Ri
     rig.crash()
     rig.start()
     assert rig.handle.restarts == 1
+
+
+def test_a_sigkill_the_supervisor_did_not_send_is_named_as_such(rig: Rig) -> None:
+    """The out-of-memory killer's SIGKILL read "killed by SIGKILL", like the supervisor's own."""
+    process = rig.running()
+    process.exit(-signal.SIGKILL)
+    info = rig.handle.reap(rig.started_at + 4)
+    assert info.description == "killed by SIGKILL, not sent by the supervisor (the out-of-memory killer? see dmesg)"
