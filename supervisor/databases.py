@@ -47,6 +47,14 @@ def system_db_problem(url: str) -> str:
     return f"DB {masked_url(url)} is the system DB: a tenant needs a DB of its own"
 
 
+def missing_sqlite_file(settings: Settings, tenant: Tenant) -> str | None:
+    """The path of the tenant's SQLite DB file if no file is there (a read must not create it empty), else None."""
+    url = make_url(tenant_url(settings, tenant))
+    if url.get_backend_name() == "sqlite" and url.database and not os.path.exists(url.database):
+        return url.database
+    return None
+
+
 def tenant_engine(
     settings: Settings, tenant: Tenant, *, pooled: bool = True, call_timeout: float | None = None,
     statements_unbounded: bool = False,

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from functools import cached_property
-from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor import databases
@@ -84,23 +81,18 @@ class CliContext:
     def tenant_engine(self, tenant: Tenant, *, create: bool = False) -> Engine:
         """The tenant's DB; a SQLite file that does not exist is refused, never created empty by a command that
         reads or changes rows (only ``init-db`` and ``tenant add`` create one: ``create``)."""
-        url = make_url(databases.tenant_url(self.settings, tenant))
-        if not create and url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-            raise CollectorError(f"tenant {tenant.slug}: its DB file {url.database} does not exist (run init-db)")
+        if not create and (missing := databases.missing_sqlite_file(self.settings, tenant)) is not None:
+            raise CollectorError(f"tenant {tenant.slug}: its DB file {missing} does not exist (run init-db)")
         return databases.tenant_engine(
             self.settings, tenant, pooled=False, call_timeout=COMMAND_WAIT, statements_unbounded=True
         )
 
     def _tenants_with_passwords(self) -> list[str]:
         """Tenants whose DB holds an encrypted password (best effort: a DB that cannot be read is skipped, and
-        a SQLite file that does not exist is not created)."""
+        a SQLite file that does not exist is not created: ``tenant_engine`` refuses it)."""
         holders = []
         for tenant in list_tenants(self.system_engine):
-            url = databases.tenant_url(self.settings, tenant)
-            with contextlib.suppress(Exception):
-                parsed = make_url(url)
-                if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
-                    continue
+            databases.tenant_url(self.settings, tenant)  # a row that cannot be used is that ConfigError, not skipped
             engine = None
             try:
                 engine = self.tenant_engine(tenant)

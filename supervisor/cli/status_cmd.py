@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, func, select, type_coerce
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import NullType
 
@@ -177,10 +175,8 @@ def _server_summary(ctx: CliContext, tenant: Tenant, now: dt.datetime) -> dict[s
     if tenant.problem is not None:
         summary["note"] = f"cannot be run: {tenant.problem}"
         return summary
-    url = databases.tenant_url(ctx.settings, tenant)
     try:
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
+        if databases.missing_sqlite_file(ctx.settings, tenant) is not None:
             summary["note"] = "tenant DB file does not exist"
             return summary
         engine = ctx.tenant_engine(tenant)
