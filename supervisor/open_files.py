@@ -12,15 +12,12 @@ import os
 import resource
 
 
-def raise_open_files_limit() -> int:
-    """Soft ``RLIMIT_NOFILE`` up to the hard limit; the soft limit in force afterwards."""
+def raise_open_files_limit() -> None:
+    """Soft ``RLIMIT_NOFILE`` up to the hard limit (``supervisor.started`` tells the one in force)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
-        try:
+        with contextlib.suppress(ValueError, OSError):  # an infinite hard limit above the kernel's nr_open
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):  # an infinite hard limit above the kernel's nr_open: keep the soft one
-            return soft
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def open_fds() -> set[int]:

@@ -27,7 +27,6 @@ GRACE = 5.0
 class StallCut:
     def __init__(self, limit: float, what: str) -> None:
         self.limit = limit
-        self.cuts = 0
         self._what = what
         self._cond = threading.Condition()
         self._waiting: dict[int, tuple[float, int]] = {}  # id(DBAPI connection) -> (deadline, its socket)
@@ -100,6 +99,5 @@ class StallCut:
             return
         finally:
             sock.detach()
-        self.cuts += 1
         log.warning("%s gave no answer within %g s: its connection was cut (a hung host or a storage stall)",
                     self._what, self.limit, extra={"event": "storage.stall_cut", "error_class": "storage"})  # fmt: skip
