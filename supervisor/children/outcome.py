@@ -47,4 +47,5 @@ def process_outcome(
         )
         baseline = Baseline.of(sample)
     new_state, update = apply_outcome(server_id, state, outcome.failure, checked_at)
-    return Processed(WriteItem(server_id, update, snapshot, baseline), new_state, baseline, deltas)
+    item = WriteItem(server_id, update, snapshot, baseline, row=outcome.target.row)
+    return Processed(item, new_state, baseline, deltas)

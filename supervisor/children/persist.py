@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
-from supervisor.children.records import SnapshotRow, WriteItem
+from supervisor.children.records import SnapshotRow, WriteItem, row_identity
 from supervisor.children.status import StatusUpdate
 from supervisor.clock import stored_utc, utcnow
 from supervisor.storage.raw import raw
@@ -90,6 +90,25 @@ def _baseline_upsert(dialect: str) -> Any:
             ),
         )
     return _baseline_upserts[dialect]
+
+
+def current_items(conn: Connection, items: Sequence[WriteItem]) -> tuple[list[WriteItem], dict[int, tuple[str, int]]]:
+    """The items whose server row is still the one they were collected for, and for each server id whose row is
+    not: ``deleted`` or ``replaced`` (another server now has the id) and how many of its items are left out. Read in
+    the transaction that writes them."""
+    ids = sorted({item.server_id for item in items if item.row is not None})
+    if not ids:
+        return list(items), {}
+    stored = dict(conn.execute(select(servers.c.id, raw(servers.c.created_at)).where(servers.c.id.in_(ids))).all())
+    kept: list[WriteItem] = []
+    gone: dict[int, tuple[str, int]] = {}
+    for item in items:
+        sid = item.server_id
+        if item.row is None or (sid in stored and row_identity(stored[sid]) == item.row):
+            kept.append(item)
+        else:
+            gone[sid] = ("replaced" if sid in stored else "deleted", gone.get(sid, ("", 0))[1] + 1)
+    return kept, gone
 
 
 def write_items(conn: Connection, items: Sequence[WriteItem]) -> int:

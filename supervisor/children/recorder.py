@@ -18,7 +18,7 @@ from supervisor.children.records import WriteItem
 from supervisor.children.stats import TenantStats
 from supervisor.children.status import ServerState, apply_outcome
 from supervisor.children.stored_state import StoredBaselines
-from supervisor.children.targets import InvalidServer
+from supervisor.children.targets import InvalidServer, ServerRows
 from supervisor.clock import utcnow
 from supervisor.errors import CONFIG, INTERNAL
 from supervisor.logs import log_event
@@ -40,9 +40,28 @@ class OutcomeRecorder:
         self.config_errors: dict[int, str] = {}
         #: Per server, the last error that kept an outcome from being recorded.
         self._record_errors: dict[int, str] = {}
+        #: Per server, which row of the tenant DB it is (``targets.Target.row``), as last listed.
+        self.rows: dict[int, str | None] = {}
 
     def state_of(self, server_id: int) -> ServerState:
         return self.states.get(server_id, ServerState())
+
+    def follow_server_list(self, rows: ServerRows, stored: dict[int, ServerState]) -> None:
+        """A fresh read of the server list: a server newly listed starts from its stored state (``stored``), one
+        whose id now belongs to another row (the web app deleted it and added another) from nothing, as the new
+        server it is; then the unusable rows are reported."""
+        listed = [*((t.server_id, t.row) for t in rows.targets), *((s.server_id, s.row) for s in rows.invalid)]
+        for sid, row in listed:
+            if self.rows.get(sid, row) != row:
+                self._forget(sid)
+            self.rows[sid] = row
+            self.states.setdefault(sid, stored.get(sid, ServerState()))
+        self.report_invalid(rows.invalid)
+
+    def _forget(self, sid: int) -> None:
+        for kept in (self.states, self.baselines, self.last_duration, self.config_errors, self._record_errors):
+            kept.pop(sid, None)
+        self._failure_log.succeeded(sid)
 
     def merge_baselines(self, baselines: dict[int, Baseline]) -> None:
         """Keep the newer of each server's known and given baseline (spooled ones may be newer)."""
@@ -77,6 +96,8 @@ class OutcomeRecorder:
     def record(self, outcome: CollectionOutcome) -> None:
         target = outcome.target
         sid = target.server_id
+        if self.rows.get(sid, target.row) != target.row:
+            return  # collected for a row since replaced: nothing of it is the new server's (nor stored: ``persist``)
         self.last_duration[sid] = outcome.duration_ms
         context = {"tenant": self.tenant, "server": target.name, "duration_ms": outcome.duration_ms}
         previous = self.baselines.get(sid)
@@ -156,4 +177,4 @@ class OutcomeRecorder:
                     log, logging.INFO, "server.status_changed", "server %s is %s", server.name, update.status,
                     status=update.status, error_class=CONFIG, error=server.error, **context,
                 )  # fmt: skip
-            self._put(WriteItem(sid, update))
+            self._put(WriteItem(sid, update, row=server.row))

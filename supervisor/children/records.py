@@ -11,6 +11,14 @@ from supervisor.children.sample import WaitCounts
 from supervisor.children.status import StatusUpdate
 
 
+def row_identity(created_at: object) -> str:
+    """Tells a server row from a later one given the same id: SQLite hands the highest id out again once its row
+    is deleted (the web app deletes rows; ``server remove`` only marks them), so the id alone does not say which
+    server a result belongs to. ``created_at`` as stored, whatever the web app put there, is the same text at every
+    read of one row."""
+    return repr(created_at)
+
+
 @dataclass(frozen=True)
 class SnapshotRow:
     """A ``metric_snapshots`` row without its id; ``waits`` become ``wait_stats`` rows."""
@@ -41,10 +49,14 @@ class WriteItem:
     status: StatusUpdate
     snapshot: SnapshotRow | None = None
     baseline: Baseline | None = None
+    #: The server row it was collected for (``targets.row_identity``): none is stored once that row is gone or
+    #: another has its id. None (spool files of earlier versions): stored under the id as it is.
+    row: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "server_id": self.server_id,
+            "row": self.row,
             "status": _encode(asdict(self.status)),
             "snapshot": None if self.snapshot is None else _encode(asdict(self.snapshot)),
             "baseline": None if self.baseline is None else _encode(asdict(self.baseline)),
@@ -64,6 +76,7 @@ class WriteItem:
             status=StatusUpdate(**status),
             snapshot=SnapshotRow(**snapshot) if snapshot is not None else None,
             baseline=Baseline(**baseline) if baseline is not None else None,
+            row=row if isinstance(row := data.get("row"), str) else None,
         )
 
 

@@ -31,7 +31,6 @@ from supervisor.children.server_list import ServerList
 from supervisor.children.server_list_reader import ServerListRead, ServerListReader
 from supervisor.children.spool import Spool
 from supervisor.children.stats import TenantStats
-from supervisor.children.status import ServerState
 from supervisor.children.stored_state import load_baselines, load_states
 from supervisor.children.writer import Writer
 from supervisor.config import Settings
@@ -233,9 +232,7 @@ class TenantRuntime:
         targets = {t.server_id: t for t in rows.targets}
         self._disabled = read.disabled
         with self._record_lock:
-            for sid in [*targets, *(server.server_id for server in rows.invalid)]:
-                self.recorder.states.setdefault(sid, read.states.get(sid, ServerState()))
-            self.recorder.report_invalid(rows.invalid)
+            self.recorder.follow_server_list(rows, read.states)
         changes = self.servers.replace(targets, busy=self.flights.sessions())
         self._scheduler.set_servers({sid: t.interval_seconds for sid, t in targets.items()}, now, check_ages=read.ages)
         log_event(

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, func, select
 
 from supervisor import rules
 from supervisor.children.connection_string import Endpoint
+from supervisor.children.records import row_identity
 from supervisor.config import Settings
 from supervisor.errors import CollectorError
 from supervisor.logs import register_secret
@@ -31,6 +32,8 @@ class Target:
     endpoint: Endpoint
     interval_seconds: float
     collection_mode: str  # auto / procedure / adhoc, the global setting filled in
+    #: Which row this is (``row_identity``); None: not read from the tenant DB, nothing to tell apart.
+    row: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class InvalidServer:
     server_id: int
     name: str  # the stored name if it is a valid one, else "#<id>"
     error: str  # names the column and the bad value (never a password)
+    row: str | None = None  # as Target.row
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class ServerRows:
 
 class InvalidRow(ValueError):
     pass
+
 
 
 class TargetMemo:
@@ -86,6 +91,7 @@ _COLUMNS = (
     servers.c.auth,
     servers.c.token_command,
     servers.c.token_file,
+    servers.c.created_at,
 )
 #: Disabled servers are left out by the query; a value that is neither true nor false is not, so it is reported.
 _QUERY = (
@@ -122,13 +128,15 @@ def read_servers(
         row = record._mapping
         server_id = row["id"]
         display = _display_name(row["name"], server_id)
+        identity = row_identity(row["created_at"])
         try:
             target = _target(row, settings, box, only_enabled=name is None)
         except InvalidRow as exc:
-            rows.invalid.append(InvalidServer(server_id, display, str(exc)))
+            rows.invalid.append(InvalidServer(server_id, display, str(exc), identity))
             continue
         except Exception as exc:  # a rule this module lacks must not stop the other servers
-            rows.invalid.append(InvalidServer(server_id, display, f"unusable row: {type(exc).__name__}: {exc}"))
+            error = f"unusable row: {type(exc).__name__}: {exc}"
+            rows.invalid.append(InvalidServer(server_id, display, error, identity))
             continue
         if target is not None:
             rows.targets.append(target)
@@ -203,6 +211,7 @@ def _target(row: Any, settings: Settings, box: PasswordDecryptor, *, only_enable
         endpoint=endpoint,
         interval_seconds=float(interval or settings.collection_interval),
         collection_mode=mode or settings.collection_mode,
+        row=row_identity(row["created_at"]),
     )
 
 

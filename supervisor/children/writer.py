@@ -15,13 +15,13 @@ import logging
 import threading
 import time
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor.backoff import Backoff
 from supervisor.children.os_thread_name import name_os_thread
 from supervisor.children.outage import Outage
-from supervisor.children.persist import write_items
+from supervisor.children.persist import current_items, write_items
 from supervisor.children.records import WriteItem
 from supervisor.children.rejects import is_outage, store_one_by_one
 from supervisor.children.retention import purge_batch
@@ -188,6 +188,7 @@ class Writer:
         try:
             try:
                 with self._engine.begin() as conn:
+                    batch = self._of_current_rows(conn, batch)
                     self.written += write_items(conn, batch)
             except Exception as exc:  # data the DB rejects, or a value this code did not foresee: not the others'
                 if is_outage(exc):
@@ -198,6 +199,13 @@ class Writer:
             return False
         self._note_success()
         return True
+
+    def _of_current_rows(self, conn: Connection, batch: list[WriteItem]) -> list[WriteItem]:
+        kept, gone = current_items(conn, batch)
+        for sid, (why, count) in gone.items():
+            log_event(log, logging.INFO, "writer.server_gone", "dropping %d results of server id %s: its row was %s "
+                      "since they were collected", count, sid, why, tenant=self._tenant, reason=why)  # fmt: skip
+        return kept
 
     def _replay_spool(self) -> None:
         for path in self._spool.files():
