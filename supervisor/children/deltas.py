@@ -3,6 +3,12 @@
 Re-baseline (no rate, no wait increments) when there is no baseline, the instance restarted
 (changed ``sqlserver_start_time``), the server clock did not move forward, the gap is longer than
 ``max_sample_gap``, or the counter went backwards. A rate is never negative or absurd.
+
+Wait statistics are cleared as a whole (``DBCC SQLPERF('sys.dm_os_wait_stats', CLEAR)``): one wait type whose
+counters went down means every type restarted from zero somewhere in the interval, also those that have since grown
+past their old totals, so that sample has no wait increments at all. A type's increment no wait could have made
+(more wait time than its completed waits could have lasted since the instance started, more signal wait than wait)
+is left out.
 """
 
 from __future__ import annotations
@@ -67,7 +73,8 @@ def compute(previous: Baseline | None, sample: Sample, max_gap_seconds: float) -
     reason = None
     if rate is None and sample.batch_requests_total is not None:
         reason = "counter reset"
-    return Deltas(rate, interval, wait_increments(previous.waits, sample.waits), reason)
+    uptime_ms = (sample.sample_time - sample.sqlserver_start_time).total_seconds() * 1000
+    return Deltas(rate, interval, wait_increments(previous.waits, sample.waits, uptime_ms) or {}, reason)
 
 
 def _rate(before: int | None, after: int | None, elapsed: float) -> float | None:
@@ -78,9 +85,11 @@ def _rate(before: int | None, after: int | None, elapsed: float) -> float | None
     return round(rate, 3) if rate <= MAX_PLAUSIBLE_BATCH_RATE else None
 
 
-def wait_increments(before: dict[str, WaitCounts], after: dict[str, WaitCounts]) -> dict[str, WaitCounts]:
-    """Per wait type, what happened between the samples; new types count from 0; negative and zero-count
-    increments dropped."""
+def wait_increments(
+    before: dict[str, WaitCounts], after: dict[str, WaitCounts], uptime_ms: float
+) -> dict[str, WaitCounts] | None:
+    """Per wait type, what happened between the samples; new types count from 0; zero-count and impossible
+    increments dropped. None when the wait statistics were cleared in between (a type's counter went down)."""
     increments: dict[str, WaitCounts] = {}
     zero = WaitCounts(0, 0, 0)
     for name, now in after.items():
@@ -91,8 +100,12 @@ def wait_increments(before: dict[str, WaitCounts], after: dict[str, WaitCounts])
             now.signal_wait_time_ms - then.signal_wait_time_ms,
         )
         if min(delta.waiting_tasks_count, delta.wait_time_ms, delta.signal_wait_time_ms) < 0:
-            continue
+            return None
         if delta.waiting_tasks_count == 0:  # SQL Server adds wait time when a wait ends, with its count
+            continue
+        if delta.wait_time_ms > delta.waiting_tasks_count * max(uptime_ms, 0) or (
+            delta.signal_wait_time_ms > delta.wait_time_ms
+        ):
             continue
         increments[name] = delta
     return increments

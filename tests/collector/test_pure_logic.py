@@ -164,8 +164,9 @@ def test_rates_and_rebaselines() -> None:
 
 def test_wait_increments() -> None:
     before = {"A": WaitCounts(10, 100, 5), "B": WaitCounts(5, 50, 1), "C": WaitCounts(3, 3, 0)}
-    after = {"A": WaitCounts(12, 130, 6), "B": WaitCounts(5, 50, 1), "C": WaitCounts(1, 1, 0), "D": WaitCounts(2, 9, 1)}
-    assert wait_increments(before, after) == {"A": WaitCounts(2, 30, 1), "D": WaitCounts(2, 9, 1)}
+    after = {"A": WaitCounts(12, 130, 6), "B": WaitCounts(5, 50, 1), "C": WaitCounts(3, 3, 0), "D": WaitCounts(2, 9, 1)}
+    assert wait_increments(before, after, 60_000.0) == {"A": WaitCounts(2, 30, 1), "D": WaitCounts(2, 9, 1)}
+    assert wait_increments(before, {**after, "C": WaitCounts(1, 1, 0)}, 60_000.0) is None  # cleared
     base = Baseline.of(sample(0, 1, waits=before))
     assert Baseline.parse_waits(base.waits_json()) == before
 

@@ -82,19 +82,36 @@ def test_wait_increments_go_into_the_deltas() -> None:
     assert restarted.waits == {}
 
 
-def test_wait_increments_drop_negative_and_countless_ones() -> None:
-    before = {name: WaitCounts(10, 100, 10) for name in ("A", "B", "C", "D", "E", "F")}
+UPTIME_MS = 3_600_000.0  # sample(): an hour after START
+
+
+def test_wait_increments_drop_countless_and_impossible_ones() -> None:
+    before = {name: WaitCounts(10, 100, 10) for name in ("D", "E", "F", "H", "I", "J")}
     after = {
-        "A": WaitCounts(9, 200, 20),  # count went back: dropped
-        "B": WaitCounts(11, 99, 20),  # time went back: dropped
-        "C": WaitCounts(11, 200, 9),  # signal time went back: dropped
         "D": WaitCounts(10, 150, 15),  # time without a count: dropped
         "E": WaitCounts(11, 100, 10),  # one wait of 0 ms: kept
         "F": WaitCounts(10, 100, 10),  # nothing happened: dropped
+        "H": WaitCounts(12, 100 + 2 * 3_600_000, 10),  # two waits as long as the uptime: kept
+        "I": WaitCounts(12, 101 + 2 * 3_600_000, 10),  # a millisecond more than two waits can have lasted: dropped
+        "J": WaitCounts(11, 105, 16),  # more signal wait than wait: dropped
         "NEW": WaitCounts(1, 0, 0),  # new type: counts from 0
     }
-    assert wait_increments(before, after) == {"E": WaitCounts(1, 0, 0), "NEW": WaitCounts(1, 0, 0)}
-    assert wait_increments({}, {"G": WaitCounts(0, 5, 0)}) == {}
+    assert wait_increments(before, after, UPTIME_MS) == {
+        "E": WaitCounts(1, 0, 0), "H": WaitCounts(2, 7_200_000, 0), "NEW": WaitCounts(1, 0, 0)
+    }  # fmt: skip
+    assert wait_increments({}, {"G": WaitCounts(0, 5, 0)}, UPTIME_MS) == {}
+    assert wait_increments({}, {"K": WaitCounts(1, 5, 0)}, -1.0) == {}  # an uptime that is no uptime: nothing fits
+
+
+@pytest.mark.parametrize("went_down", [WaitCounts(9, 200, 20), WaitCounts(11, 99, 20), WaitCounts(11, 200, 9)])
+def test_one_counter_going_down_means_the_wait_statistics_were_cleared(went_down: WaitCounts) -> None:
+    """``DBCC SQLPERF('sys.dm_os_wait_stats', CLEAR)``: every type restarted from zero, also one that has grown past
+    its old total since (RARE below); the sample has no wait increments, its rate stays."""
+    before = {"A": WaitCounts(10, 100, 10), "RARE": WaitCounts(3, 30, 0)}
+    after = {"A": went_down, "RARE": WaitCounts(4, 4000, 0)}
+    assert wait_increments(before, after, UPTIME_MS) is None
+    deltas = compute(base(1000, before), sample(2, 1010, waits=after), GAP)
+    assert deltas == Deltas(5.0, 2.0, {}, None)
 
 
 def test_baseline_json_round_trip_is_compact_and_sorted() -> None:
