@@ -6,9 +6,12 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import pyodbc
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor import rules
 from supervisor.children.access_token import TOKENS, attrs_before
@@ -19,18 +22,29 @@ from supervisor.children.flights import collect_within_deadline
 from supervisor.children.odbc_driver import resolve_driver, with_hint
 from supervisor.children.outcome import process_outcome
 from supervisor.children.persist import write_items
+from supervisor.children.records import WriteItem
 from supervisor.children.status import ServerState
 from supervisor.children.stored_state import load_baselines, load_states
 from supervisor.children.targets import Target, read_servers
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import print_json, print_table
+from supervisor.clock import stored_utc
 from supervisor.errors import CONNECT, CollectorError, ConfigError, UsageError
 from supervisor.procedures.permissions import DEPLOY_REFUSED_HINT, grants_script
 from supervisor.procedures.resultsets import PROCEDURE_QUALIFIED_NAME
 from supervisor.procedures.tsql import install_batches, install_script
+from supervisor.storage import system_schema
+from supervisor.storage.db_clock import db_utcnow
+from supervisor.storage.raw import raw
+from supervisor.tenants import Tenant
 
 
 def _target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target]:
+    engine, target, _tenant = _tenant_target(ctx, tenant_slug, name)
+    return engine, target
+
+
+def _tenant_target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target, Tenant]:
     tenant = ctx.tenant(tenant_slug)
     engine = ctx.tenant_engine(tenant)
     with engine.connect() as conn:
@@ -40,7 +54,7 @@ def _target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target]:
         raise ConfigError(f"server {rules.shown(name)} in tenant {tenant.slug!r} cannot be used: {error}")
     if not rows.targets:
         raise UsageError(f"unknown server {rules.shown(name)} in tenant {tenant.slug!r}")
-    return engine, rows.targets[0]
+    return engine, rows.targets[0], tenant
 
 
 def _hinted(failure: CollectionFailure, target: Target) -> str:
@@ -51,9 +65,31 @@ def _hinted(failure: CollectionFailure, target: Target) -> str:
     return with_hint(failure.message, target.endpoint.encrypt)
 
 
+def _collected_by_a_child(ctx: CliContext, tenant: Tenant) -> bool:
+    """A supervisor holds the tenant's lease (its child collects the tenant's servers), or it cannot be told."""
+    leases = system_schema.tenant_leases
+    query = select(leases.c.owner, raw(leases.c.expires_at)).where(leases.c.tenant_id == tenant.id)
+    try:
+        with ctx.system_engine.connect() as conn:
+            lease = conn.execute(query).first()
+            now = db_utcnow(conn)
+    except SQLAlchemyError:
+        return True
+    expires = None if lease is None else stored_utc(lease.expires_at)
+    return lease is not None and lease.owner is not None and expires is not None and expires >= now
+
+
+def _spot_check(item: WriteItem) -> WriteItem:
+    """What ``collect-once`` stores while a child collects the tenant: the snapshot without its wait increments,
+    and the stored baseline left as it is. The child counts its increments from its own previous sample, over the
+    same time: both stored, the tenant's wait time would be counted twice."""
+    snapshot = None if item.snapshot is None else replace(item.snapshot, waits={})
+    return replace(item, snapshot=snapshot, baseline=None)
+
+
 def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
     driver = resolve_driver(ctx.settings.odbc_driver)
-    engine, target = _target(ctx, args.tenant, args.name)
+    engine, target, tenant = _tenant_target(ctx, args.tenant, args.name)
     with engine.connect() as conn:
         baselines = load_baselines(conn)
         state = load_states(conn).get(target.server_id, ServerState())
@@ -64,8 +100,13 @@ def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
     session = ServerSession(target, driver, ctx.settings.login_timeout, keep_connection=False)
     outcome = collect_within_deadline(session, ctx.settings.collection_timeout)
     processed = process_outcome(outcome, previous, state, ctx.settings.max_sample_gap)
+    item = processed.item
+    if outcome.sample is not None and _collected_by_a_child(ctx, tenant):
+        item = _spot_check(item)
+        print(f"note: a supervisor's child collects tenant {tenant.slug}: this sample's wait increments are shown, "
+              "not stored (its own cover the same time)", file=sys.stderr)  # fmt: skip
     with engine.begin() as conn:
-        write_items(conn, [processed.item])
+        write_items(conn, [item])
     if outcome.failure is not None:
         raise CollectorError(
             f"collection from {target.name} failed after {outcome.duration_ms} ms: "
