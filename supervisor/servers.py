@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 
 from sqlalchemy import Connection, Engine, RowMapping, Select, select
+from sqlalchemy.exc import IntegrityError
 
 from supervisor import rules
 from supervisor.clock import stored_utc, utcnow
@@ -143,26 +144,41 @@ def add_server(engine: Engine, spec: ServerSpec, password_encrypted: str | None)
         "removed_at": None,
     }
     config = {"enabled": spec.enabled, "interval_seconds": spec.interval_seconds}
-    with engine.begin() as conn:
-        existing = conn.execute(select(servers.c.id, servers.c.removed_at).where(servers.c.name == spec.name)).first()
-        if existing is not None and existing.removed_at is None:
-            raise UsageError(f"server {spec.name!r} already exists")
-        if existing is not None:
-            server_id = existing.id
-            conn.execute(servers.update().where(servers.c.id == server_id).values(**values))
-            conn.execute(
-                collection_configs.update().where(collection_configs.c.server_id == server_id).values(**config)
-            )
-        else:
-            inserted = conn.execute(
-                servers.insert().values(
-                    name=spec.name, status="unknown", consecutive_failures=0, created_at=now, **values
+    try:
+        with engine.begin() as conn:
+            existing = conn.execute(
+                select(servers.c.id, servers.c.removed_at).where(servers.c.name == spec.name)
+            ).first()
+            if existing is not None and existing.removed_at is None:
+                raise _server_exists_error(spec.name)
+            if existing is not None:
+                server_id = existing.id
+                revivable = (servers.c.id == server_id) & servers.c.removed_at.is_not(None)
+                revived = conn.execute(servers.update().where(revivable).values(**values))
+                if revived.rowcount == 0:  # another process brought it back since this one looked
+                    raise _server_exists_error(spec.name)
+                conn.execute(
+                    collection_configs.update().where(collection_configs.c.server_id == server_id).values(**config)
                 )
-            ).inserted_primary_key
-            assert inserted is not None
-            server_id = inserted[0]
-            conn.execute(collection_configs.insert().values(server_id=server_id, **config))
-        return _load(conn, spec.name)
+            else:
+                inserted = conn.execute(
+                    servers.insert().values(
+                        name=spec.name, status="unknown", consecutive_failures=0, created_at=now, **values
+                    )
+                ).inserted_primary_key
+                assert inserted is not None
+                server_id = inserted[0]
+                conn.execute(collection_configs.insert().values(server_id=server_id, **config))
+            return _load(conn, spec.name)
+    except IntegrityError:  # the unique name: another process added it since this one looked
+        with engine.connect() as conn:
+            if conn.execute(select(servers.c.id).where(servers.c.name == spec.name)).first() is not None:
+                raise _server_exists_error(spec.name) from None
+        raise
+
+
+def _server_exists_error(name: str) -> UsageError:
+    return UsageError(f"server {name!r} already exists")
 
 
 def list_servers(engine: Engine, *, include_removed: bool = False) -> list[ServerInfo]:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, RowMapping, Select, select
+from sqlalchemy.exc import IntegrityError
 
 from supervisor import rules
 from supervisor.clock import utcnow
@@ -149,17 +150,28 @@ def _by_slug(rows: list[Tenant]) -> list[Tenant]:
     return sorted(rows, key=lambda tenant: (tenant.slug, tenant.id))
 
 
+def tenant_exists_error(slug: str) -> UsageError:
+    return UsageError(f"tenant {slug!r} already exists")
+
+
 def insert_tenant(engine: Engine, slug: str, name: str, db_url: str | None, status: str) -> Tenant:
+    """UsageError if ``slug`` is taken, also by a process that inserted it since this one looked (the unique slug)."""
     now = utcnow()
-    with engine.begin() as conn:
-        if conn.execute(select(tenants.c.id).where(tenants.c.slug == slug)).first():
-            raise UsageError(f"tenant {slug!r} already exists")
-        inserted = conn.execute(
-            tenants.insert().values(slug=slug, name=name, status=status, db_url=db_url, created_at=now, updated_at=now)
-        ).inserted_primary_key
-        assert inserted is not None
-        tenant_id = inserted[0]
-    return Tenant(id=tenant_id, slug=slug, name=name, status=status, db_url=db_url)
+    try:
+        with engine.begin() as conn:
+            if conn.execute(select(tenants.c.id).where(tenants.c.slug == slug)).first():
+                raise tenant_exists_error(slug)
+            inserted = conn.execute(
+                tenants.insert().values(
+                    slug=slug, name=name, status=status, db_url=db_url, created_at=now, updated_at=now
+                )
+            ).inserted_primary_key
+    except IntegrityError:
+        if find_tenant(engine, slug) is not None:
+            raise tenant_exists_error(slug) from None
+        raise
+    assert inserted is not None
+    return Tenant(id=inserted[0], slug=slug, name=name, status=status, db_url=db_url)
 
 
 def set_tenant_status(engine: Engine, slug: str, status: str) -> Tenant:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from functools import cached_property
 
 from sqlalchemy import Engine
@@ -49,6 +50,8 @@ class CliContext:
         except KeyFileMissing:
             holders = self._tenants_with_passwords()
             if holders:
+                with contextlib.suppress(KeyFileMissing):  # another command created it since, and stored one
+                    return SecretBox.load(key_file, create=False)
                 raise KeyFileMissing(
                     f"the secret key file {key_file} is missing, but tenant {', '.join(holders)} has encrypted "
                     f"passwords: restore the key file (or set {SECRET_KEY_ENV}); a new key would not decrypt them"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Collection
 from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from supervisor import databases
 from supervisor.cli.context import CliContext
@@ -23,6 +27,7 @@ from supervisor.tenants import (
     list_leased,
     list_tenants,
     set_tenant_status,
+    tenant_exists_error,
     validate_name,
     validate_slug,
 )
@@ -41,9 +46,21 @@ def add(args: argparse.Namespace, ctx: CliContext) -> int:
     db_url = None if args.db_url is None else _stored_db_url(args.db_url, ctx.settings)
     engine = ctx.system_engine
     if find_tenant(engine, slug) is not None:
-        raise UsageError(f"tenant {slug!r} already exists")
+        raise tenant_exists_error(slug)
     status = SUSPENDED if args.suspended else ACTIVE
     draft = Tenant(id=0, slug=slug, name=args.name or slug, status=status, db_url=db_url)
+    try:
+        tenant = _register(ctx, draft)
+    except UsageError:
+        if find_tenant(engine, slug) is not None:  # another process added it since this one looked: its DB is
+            raise tenant_exists_error(slug) from None  # now that tenant's, which is not what went wrong
+        raise
+    print(f"tenant {tenant.slug} added ({tenant.status}), DB {masked_url(databases.tenant_url(ctx.settings, tenant))}")
+    return 0
+
+
+def _register(ctx: CliContext, draft: Tenant) -> Tenant:
+    engine = ctx.system_engine
     _refuse_shared_db(ctx, draft)
     tenant_engine = ctx.tenant_engine(draft, create=True)
     upgrade_tenant(tenant_engine)  # the tenant row appears only once its DB is usable
@@ -51,10 +68,18 @@ def add(args: argparse.Namespace, ctx: CliContext) -> int:
     with tenant_engine.connect() as conn:
         if (owner := tenant_owner.owner(conn)) in tenant_ids:
             raise UsageError(f"--db-url: that DB belongs to tenant id {owner}: each tenant needs a DB of its own")
-    tenant = insert_tenant(engine, slug, draft.name, db_url, status)
-    tenant_owner.stamp(tenant_engine, tenant.id, tenant_ids=tenant_ids)
-    print(f"tenant {tenant.slug} added ({tenant.status}), DB {masked_url(databases.tenant_url(ctx.settings, tenant))}")
-    return 0
+    tenant = insert_tenant(engine, draft.slug, draft.name, draft.db_url, draft.status)
+    stamp_owner(tenant_engine, tenant.id, tenant_ids)
+    return tenant
+
+
+def stamp_owner(tenant_engine: Engine, tenant_id: int, tenant_ids: Collection[int]) -> None:
+    """``tenant_owner.stamp``, once more if another process stamped the DB at the same time (``init-db`` and
+    ``tenant add``, or two ``init-db``): both inserted the owner row, and the later one's duplicate key failed."""
+    try:
+        tenant_owner.stamp(tenant_engine, tenant_id, tenant_ids=tenant_ids)
+    except IntegrityError:
+        tenant_owner.stamp(tenant_engine, tenant_id, tenant_ids=tenant_ids)
 
 
 def _stored_db_url(db_url: str, settings: Settings) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from supervisor.errors import ConfigError
@@ -191,13 +191,14 @@ def ensure_database(url: str) -> None:
     maintenance = create_engine(parsed.set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with maintenance.connect() as conn:
-            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database})
+            exists_query = text("SELECT 1 FROM pg_database WHERE datname = :name")
+            exists = conn.execute(exists_query, {"name": parsed.database})
             if exists.first() is None:
                 quoted = conn.dialect.identifier_preparer.quote(parsed.database)
                 try:
                     conn.execute(text(f"CREATE DATABASE {quoted}"))
-                except ProgrammingError as exc:
-                    if "already exists" not in str(exc):  # another process created it meanwhile
+                except DBAPIError:  # another process created it meanwhile: a DuplicateDatabase or a UniqueViolation
+                    if conn.execute(exists_query, {"name": parsed.database}).first() is None:
                         raise
     finally:
         maintenance.dispose()

@@ -1,7 +1,8 @@
 """Creates and upgrades the system and tenant schemas: the one place schema changes live.
 
 Each schema has a version in its ``schema_info`` table. ``upgrade`` creates missing tables and
-then runs the numbered steps above the stored version, in one transaction. Idempotent.
+then runs the numbered steps above the stored version, in one transaction that holds the DB's schema lock
+(``_lock_schema``): processes racing on a fresh install take turns, the later ones find the work done. Idempotent.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ TENANT_STEPS: dict[int, Step] = {
 }
 SYSTEM_VERSION = 3
 TENANT_VERSION = 2
+#: The PostgreSQL advisory lock (per database) that upgrades take in turn: b"cs-schem", a key no other program uses.
+SCHEMA_LOCK_KEY = int.from_bytes(b"cs-schem", "big")
 
 
 def upgrade_system(engine: Engine, *, beside_other_tables: bool = True) -> None:
@@ -130,6 +133,7 @@ def _upgrade(
         if create:
             ensure_database(str(engine.url.render_as_string(hide_password=False)))
         with engine.begin() as conn:
+            _lock_schema(conn)
             if not create and not _has_schema(conn, info, name):
                 raise CollectorError(
                     f"{name} DB {shown_engine_url(engine)} has no collector schema (it was never created, or "
@@ -152,6 +156,17 @@ def _upgrade(
             f"cannot {doing} the {name} schema in {shown_engine_url(engine)}: {describe_db_error(exc)}"
             f"{_sqlite_access_hint(engine, exc)}"
         ) from None
+
+
+def _lock_schema(conn: Connection) -> None:
+    """Until the transaction ends, this process alone upgrades the DB: two racing ``create_all`` would both create
+    a table ("already exists") or insert the version row (a duplicate key). SQLite: the write lock, taken at once
+    (pysqlite would begin the transaction only at the first INSERT, and run the CREATE TABLEs outside it, visible
+    one by one: a half-created schema another process reads as another program's tables)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_access_hint(engine: Engine, exc: SQLAlchemyError) -> str:
