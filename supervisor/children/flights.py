@@ -92,6 +92,10 @@ class Flights:
         self._next_cut = 0.0
         self._cuts: list[Flight] = []  # cut by the memory guard's thread, not yet seen by the main thread
         self._cuts_lock = threading.Lock()
+        #: Flights started so far: the memory guard's checks see whether one started since the last.
+        self.starts = 0
+        #: Set by the first flight started after the memory guard went to sleep (``sleep_while_idle``), and by ``wake``.
+        self._launched = threading.Event()
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -115,7 +119,33 @@ class Flights:
         else:
             flight.outcome = _still_held(flight, held)
             flight.settled.set()
+        self.starts += 1
+        if not self._launched.is_set():  # after the flight is in ``_flights``: see ``sleep_while_idle``
+            self._launched.set()  # the guard's wake, once per idle spell; a look at a flag for the other flights
         return flight
+
+    def growing(self) -> bool:
+        """Whether a collection may be growing the child's memory: one queued or running, or abandoned (at its
+        deadline, or cut by the memory guard) with its thread still inside the driver. Safe on any thread."""
+        flights = list(self._flights.values())  # first: an abandoned flight joins ``_abandoned`` before it leaves
+        flights += list(self._abandoned)  # ``_flights``, so a look in this order cannot miss it
+        return any(not f.returned and (f.outcome is None or f.started is not None) for f in flights)
+
+    def sleep_while_idle(self, stopped: threading.Event) -> bool:
+        """On the memory guard's thread: sleep while no collection may be growing the child's memory, until a flight
+        starts or ``stopped`` is set (then ``wake``); whether it slept. The event is cleared before the last look, so a
+        flight started during that look, or ``stopped`` set then, still wakes it at once."""
+        if self.growing():
+            return False
+        self._launched.clear()
+        if self.growing() or stopped.is_set():
+            return False
+        self._launched.wait()
+        return True
+
+    def wake(self) -> None:
+        """End a ``sleep_while_idle`` (the memory guard stopping)."""
+        self._launched.set()
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of a flight still running, or the next re-cut of abandoned sockets."""
