@@ -121,6 +121,10 @@ class SimulatedInstance:
         low, high = bounds
         return low + (high - low) * self._wave(salt, x)
 
+    def _server_clock(self, now: float) -> float:
+        """What the server's clock reads at the host's ``now`` (the ``clock_offset_s`` fault)."""
+        return now + self.spec.faults.clock_offset_s
+
     def batch_requests_total(self, now: float) -> int:
         return int(self.spec.profile.batch_requests_per_sec * max(0.0, now - self.start_time))
 
@@ -174,7 +178,7 @@ class SimulatedInstance:
             "database_name": database,
             "cpu_count": spec.profile.cpu_count,
             "sqlserver_start_time": local_start.replace(microsecond=local_start.microsecond // 1000 * 1000),
-            "sample_time_utc": utc_datetime(now),
+            "sample_time_utc": utc_datetime(self._server_clock(now)),
         }
 
     def _resource_cpu_rows(self, now: float, *, host: bool) -> list[dict[str, object]]:
@@ -189,7 +193,7 @@ class SimulatedInstance:
         busy = 100.0 - self._in_range(profile.system_idle_percent, 2, interval)
         return [{
             "record_id": None,
-            "record_time_utc": utc_datetime(min(end, now)),
+            "record_time_utc": utc_datetime(self._server_clock(min(end, now))),
             "sql_cpu_percent": round(cpu),
             "system_idle_percent": None,
             "host_cpu_percent": round(max(cpu, busy)) if host else None,
@@ -209,7 +213,7 @@ class SimulatedInstance:
             idle = min(round(self._in_range(profile.system_idle_percent, 2, record_id)), 100 - sql_cpu)
         return [{
             "record_id": record_id,
-            "record_time_utc": utc_datetime(written),
+            "record_time_utc": utc_datetime(self._server_clock(written)),
             "sql_cpu_percent": sql_cpu,
             "system_idle_percent": max(0, idle),
             "host_cpu_percent": None,

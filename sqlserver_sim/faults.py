@@ -36,6 +36,9 @@ class Faults:
     stall: str | None = None
     #: ATTENTION is never acknowledged (nor does it cancel a slow query) on this server.
     ignore_attention: bool = False
+    #: The server's clock runs this many seconds ahead of the host's (behind if negative): its sample and ring
+    #: buffer times; a change steps the clock (counters and the start time are not affected, as on a real server).
+    clock_offset_s: int = 0
 
 
 def parse_faults(value: Any, where: str) -> Faults:
@@ -55,6 +58,8 @@ def parse_faults(value: Any, where: str) -> Faults:
             values[name] = item
         elif name.endswith("_ms"):
             values[name] = as_int(item, path)
+        elif name == "clock_offset_s":
+            values[name] = as_int(item, path, minimum=-(10**9))
         else:
             values[name] = as_bool(item, path)
     return Faults(**values)

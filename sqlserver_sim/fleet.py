@@ -42,7 +42,8 @@ A JSON object::
             "login_failed": false, "permission_denied": false, "disconnect_mid_result": false,
             "restart": 0,                  # generation; true counts as 1; a change restarts
             "stall": null,                 # or a phase in which the server stops answering (below)
-            "ignore_attention": false      # true: ATTENTION (cancel) is never acknowledged
+            "ignore_attention": false,     # true: ATTENTION (cancel) is never acknowledged
+            "clock_offset_s": 0            # the server's clock ahead (behind if < 0); a change steps it
           }
         }
       ]
