@@ -3,12 +3,15 @@
 Every value is checked against its contract column before it is used (``supervisor.children.column_checks``):
 a value that fails is the server's fault, a PROTOCOL failure naming ``set.column`` and the value. The two
 instance times are checked where they are read (``_required_time``): they are required, and the sample
-time must be plausible.
+time must be plausible. A figure that passes its column's check but cannot be what it claims (a CPU record
+that is not current, more memory available than there is, a wait counter that is NULL) is unknown: None, or
+left out of the waits; never the whole sample's failure.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +20,7 @@ from supervisor.children.column_checks import COLUMN_CHECKS
 from supervisor.children.errors import CollectionFailure
 from supervisor.errors import PROTOCOL
 from supervisor.procedures.benign_waits import benign_wait_types
+from supervisor.procedures.catalog import ENGINE_EDITIONS, MANAGED_INSTANCE
 from supervisor.procedures.resultsets import CONTRACT_VERSION, RESULT_SETS, WAITS, ResultSet
 from supervisor.rules import shown
 
@@ -25,6 +29,14 @@ _KB_PER_MB = 1024
 #: Sample times before this, or further than MAX_CLOCK_SKEW from the collector's clock, are a broken clock.
 EARLIEST_SAMPLE_TIME = dt.datetime(2000, 1, 1)
 MAX_CLOCK_SKEW = dt.timedelta(days=1)
+#: A CPU record older than this at the sample time is no current figure: the scheduler monitor writes one a
+#: minute (Azure SQL Database a row per 15 s), so five minutes without one means it stopped writing. Managed
+#: Instance publishes its 15 s rows 5-10 minutes late, so it gets 15.
+MAX_CPU_RECORD_AGE = dt.timedelta(minutes=5)
+MAX_MANAGED_INSTANCE_CPU_RECORD_AGE = dt.timedelta(minutes=15)
+#: A record ahead of the sample time by more than this (beyond a 15 s interval's end) is no current figure.
+MAX_CPU_RECORD_LEAD = dt.timedelta(minutes=1)
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 
 
 @dataclass(frozen=True)
@@ -51,12 +63,15 @@ class Sample:
     waits: dict[str, WaitCounts] = field(default_factory=dict)
     engine_edition: int | None = None
     database_name: str | None = None
+    #: Wait types the answer gave with a NULL counter: unknown, so not in ``waits``.
+    unknown_waits: frozenset[str] = frozenset()
 
 
 RawSets = Sequence[tuple[Sequence[str], Sequence[Sequence[Any]]]]
 
 
 _WAIT_COLUMNS = WAITS.column_names
+_WAIT_TYPE_LENGTH = next(column.length for column in WAITS.columns if column.name == "wait_type")
 
 
 @dataclass(frozen=True)
@@ -98,9 +113,11 @@ def parse_sample(raw: RawSets, *, now: dt.datetime | None = None) -> Sample:
             "redeploy with 'collector-supervisor procedures deploy'",
         )
     platform = instance["host_platform"] or "Windows"
-    cpu_percent, system_cpu_percent = _cpu(sets["cpu"].rows(), platform)
     sample_time = _required_time(instance, "sample_time_utc")
     _check_sample_time(sample_time, now)
+    cpu_percent, system_cpu_percent = _cpu(sets["cpu"].rows(), platform, sample_time, instance["engine_edition"])
+    physical_kb = counters["total_physical_memory_kb"]
+    waits, unknown_waits = _waits(sets["waits"])
     return Sample(
         server_name=instance["server_name"],
         product_version=instance["product_version"],
@@ -110,13 +127,14 @@ def parse_sample(raw: RawSets, *, now: dt.datetime | None = None) -> Sample:
         cpu_percent=cpu_percent,
         system_cpu_percent=system_cpu_percent,
         memory_percent=_memory_percent(counters),
-        sql_memory_mb=_mb(counters["total_server_memory_kb"]),
-        sql_target_memory_mb=_mb(counters["target_server_memory_kb"]),
+        sql_memory_mb=_sql_memory_mb(counters["total_server_memory_kb"], physical_kb),
+        sql_target_memory_mb=_sql_memory_mb(counters["target_server_memory_kb"], physical_kb),
         connection_count=counters["user_connections"],
         batch_requests_total=counters["batch_requests_total"],
-        waits=_waits(sets["waits"]),
+        waits=waits,
         engine_edition=instance["engine_edition"],
         database_name=instance["database_name"],
+        unknown_waits=unknown_waits,
     )
 
 
@@ -146,7 +164,11 @@ def _required_time(row: dict[str, Any], name: str) -> dt.datetime:
     value = row[name]
     if not isinstance(value, dt.datetime):
         raise CollectionFailure(PROTOCOL, f"{name} is {shown(value)}, expected a datetime")
-    return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
+    return _naive_utc(value)
+
+
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo is None else moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def _check_sample_time(sample_time: dt.datetime, now: dt.datetime | None) -> None:
@@ -168,13 +190,18 @@ def _when(moment: dt.datetime) -> str:
     return moment.isoformat(sep=" ", timespec="seconds")
 
 
-def _cpu(rows: list[dict[str, Any]], platform: str) -> tuple[int | None, int | None]:
-    """(SQL Server CPU, whole-host CPU) from the newest record. The host figure is the source's own where it
-    gives one (Azure SQL Database: the instance hosting the database), else 100 - idle, unknown on Linux (idle is
-    always 0 there) and where the source has no idle figure (Managed Instance)."""
+def _cpu(
+    rows: list[dict[str, Any]], platform: str, sample_time: dt.datetime, engine_edition: int | None
+) -> tuple[int | None, int | None]:
+    """(SQL Server CPU, whole-host CPU) from the newest record, both unknown when that record is not current
+    (``_is_current``). The host figure is the source's own where it gives one (Azure SQL Database: the instance
+    hosting the database), else 100 - idle, unknown on Linux (idle is always 0 there) and where the source has
+    no idle figure (Managed Instance)."""
     if not rows:
         return None, None
     newest = max(rows, key=_record_order)
+    if not _is_current(newest["record_time_utc"], sample_time, engine_edition):
+        return None, None
     sql = clamp_percent(newest["sql_cpu_percent"])
     host = newest.get("host_cpu_percent")
     if host is not None:
@@ -189,44 +216,69 @@ def _cpu(rows: list[dict[str, Any]], platform: str) -> tuple[int | None, int | N
     return sql, system
 
 
+def _is_current(record_time: dt.datetime | None, sample_time: dt.datetime, engine_edition: int | None) -> bool:
+    """Whether a record written at ``record_time`` gives the CPU at ``sample_time``: not older than
+    MAX_CPU_RECORD_AGE (MAX_MANAGED_INSTANCE_CPU_RECORD_AGE), nor ahead by more than MAX_CPU_RECORD_LEAD. A
+    record without a time cannot be judged and is taken as it is."""
+    if record_time is None:
+        return True
+    is_managed_instance = ENGINE_EDITIONS.get(engine_edition or 0) == MANAGED_INSTANCE
+    oldest = MAX_MANAGED_INSTANCE_CPU_RECORD_AGE if is_managed_instance else MAX_CPU_RECORD_AGE
+    return -MAX_CPU_RECORD_LEAD <= sample_time - _naive_utc(record_time) <= oldest
+
+
 def _record_order(row: dict[str, Any]) -> tuple[int, dt.datetime]:
     time = row["record_time_utc"]
-    if time is None:
-        time = dt.datetime.min
-    elif time.tzinfo is not None:
-        time = time.astimezone(dt.UTC).replace(tzinfo=None)
-    return (row["record_id"] or 0, time)
+    return (row["record_id"] or 0, dt.datetime.min if time is None else _naive_utc(time))
 
 
 def _memory_percent(counters: dict[str, Any]) -> float | None:
-    """Host physical memory in use, from the KB figures; where a flavour has none (Azure SQL Database), the
-    percentage it gives instead (memory used of the service tier's limit)."""
+    """Host physical memory in use, from the KB figures, unknown when available memory is negative or more
+    than the total; where a flavour has none (Azure SQL Database), the percentage it gives instead (memory
+    used of the service tier's limit)."""
     total = counters["total_physical_memory_kb"]
     available = counters["available_physical_memory_kb"]
     if total and total > 0 and available is not None:
-        used = 100.0 * (total - available) / total
-    elif counters.get("memory_used_percent") is not None:
-        used = float(counters["memory_used_percent"])
-    else:
+        return round(100.0 * (total - available) / total, 2) if 0 <= available <= total else None
+    if counters.get("memory_used_percent") is not None:
+        return round(min(100.0, max(0.0, float(counters["memory_used_percent"]))), 2)
+    return None
+
+
+def _sql_memory_mb(kilobytes: int | None, physical_kb: int | None) -> int | None:
+    """SQL Server memory in MB, unknown when negative or more than the host's physical memory (where the answer
+    has a positive figure for it)."""
+    if kilobytes is None or kilobytes < 0 or (physical_kb is not None and 0 < physical_kb < kilobytes):
         return None
-    return round(min(100.0, max(0.0, used)), 2)
+    return kilobytes // _KB_PER_MB
 
 
-def _mb(kilobytes: int | None) -> int | None:
-    return None if kilobytes is None or kilobytes < 0 else kilobytes // _KB_PER_MB
+def stored_wait_type(name: str | None) -> str | None:
+    """A wait type's name as stored: trimmed, ASCII letters upper-cased (SQL Server's names are ASCII upper case;
+    other letters stay as they are, so a name never grows); None when empty or unstorable (longer than its
+    column, not printable)."""
+    wait_type = (name or "").strip().translate(_ASCII_UPPER)
+    if not wait_type or len(wait_type) > _WAIT_TYPE_LENGTH or not wait_type.isprintable():
+        return None
+    return wait_type
 
 
-def _waits(table: _Table) -> dict[str, WaitCounts]:
-    """Non-benign waits with a count, by upper-case name; a name twice (after trimming) is refused: the
-    increments of one of them would be lost."""
+def _waits(table: _Table) -> tuple[dict[str, WaitCounts], frozenset[str]]:
+    """Non-benign waits with a count, by stored name (``stored_wait_type``), and the wait types with a NULL
+    counter (unknown, not zero). A row without a storable name is left out, as one with a zero count is; a name
+    twice is refused: the increments of one of them would be lost."""
     benign = benign_wait_types()
     waits: dict[str, WaitCounts] = {}
+    unknown: set[str] = set()
     rows = zip(*(table.columns[name] for name in _WAIT_COLUMNS), strict=True)
     for name, count, wait_ms, signal_ms in rows:
-        wait_type = (name or "").strip().upper()
-        if not wait_type or wait_type in benign or not count:
+        wait_type = stored_wait_type(name)
+        if wait_type is None or wait_type in benign or count == 0:
             continue
-        if wait_type in waits:
+        if wait_type in waits or wait_type in unknown:
             raise CollectionFailure(PROTOCOL, f"result set 'waits' has wait type {shown(wait_type)} more than once")
-        waits[wait_type] = WaitCounts(count, wait_ms or 0, signal_ms or 0)
-    return waits
+        if count is None or wait_ms is None or signal_ms is None:
+            unknown.add(wait_type)
+        else:
+            waits[wait_type] = WaitCounts(count, wait_ms, signal_ms)
+    return waits, frozenset(unknown)

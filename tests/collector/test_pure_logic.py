@@ -179,7 +179,7 @@ def raw_sets(cpu: list, waits: list, platform: str = "Windows", counters: tuple 
                [row if len(row) == 5 else (*row, None) for row in cpu])  # fmt: skip
     counters_set = (["total_physical_memory_kb", "available_physical_memory_kb", "total_server_memory_kb",
                      "target_server_memory_kb", "user_connections", "batch_requests_total", "memory_used_percent"],
-                    [counters or (1000, 250, 2048, 4096, 7, 99, None)])  # fmt: skip
+                    [counters or (10000, 2500, 2048, 4096, 7, 99, None)])  # fmt: skip
     wait_set = (["wait_type", "waiting_tasks_count", "wait_time_ms", "signal_wait_time_ms"], waits)
     return [instance, cpu_set, counters_set, wait_set]
 

@@ -79,7 +79,8 @@ def test_stored_values_must_fit_their_columns() -> None:
         "counters.user_connections is 2147483648, expected bigint from 0 to 2147483647")
     assert refusal(raw(counters={"user_connections": -5})) == (
         "counters.user_connections is -5, expected bigint from 0 to 2147483647")
-    assert parse_sample(raw(counters={"total_server_memory_kb": MAX_MEMORY_KB}), now=NOW).sql_memory_mb == 2**31 - 1
+    no_host_figure = {"total_server_memory_kb": MAX_MEMORY_KB, "total_physical_memory_kb": None}
+    assert parse_sample(raw(counters=no_host_figure), now=NOW).sql_memory_mb == 2**31 - 1
     assert refusal(raw(counters={"target_server_memory_kb": MAX_MEMORY_KB + 1})) == (
         f"counters.target_server_memory_kb is {MAX_MEMORY_KB + 1}, expected bigint of at most {MAX_MEMORY_KB}")
     assert parse_sample(raw(counters={"total_server_memory_kb": -1}), now=NOW).sql_memory_mb is None  # unknown

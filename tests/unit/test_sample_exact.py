@@ -102,7 +102,7 @@ def test_clamp_percent() -> None:
 def test_memory_percent_and_megabytes() -> None:
     assert parse_sample(raw(counters={"available_physical_memory_kb": 2667})).memory_percent == 66.66
     assert parse_sample(raw(counters={"available_physical_memory_kb": 0})).memory_percent == 100.0
-    assert parse_sample(raw(counters={"available_physical_memory_kb": 9000})).memory_percent == 0.0  # clamped
+    assert parse_sample(raw(counters={"available_physical_memory_kb": 9000})).memory_percent is None  # > total
     assert parse_sample(raw(counters={"available_physical_memory_kb": 8000})).memory_percent == 0.0
     for total in (0, -5, None):
         assert parse_sample(raw(counters={"total_physical_memory_kb": total})).memory_percent is None, total
@@ -125,7 +125,9 @@ def test_waits_are_filtered_and_normalised() -> None:
         {"wait_type": None, "waiting_tasks_count": 3, "wait_time_ms": 3, "signal_wait_time_ms": 3},
         {"wait_type": "  ", "waiting_tasks_count": 3, "wait_time_ms": 3, "signal_wait_time_ms": 3},
     ]
-    assert parse_sample(raw(waits=waits)).waits == {"WRITELOG": WaitCounts(5, 9, 1), "LCK_M_X": WaitCounts(2, 0, 0)}
+    parsed = parse_sample(raw(waits=waits))
+    assert parsed.waits == {"WRITELOG": WaitCounts(5, 9, 1)}  # LCK_M_X's NULL times are unknown, not 0
+    assert "LCK_M_X" in parsed.unknown_waits
 
 
 def test_malformed_result_sets_are_protocol_errors_saying_what() -> None:
@@ -190,7 +192,7 @@ def test_memory_edges() -> None:
     tiny = parse_sample(raw(counters={"total_physical_memory_kb": 1, "available_physical_memory_kb": 0}))
     assert tiny.memory_percent == 100.0
     odd = parse_sample(raw(counters={"available_physical_memory_kb": -8000}))
-    assert odd.memory_percent == 100.0  # over 100 % (a bogus figure) is clamped
+    assert odd.memory_percent is None  # less than nothing available: a bogus figure, unknown
 
 
 def test_a_skipped_wait_row_does_not_end_the_list() -> None:
