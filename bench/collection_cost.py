@@ -198,7 +198,8 @@ class Ours:
 
         self.engine = make_engine(self.db_url, pooled=True)
         self.held = HeldItems()
-        self.recorder = OutcomeRecorder("bench", self.settings.max_sample_gap, TenantStats(), self.held.put)
+        self.recorder = OutcomeRecorder("bench", self.settings.max_sample_gap, TenantStats(), self.held.put,
+                                        collection_timeout=self.settings.collection_timeout)  # fmt: skip
 
     def session(self, driver: str, server: SimServer, reuse: bool, encryption: Encryption = PLAIN) -> Any:
         from supervisor.children.collect import ServerSession

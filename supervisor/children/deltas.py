@@ -4,6 +4,11 @@ Re-baseline (no rate, no wait increments) when there is no baseline, the instanc
 (changed ``sqlserver_start_time``), the server clock did not move forward, the gap is longer than
 ``max_sample_gap``, or the counter went backwards. A rate is never negative or absurd.
 
+The server's clock may step (NTP, a VM resumed, an operator) between two samples: the server's elapsed time, which
+rates divide by, then disagrees with the collector's (``checked_at``, this host's clock when each collection
+started) by more than a collection can take, and the sample has no rate nor wait increments ("server clock
+stepped"). A baseline without ``checked_at`` (stored by an earlier version) skips that check.
+
 Wait statistics are cleared as a whole (``DBCC SQLPERF('sys.dm_os_wait_stats', CLEAR)``): one wait type whose
 counters went down means every type restarted from zero somewhere in the interval, also those that have since grown
 past their old totals, so that sample has no wait increments at all. A type's increment no wait could have made
@@ -29,10 +34,22 @@ class Baseline:
     sample_time: dt.datetime
     batch_requests_total: int | None
     waits: dict[str, WaitCounts] = field(default_factory=dict)
+    #: This host's clock (naive UTC) when the collection of this sample started; None if not known.
+    checked_at: dt.datetime | None = None
+    #: Wait types whose counters this sample did not know (NULL): the next sample has no increment for them.
+    #: Kept in memory and in the spool only; a baseline read back from the tenant DB has none.
+    unknown_waits: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, sample: Sample) -> Baseline:
-        return cls(sample.sqlserver_start_time, sample.sample_time, sample.batch_requests_total, dict(sample.waits))
+    def of(cls, sample: Sample, checked_at: dt.datetime | None = None) -> Baseline:
+        return cls(sample.sqlserver_start_time, sample.sample_time, sample.batch_requests_total, dict(sample.waits),
+                   checked_at, tuple(sorted(sample.unknown_waits)))  # fmt: skip
+
+    def newer_than(self, other: Baseline) -> bool:
+        """Taken later: by this host's clock where both say (a server's clock may have stepped back since)."""
+        if self.checked_at is not None and other.checked_at is not None:
+            return self.checked_at > other.checked_at
+        return self.sample_time > other.sample_time
 
     def waits_json(self) -> str:
         return json.dumps(
@@ -58,7 +75,17 @@ class Deltas:
     rebaselined: str | None  # why there is no rate, None when there is one
 
 
-def compute(previous: Baseline | None, sample: Sample, max_gap_seconds: float) -> Deltas:
+#: Besides the collection timeout, how far the server's elapsed time may differ from this host's: clock granularity
+#: and the drift of two clocks over one interval (well under 1 s per ``max_sample_gap``).
+CLOCK_SLACK_SECONDS = 1.0
+
+
+def compute(
+    previous: Baseline | None, sample: Sample, max_gap_seconds: float, checked_at: dt.datetime | None = None,
+    collection_timeout: float = 5.0,
+) -> Deltas:
+    """``checked_at``: this host's clock when the collection of ``sample`` started. Each server time lies within its
+    collection (at most ``collection_timeout`` long), so two agree with this host's within that and the slack."""
     if previous is None:
         return Deltas(None, None, {}, "first sample")
     elapsed = (sample.sample_time - previous.sample_time).total_seconds()
@@ -67,6 +94,10 @@ def compute(previous: Baseline | None, sample: Sample, max_gap_seconds: float) -
         return Deltas(None, interval, {}, "instance restarted")
     if elapsed <= 0:
         return Deltas(None, None, {}, "server clock did not advance")
+    if checked_at is not None and previous.checked_at is not None:
+        here = (checked_at - previous.checked_at).total_seconds()
+        if abs(elapsed - here) > collection_timeout + CLOCK_SLACK_SECONDS:
+            return Deltas(None, None, {}, "server clock stepped")
     if elapsed > max_gap_seconds:
         return Deltas(None, interval, {}, "gap longer than max_sample_gap")
     rate = _rate(previous.batch_requests_total, sample.batch_requests_total, elapsed)
@@ -74,7 +105,8 @@ def compute(previous: Baseline | None, sample: Sample, max_gap_seconds: float) -
     if rate is None and sample.batch_requests_total is not None:
         reason = "counter reset"
     uptime_ms = (sample.sample_time - sample.sqlserver_start_time).total_seconds() * 1000
-    return Deltas(rate, interval, wait_increments(previous.waits, sample.waits, uptime_ms) or {}, reason)
+    waits = wait_increments(previous.waits, sample.waits, uptime_ms, unknown_before=previous.unknown_waits)
+    return Deltas(rate, interval, waits or {}, reason)
 
 
 def _rate(before: int | None, after: int | None, elapsed: float) -> float | None:
@@ -86,13 +118,17 @@ def _rate(before: int | None, after: int | None, elapsed: float) -> float | None
 
 
 def wait_increments(
-    before: dict[str, WaitCounts], after: dict[str, WaitCounts], uptime_ms: float
+    before: dict[str, WaitCounts], after: dict[str, WaitCounts], uptime_ms: float, *,
+    unknown_before: tuple[str, ...] = (),
 ) -> dict[str, WaitCounts] | None:
-    """Per wait type, what happened between the samples; new types count from 0; zero-count and impossible
-    increments dropped. None when the wait statistics were cleared in between (a type's counter went down)."""
+    """Per wait type, what happened between the samples; new types count from 0 (not those ``unknown_before``: they
+    were there, their counts unknown); zero-count and impossible increments dropped. None when the wait statistics
+    were cleared in between (a type's counter went down)."""
     increments: dict[str, WaitCounts] = {}
     zero = WaitCounts(0, 0, 0)
     for name, now in after.items():
+        if name in unknown_before and name not in before:
+            continue
         then = before.get(name, zero)
         delta = WaitCounts(
             now.waiting_tasks_count - then.waiting_tasks_count,

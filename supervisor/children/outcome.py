@@ -23,14 +23,15 @@ class Processed:
 
 
 def process_outcome(
-    outcome: CollectionOutcome, previous: Baseline | None, state: ServerState, max_sample_gap: float
+    outcome: CollectionOutcome, previous: Baseline | None, state: ServerState, max_sample_gap: float, *,
+    collection_timeout: float,
 ) -> Processed:
     server_id = outcome.target.server_id
     checked_at = dt.datetime.fromtimestamp(outcome.started_at, dt.UTC).replace(tzinfo=None)
     snapshot = baseline = deltas = None
     if outcome.sample is not None:
         sample = outcome.sample
-        deltas = compute(previous, sample, max_sample_gap)
+        deltas = compute(previous, sample, max_sample_gap, checked_at, collection_timeout)
         snapshot = SnapshotRow(
             server_id=server_id,
             collected_at=sample.sample_time,
@@ -45,7 +46,7 @@ def process_outcome(
             duration_ms=outcome.duration_ms,
             waits=deltas.waits,
         )
-        baseline = Baseline.of(sample)
+        baseline = Baseline.of(sample, checked_at)
     new_state, update = apply_outcome(server_id, state, outcome.failure, checked_at)
     item = WriteItem(server_id, update, snapshot, baseline, row=outcome.target.row)
     return Processed(item, new_state, baseline, deltas)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, literal, or_, select, update
 
 from supervisor.children.records import SnapshotRow, WriteItem, row_identity
 from supervisor.children.status import StatusUpdate
@@ -68,9 +69,22 @@ IMPLAUSIBLE_AHEAD = dt.timedelta(days=1)
 #: by a clock ahead of it (another host's, or this one's before a backward step): a check now is newer.
 CHECKED_AHEAD = dt.timedelta(seconds=1)
 
-_BASELINE_COLUMNS = ("sqlserver_start_time", "sample_time", "batch_requests_total", "waits_json")
+_BASELINE_COLUMNS = ("sqlserver_start_time", "sample_time", "batch_requests_total", "waits_json", "checked_at")
 _baseline_upserts: dict[str, Any] = {}
 _IMPLAUSIBLE_SAMPLE = bindparam("implausible_after", type_=counter_baselines.c.sample_time.type)
+_IMPLAUSIBLE_CHECK = bindparam("implausible_check", type_=counter_baselines.c.checked_at.type)
+
+
+def _baseline_is_older(stored: Any, new: Any) -> Any:
+    """Whether the stored baseline (columns ``stored``) was taken before the new one (``new``): by this host's clock
+    where both rows say (``Baseline.newer_than``); a stored time no sample or check of ours can have is replaced."""
+    both_checked = and_(stored.checked_at.isnot(None), new.checked_at.isnot(None))
+    return or_(
+        and_(both_checked, stored.checked_at < new.checked_at),
+        and_(~both_checked, stored.sample_time < new.sample_time),
+        stored.sample_time > _IMPLAUSIBLE_SAMPLE,
+        stored.checked_at > _IMPLAUSIBLE_CHECK,
+    )
 
 
 def _baseline_upsert(dialect: str) -> Any:
@@ -84,10 +98,7 @@ def _baseline_upsert(dialect: str) -> Any:
         _baseline_upserts[dialect] = statement.on_conflict_do_update(
             index_elements=[counter_baselines.c.server_id],
             set_={name: statement.excluded[name] for name in _BASELINE_COLUMNS},
-            where=or_(
-                counter_baselines.c.sample_time < statement.excluded.sample_time,
-                counter_baselines.c.sample_time > _IMPLAUSIBLE_SAMPLE,
-            ),
+            where=_baseline_is_older(counter_baselines.c, statement.excluded),
         )
     return _baseline_upserts[dialect]
 
@@ -119,7 +130,7 @@ def write_items(conn: Connection, items: Sequence[WriteItem]) -> int:
     for item in items:
         if item.baseline is not None:
             current = latest.get(item.server_id)
-            if current is None or current.baseline.sample_time < item.baseline.sample_time:  # type: ignore[union-attr]
+            if current is None or item.baseline.newer_than(current.baseline):  # type: ignore[arg-type]
                 latest[item.server_id] = item
     if latest:
         _store_baselines(conn, list(latest.values()))
@@ -207,6 +218,7 @@ def _status_params(status: StatusUpdate, implausible_after: dt.datetime) -> dict
 def _store_baselines(conn: Connection, items: list[WriteItem]) -> None:
     """One row per server, only ever moved forward in time (a stored time no sample of ours has is replaced)."""
     implausible_after = utcnow() + IMPLAUSIBLE_AHEAD
+    implausible_check = utcnow() + CHECKED_AHEAD
     rows = []
     for item in items:
         baseline = item.baseline
@@ -217,7 +229,9 @@ def _store_baselines(conn: Connection, items: list[WriteItem]) -> None:
             "sample_time": baseline.sample_time,
             "batch_requests_total": baseline.batch_requests_total,
             "waits_json": baseline.waits_json(),
+            "checked_at": baseline.checked_at,
             "implausible_after": implausible_after,
+            "implausible_check": implausible_check,
         })
     upsert = _baseline_upsert(conn.dialect.name)
     if upsert is not None:
@@ -229,16 +243,11 @@ def _store_baselines(conn: Connection, items: list[WriteItem]) -> None:
 
 def _store_baseline_portably(conn: Connection, row: dict[str, Any]) -> None:
     values = {name: row[name] for name in _BASELINE_COLUMNS}
-    sample_time = counter_baselines.c.sample_time
+    new = SimpleNamespace(**{name: literal(row[name], counter_baselines.c[name].type) for name in _BASELINE_COLUMNS})
+    older = _baseline_is_older(counter_baselines.c, new)
     result = conn.execute(
-        update(counter_baselines)
-        .where(
-            and_(
-                counter_baselines.c.server_id == row["server_id"],
-                or_(sample_time < row["sample_time"], sample_time > row["implausible_after"]),
-            )
-        )
-        .values(**values)
+        update(counter_baselines).where(counter_baselines.c.server_id == row["server_id"], older).values(**values),
+        {"implausible_after": row["implausible_after"], "implausible_check": row["implausible_check"]},
     )
     if result.rowcount:
         return

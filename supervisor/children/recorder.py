@@ -4,17 +4,20 @@ the writer. Runs on the child's main thread only."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from supervisor.children.clock_skew import ClockSkewWatch
 from supervisor.children.collect import CollectionOutcome
 from supervisor.children.deltas import Baseline
 from supervisor.children.errors import CollectionFailure, clean_text
 from supervisor.children.failure_log import FailureLogPolicy
 from supervisor.children.outcome import process_outcome
 from supervisor.children.records import WriteItem
+from supervisor.children.same_instance import SameInstanceWatch, instance_identity
 from supervisor.children.stats import TenantStats
 from supervisor.children.status import ServerState, apply_outcome
 from supervisor.children.stored_state import StoredBaselines
@@ -27,9 +30,13 @@ log = logging.getLogger("supervisor.child")
 
 
 class OutcomeRecorder:
-    def __init__(self, tenant: str, max_sample_gap: float, stats: TenantStats, put: Callable[[WriteItem], None]):
+    def __init__(
+        self, tenant: str, max_sample_gap: float, stats: TenantStats, put: Callable[[WriteItem], None], *,
+        collection_timeout: float,
+    ) -> None:
         self.tenant = tenant
         self.max_sample_gap = max_sample_gap
+        self.collection_timeout = collection_timeout
         self.stats = stats
         self.states: dict[int, ServerState] = {}
         self.baselines: dict[int, Baseline] = {}
@@ -42,6 +49,8 @@ class OutcomeRecorder:
         self._record_errors: dict[int, str] = {}
         #: Per server, which row of the tenant DB it is (``targets.Target.row``), as last listed.
         self.rows: dict[int, str | None] = {}
+        self._skew = ClockSkewWatch()
+        self._same_instance = SameInstanceWatch()
 
     def state_of(self, server_id: int) -> ServerState:
         return self.states.get(server_id, ServerState())
@@ -62,12 +71,14 @@ class OutcomeRecorder:
         for kept in (self.states, self.baselines, self.last_duration, self.config_errors, self._record_errors):
             kept.pop(sid, None)
         self._failure_log.succeeded(sid)
+        self._skew.forget(sid)
+        self._same_instance.forget(sid)
 
     def merge_baselines(self, baselines: dict[int, Baseline]) -> None:
         """Keep the newer of each server's known and given baseline (spooled ones may be newer)."""
         for server_id, baseline in baselines.items():
             current = self.baselines.get(server_id)
-            if current is None or baseline.sample_time > current.sample_time:
+            if current is None or baseline.newer_than(current):
                 self.baselines[server_id] = baseline
 
     def record_safely(self, outcome: CollectionOutcome) -> None:
@@ -103,14 +114,21 @@ class OutcomeRecorder:
         previous = self.baselines.get(sid)
         if outcome.sample is not None:
             self._note_dropped_baseline(sid, previous, context)
-        processed = process_outcome(outcome, previous, self.state_of(sid), self.max_sample_gap)
+        processed = process_outcome(outcome, previous, self.state_of(sid), self.max_sample_gap,
+                                    collection_timeout=self.collection_timeout)  # fmt: skip
         update = processed.item.status
         stale = sid in self.config_errors  # started before its row became unusable: that error is newer
         if not stale:
             self.states[sid] = processed.state
         if outcome.sample is not None and processed.baseline is not None:
             self.baselines[sid] = processed.baseline
-            self.stats.succeeded(outcome.duration_ms, outcome.sample.sample_time)
+            middle = update.checked_at + dt.timedelta(milliseconds=outcome.duration_ms / 2)
+            self._skew.note(sid, target.name, (outcome.sample.sample_time - middle).total_seconds(), context)
+            sample = outcome.sample
+            identity = instance_identity(sample.server_name, sample.sqlserver_start_time, sample.engine_edition,
+                                         sample.database_name)  # fmt: skip
+            self._same_instance.note(sid, target.name, identity, context)
+            self.stats.succeeded(outcome.duration_ms, update.checked_at)
             self._failure_log.succeeded(sid)
             log_event(log, logging.DEBUG, "collection.succeeded", "collected %s", target.name, **context)
             if previous is not None and processed.deltas is not None and processed.deltas.rebaselined:

@@ -71,6 +71,7 @@ class WriteItem:
             snapshot["waits"] = _waits(snapshot.get("waits", {}))
         if baseline is not None:
             baseline["waits"] = _waits(baseline.get("waits", {}))
+            baseline["unknown_waits"] = tuple(baseline.get("unknown_waits", ()))
         return cls(
             server_id=int(data["server_id"]),
             status=StatusUpdate(**status),

@@ -99,7 +99,8 @@ class TenantRuntime:
         self._spool = Spool(self.settings.spool_dir, self.tenant)
         self.writer = Writer(self.engine, self._spool, self.tenant, retention_days=self.settings.retention_days)
         self.stats = TenantStats()
-        self.recorder = OutcomeRecorder(self.tenant, self.settings.max_sample_gap, self.stats, self.writer.put)
+        self.recorder = OutcomeRecorder(self.tenant, self.settings.max_sample_gap, self.stats, self.writer.put,
+                                        collection_timeout=self.settings.collection_timeout)  # fmt: skip
         self.servers = ServerList(self.driver, self.settings.login_timeout, self.settings.keep_connections, spec.slug)
         self._pool = CollectionPool(self.settings.concurrency, name=f"collect-{self.tenant}")
         #: Held while the recorder or the stats are used: pool threads record their own results.

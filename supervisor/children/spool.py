@@ -101,6 +101,6 @@ class Spool:
                 if baseline is None:
                     continue
                 current = newest.get(item.server_id)
-                if current is None or baseline.sample_time > current.sample_time:
+                if current is None or baseline.newer_than(current):
                     newest[item.server_id] = baseline
         return newest

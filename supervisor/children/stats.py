@@ -41,11 +41,12 @@ class TenantStats:
         self.duration_sum = 0.0
         self._window = _Window()
 
-    def succeeded(self, duration_ms: int, sample_time: dt.datetime) -> None:
+    def succeeded(self, duration_ms: int, checked_at: dt.datetime) -> None:
+        """``checked_at``: this host's clock when the collection started (a server's own clock may be far off)."""
         self.collections_ok += 1
         self._window.collected += 1
         self._count(OK, duration_ms)
-        self.newest_snapshot = max(self.newest_snapshot or sample_time, sample_time)
+        self.newest_snapshot = max(self.newest_snapshot or checked_at, checked_at)
 
     def failed(self, duration_ms: int, error_class: str) -> None:
         self.collections_failed += 1

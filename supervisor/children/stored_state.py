@@ -85,6 +85,7 @@ def _baseline(row: Any) -> Baseline:
         sample_time=_baseline_value(row, "sample_time", _stored_time),
         batch_requests_total=_baseline_value(row, "batch_requests_total", _counter),
         waits=_baseline_value(row, "waits_json", _stored_waits),
+        checked_at=stored_utc(row.get("checked_at")),  # a time that is no time: none known (no clock check)
     )
 
 

@@ -99,7 +99,8 @@ def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
               file=sys.stderr)  # fmt: skip
     session = ServerSession(target, driver, ctx.settings.login_timeout, keep_connection=False)
     outcome = collect_within_deadline(session, ctx.settings.collection_timeout)
-    processed = process_outcome(outcome, previous, state, ctx.settings.max_sample_gap)
+    processed = process_outcome(outcome, previous, state, ctx.settings.max_sample_gap,
+                                collection_timeout=ctx.settings.collection_timeout)  # fmt: skip
     item = processed.item
     if outcome.sample is not None and _collected_by_a_child(ctx, tenant):
         item = _spot_check(item)

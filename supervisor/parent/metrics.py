@@ -71,7 +71,8 @@ class SupervisorCollector:
         durations = HistogramMetricFamily("collector_collection_duration_seconds", "Collection wall time.",
                                           labels=["tenant"])  # fmt: skip
         servers = _gauge("collector_servers", "Servers by status.", "tenant", "status")
-        age = _gauge("collector_newest_snapshot_age_seconds", "Age of the newest stored snapshot.", "tenant")
+        age = _gauge("collector_newest_snapshot_age_seconds", "Seconds since the newest successful collection began "
+                     "(this host's clock; a server's own may be off).", "tenant")
         pending = _gauge("collector_pending_writes", "Results waiting for the tenant DB.", "tenant")
         spooled = _gauge("collector_spooled_results", "Results waiting in spool files.", "tenant")
         state = _gauge("collector_child_state", "1 for the child's current state.", "tenant", "state")

@@ -183,12 +183,17 @@ def _check_file(_dbapi_connection: Any, record: Any, _proxy: Any, *, path: Path)
         raise DisconnectionError(f"database file {path} was deleted or replaced")
 
 
+#: Seconds to connect to PostgreSQL's ``postgres`` database to create another: a host that answers nothing fails it.
+MAINTENANCE_CONNECT_TIMEOUT = 10
+
+
 def ensure_database(url: str) -> None:
     """Create the PostgreSQL database named in ``url`` if it does not exist (SQLite creates its file)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql" or not parsed.database:
         return
-    maintenance = create_engine(parsed.set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    maintenance = create_engine(parsed.set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                                connect_args={"connect_timeout": MAINTENANCE_CONNECT_TIMEOUT})  # fmt: skip
     try:
         with maintenance.connect() as conn:
             exists_query = text("SELECT 1 FROM pg_database WHERE datname = :name")

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from supervisor.errors import CollectorError
 from supervisor.rules import printable
@@ -63,9 +63,11 @@ SYSTEM_STEPS: dict[int, Step] = {
 TENANT_STEPS: dict[int, Step] = {
     # 2: per-server database, authentication (sql / entra-token) and the access token's source.
     2: _add_columns(tenant_schema.servers, "database", "auth", "token_command", "token_file"),
+    # 3: this host's clock on each rate baseline: a server clock that stepped between two samples gives no rate.
+    3: _add_columns(tenant_schema.counter_baselines, "checked_at"),
 }
 SYSTEM_VERSION = 3
-TENANT_VERSION = 2
+TENANT_VERSION = 3
 #: The PostgreSQL advisory lock (per database) that upgrades take in turn: b"cs-schem", a key no other program uses.
 SCHEMA_LOCK_KEY = int.from_bytes(b"cs-schem", "big")
 
@@ -74,7 +76,11 @@ def upgrade_system(engine: Engine, *, beside_other_tables: bool = True) -> None:
     """``beside_other_tables=False`` (the CLI but ``init-db``): a DB that holds tables but no collector schema is
     another program's (a ``system_db`` pointing at the wrong file): refused, not filled with the collector's tables."""
     if not beside_other_tables:
-        if _is_current(engine, system_schema.schema_info, "system", SYSTEM_VERSION):
+        try:
+            state = _schema_state(engine, system_schema.schema_info, "system", SYSTEM_VERSION)
+        except SQLAlchemyError as exc:
+            raise _schema_error(engine, "system", True, exc) from None
+        if state == _CURRENT:
             return  # the common case: one query
         _refuse_foreign(engine)
     _upgrade(engine, system_schema.metadata, system_schema.schema_info, "system", SYSTEM_VERSION, SYSTEM_STEPS)
@@ -128,9 +134,10 @@ def _upgrade(
     create: bool = True,
 ) -> None:
     try:
-        if _is_current(engine, info, name, version):
+        state = _schema_state(engine, info, name, version)
+        if state == _CURRENT:
             return
-        if create:
+        if create and state == _NO_DATABASE:
             ensure_database(str(engine.url.render_as_string(hide_password=False)))
         with engine.begin() as conn:
             _lock_schema(conn)
@@ -151,11 +158,15 @@ def _upgrade(
             if stored != version:
                 conn.execute(info.update().where(info.c.name == name).values(version=version))
     except SQLAlchemyError as exc:
-        doing = "create or upgrade" if create else "read or upgrade"
-        raise CollectorError(
-            f"cannot {doing} the {name} schema in {shown_engine_url(engine)}: {describe_db_error(exc)}"
-            f"{_sqlite_access_hint(engine, exc)}"
-        ) from None
+        raise _schema_error(engine, name, create, exc) from None
+
+
+def _schema_error(engine: Engine, name: str, create: bool, exc: SQLAlchemyError) -> CollectorError:
+    doing = "create or upgrade" if create else "read or upgrade"
+    return CollectorError(
+        f"cannot {doing} the {name} schema in {shown_engine_url(engine)}: {describe_db_error(exc)}"
+        f"{_sqlite_access_hint(engine, exc)}"
+    )
 
 
 def _lock_schema(conn: Connection) -> None:
@@ -215,10 +226,23 @@ def _has_schema(conn: Connection, info: Table, name: str) -> bool:
     return conn.execute(select(info.c.version).where(info.c.name == name)).first() is not None
 
 
-def _is_current(engine: Engine, info: Table, name: str, version: int) -> bool:
-    """One cheap query for the common case (every child start): the schema is already at ``version``."""
+_CURRENT, _BEHIND, _NO_DATABASE = "current", "behind", "no database"
+
+
+def _schema_state(engine: Engine, info: Table, name: str, version: int) -> str:
+    """One cheap query for the common case (every child start): the schema is already at ``version`` (_CURRENT).
+    _NO_DATABASE: a PostgreSQL database that does not exist yet. Any other failure to connect is raised: a DB that
+    does not answer is not asked again by each later step, each waiting out its timeout (`status` against a hung
+    host took three connect timeouts and then a connect without one)."""
     try:
-        with engine.connect() as conn:
-            return conn.execute(select(info.c.version).where(info.c.name == name)).scalar() == version
+        conn = engine.connect()
+    except OperationalError as exc:
+        if "does not exist" in str(exc.orig) and engine.dialect.name == "postgresql":
+            return _NO_DATABASE
+        raise
+    try:
+        with conn:
+            stored = conn.execute(select(info.c.version).where(info.c.name == name)).scalar()
     except SQLAlchemyError:
-        return False  # no schema_info yet, or no database: the full path creates them or says why
+        return _BEHIND  # no schema_info yet: the full path creates it or says why
+    return _CURRENT if stored == version else _BEHIND

@@ -122,7 +122,8 @@ def test_a_baseline_that_is_no_baseline_is_dropped_with_one_warning(
     and its row is replaced; ``collect-once`` says the same on stderr and collects."""
     deployment = deployment_with(tmp_path, simulator, ("s1", "s2", "s3"))
     ids = deployment.server_ids()
-    plant = "INSERT INTO counter_baselines VALUES (:sid, :start, :sample, :total, :waits)"
+    plant = ("INSERT INTO counter_baselines(server_id, sqlserver_start_time, sample_time, batch_requests_total, "
+             "waits_json) VALUES (:sid, :start, :sample, :total, :waits)")
     good_time = "2026-01-01 00:00:00.000000"
     execute(deployment, plant, sid=ids["s1"], start="bogus", sample="bogus", total=5, waits="{}")
     execute(deployment, plant, sid=ids["s2"], start=good_time, sample=good_time, total="many", waits="{}")

@@ -152,7 +152,7 @@ def test_only_results_of_the_row_they_were_collected_for_are_written(tenant_engi
 
 def test_a_replaced_row_starts_from_nothing_and_an_outcome_of_the_old_one_is_not_recorded() -> None:
     written: list[WriteItem] = []
-    recorder = OutcomeRecorder("acme", 120.0, TenantStats(), written.append)
+    recorder = OutcomeRecorder("acme", 120.0, TenantStats(), written.append, collection_timeout=5.0)
     endpoint = Endpoint("127.0.0.1", 1433, "mon", "pw", "no", False)
     refused = CollectionFailure(CONNECT, "refused", phase="connect")
     old = Target(7, "old", endpoint, 30.0, "auto", row="'2026-01-01'")

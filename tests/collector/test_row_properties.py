@@ -232,7 +232,7 @@ def check_row(db: TenantDB, table: str, column: Any, value: Any) -> None:
     assert set(scheduler.due(now + 2 * rules.INTERVAL_MAX)) == set(targets)
 
     items: list[WriteItem] = []
-    recorder = OutcomeRecorder("acme", 3600.0, TenantStats(), items.append)
+    recorder = OutcomeRecorder("acme", 3600.0, TenantStats(), items.append, collection_timeout=5.0)
     recorder.states = states
     recorder.report_invalid(rows.invalid)
     recorder.report_invalid(rows.invalid)  # the next read: nothing new to report

@@ -272,3 +272,32 @@ def test_a_check_time_ahead_of_our_clock_holds_back_no_status(tenant_url: str) -
     with engine.connect() as conn:
         assert conn.execute(select(servers.c.status).where(servers.c.id == sid)).scalar() == "offline"
     engine.dispose()
+
+
+def clocked_item(server_id: int, sample_seconds: float, checked_seconds: float, total: int) -> WriteItem:
+    """A result whose server clock read ``sample_seconds`` after T0 when this host's read ``checked_seconds``."""
+    checked_at = T0 + dt.timedelta(seconds=checked_seconds)
+    status = StatusUpdate(server_id, checked_at, "online", False, True, 0, None, None)
+    baseline = Baseline(T0 - dt.timedelta(days=1), T0 + dt.timedelta(seconds=sample_seconds), total, {}, checked_at)
+    return WriteItem(server_id, status, baseline=baseline)
+
+
+@pytest.mark.parametrize("upsert", [True, False], ids=["upsert", "portable"])
+def test_baselines_move_forward_by_this_hosts_clock(
+    tenant_url: str, upsert: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server clock an hour ahead, then set right: its next baseline has an earlier sample time but a later check,
+    and replaces the stored one (before, that stayed an hour ahead, and every restart's first rate and every
+    ``collect-once`` for the hour was computed against it); a replayed older result still moves nothing."""
+    from supervisor.children import persist
+
+    if not upsert:
+        monkeypatch.setattr(persist, "conflict_insert", lambda _dialect: None)
+    engine, sid = make_tenant(tenant_url)
+    for result in (clocked_item(sid, 3600, 0, 1), clocked_item(sid, 40, 30, 2), clocked_item(sid, 3000, 5, 3)):
+        with engine.begin() as conn:
+            write_items(conn, [result])
+    with engine.connect() as conn:
+        stored = load_baselines(conn)[sid]
+    assert (stored.batch_requests_total, stored.checked_at) == (2, T0 + dt.timedelta(seconds=30))
+    engine.dispose()

@@ -4,6 +4,7 @@ rate's rounding and ceiling, wait increments, and the baseline's JSON (scripts/m
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -130,3 +131,62 @@ def test_baseline_json_round_trip_is_compact_and_sorted() -> None:
 def test_a_restart_at_the_same_instant_has_no_interval() -> None:
     restarted = sample(0, 5, started=START + dt.timedelta(hours=1))
     assert compute(base(1000), restarted, GAP) == Deltas(None, None, {}, "instance restarted")
+
+
+def checked(seconds: float) -> dt.datetime:
+    """This host's clock, ``seconds`` after the baseline's collection started (at T0 too)."""
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def test_a_server_clock_that_stepped_between_two_samples_gives_no_rate() -> None:
+    """The server's elapsed time against this host's: they may differ by the collection timeout (each server time
+    lies within its collection) and a second more; beyond that the server's clock stepped."""
+    before = base(1000, {"WRITELOG": WaitCounts(1, 10, 0)})
+    before = Baseline(before.sqlserver_start_time, before.sample_time, 1000, before.waits, checked_at=T0)
+    after = {"WRITELOG": WaitCounts(3, 30, 0)}
+    stepped = compute(before, sample(602, 2000, waits=after), GAP, checked(2), collection_timeout=5.0)
+    assert stepped == Deltas(None, None, {}, "server clock stepped")
+    back = compute(before, sample(0.5, 2000, waits=after), GAP, checked(30), collection_timeout=5.0)
+    assert back == Deltas(None, None, {}, "server clock stepped")
+    within = compute(before, sample(36, 1036, waits=after), GAP, checked(30), collection_timeout=5.0)
+    assert within == Deltas(1.0, 36.0, {"WRITELOG": WaitCounts(2, 20, 0)}, None)
+    assert compute(before, sample(36.001, 1036, waits=after), GAP, checked(30), collection_timeout=5.0).rebaselined
+    assert compute(before, sample(36.001, 1036), GAP, checked(30), collection_timeout=10.0).rebaselined is None
+    no_host_time = compute(base(1000), sample(602, 2000), GAP, checked(2), collection_timeout=5.0)
+    assert no_host_time.rebaselined is None  # a baseline of an earlier version: no check
+    assert compute(before, sample(602, 2000), GAP).rebaselined is None  # no host time for the sample either
+
+
+def test_the_newer_baseline_is_the_later_by_this_hosts_clock_where_both_say() -> None:
+    early = Baseline(START, T0 + dt.timedelta(hours=1), 5, checked_at=T0)  # the server's clock an hour ahead
+    late = Baseline(START, T0, 6, checked_at=T0 + dt.timedelta(seconds=30))  # then set right
+    assert late.newer_than(early) and not early.newer_than(late)
+    unknown = Baseline(START, T0 + dt.timedelta(hours=1), 5)
+    assert unknown.newer_than(late) and not late.newer_than(unknown)  # by the server's clock: no better answer
+    assert Baseline.of(sample(1, 5), checked(1)).checked_at == checked(1)
+
+
+def test_a_wait_type_whose_counters_were_unknown_has_no_increment_in_the_next_sample() -> None:
+    """The answer gave WRITELOG with a NULL counter (``Sample.unknown_waits``): the next sample's WRITELOG is its
+    whole cumulative count, not one interval's; it becomes the baseline for the one after."""
+    first = Sample("s", "16.0", "Windows", START, T0, 10, 20, 50.0, 100, 200, 3, 1000, {"A": WaitCounts(1, 1, 0)},
+                   unknown_waits=frozenset({"WRITELOG"}))  # fmt: skip
+    previous = Baseline.of(first)
+    assert previous.unknown_waits == ("WRITELOG",)
+    after = {"A": WaitCounts(2, 3, 0), "WRITELOG": WaitCounts(102, 9_000_002, 10)}
+    deltas = compute(previous, sample(2, 1010, waits=after), GAP)
+    assert deltas.waits == {"A": WaitCounts(1, 2, 0)}
+    later = {"A": WaitCounts(2, 3, 0), "WRITELOG": WaitCounts(103, 9_000_012, 10)}
+    assert compute(Baseline.of(sample(2, 1010, waits=after)), sample(4, 1020, waits=later), GAP).waits == {
+        "WRITELOG": WaitCounts(1, 10, 0)
+    }
+
+
+def test_a_spooled_baseline_keeps_this_hosts_time_and_its_unknown_waits() -> None:
+    from supervisor.children.records import WriteItem
+    from supervisor.children.status import StatusUpdate
+
+    baseline = Baseline(START, T0, 5, {"A": WaitCounts(1, 2, 3)}, checked(1), ("WRITELOG",))
+    status = StatusUpdate(1, checked(1), "online", False, True, 0, None, None)
+    item = WriteItem(1, status, baseline=baseline, row="'x'")
+    assert WriteItem.from_json(json.loads(json.dumps(item.to_json()))) == item

@@ -50,10 +50,15 @@ BAD_BASELINES = {
 }
 
 
+#: A row as an earlier version (or the web app) writes it, without ``checked_at``.
+_PLANT = ("INSERT INTO counter_baselines(server_id, sqlserver_start_time, sample_time, batch_requests_total, "
+          "waits_json) VALUES ")  # fmt: skip
+
+
 def test_a_baseline_with_a_value_the_collector_would_not_write_is_dropped_naming_it(tenant: Engine) -> None:
     with tenant.begin() as conn:
         for sid in range(1, 10):
-            conn.execute(text("INSERT INTO counter_baselines VALUES (:sid, :t, :t, 7, :w)"),
+            conn.execute(text(_PLANT + "(:sid, :t, :t, 7, :w)"),
                          {"sid": sid, "t": GOOD, "w": '{"WRITELOG":[1,2,3]}'})  # fmt: skip
         for sid, (column, value, _) in BAD_BASELINES.items():
             conn.execute(text(f"UPDATE counter_baselines SET {column} = {value} WHERE server_id = :sid"), {"sid": sid})
@@ -74,8 +79,8 @@ def test_a_dropped_baseline_row_is_replaced_by_the_next_sample(tenant: Engine) -
     """A stored ``sample_time`` that is text (greater than any time in SQLite) or far ahead does not keep the
     "only forward" upsert from replacing the row."""
     with tenant.begin() as conn:
-        conn.execute(text("INSERT INTO counter_baselines VALUES (1, 'bogus', 'bogus', 5, '{}')"))
-        conn.execute(text("INSERT INTO counter_baselines VALUES (2, :t, '9999-01-01 00:00:00', 5, '{}')"), {"t": GOOD})
+        conn.execute(text(_PLANT + "(1, 'bogus', 'bogus', 5, '{}')"))
+        conn.execute(text(_PLANT + "(2, :t, '9999-01-01 00:00:00', 5, '{}')"), {"t": GOOD})
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         items = [baseline_item(sid, now) for sid in (1, 2)]
         write_items(conn, items)
