@@ -7,8 +7,8 @@ import sys
 
 from supervisor import databases
 from supervisor.cli.context import CliContext
-from supervisor.cli.tenant_cmds import stamp_owner
 from supervisor.errors import CollectorError
+from supervisor.storage import tenant_owner
 from supervisor.storage.engine import masked_url
 from supervisor.storage.migrations import upgrade_tenant
 from supervisor.tenants import list_leased
@@ -29,7 +29,7 @@ def init_db(args: argparse.Namespace, ctx: CliContext) -> int:
             continue
         try:
             upgrade_tenant(ctx.tenant_engine(tenant, create=True))
-            stamp_owner(ctx.tenant_engine(tenant, create=True), tenant.id, tenant_ids)
+            tenant_owner.stamp(ctx.tenant_engine(tenant, create=True), tenant.id, tenant_ids=tenant_ids)
             print(f"tenant {tenant.slug}: DB ready")
         except CollectorError as exc:
             failures.append(tenant.slug)

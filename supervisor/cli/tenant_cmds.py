@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Collection
 from pathlib import Path
-
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 
 from supervisor import databases
 from supervisor.cli.context import CliContext
@@ -69,17 +65,8 @@ def _register(ctx: CliContext, draft: Tenant) -> Tenant:
         if (owner := tenant_owner.owner(conn)) in tenant_ids:
             raise UsageError(f"--db-url: that DB belongs to tenant id {owner}: each tenant needs a DB of its own")
     tenant = insert_tenant(engine, draft.slug, draft.name, draft.db_url, draft.status)
-    stamp_owner(tenant_engine, tenant.id, tenant_ids)
+    tenant_owner.stamp(tenant_engine, tenant.id, tenant_ids=tenant_ids)
     return tenant
-
-
-def stamp_owner(tenant_engine: Engine, tenant_id: int, tenant_ids: Collection[int]) -> None:
-    """``tenant_owner.stamp``, once more if another process stamped the DB at the same time (``init-db`` and
-    ``tenant add``, or two ``init-db``): both inserted the owner row, and the later one's duplicate key failed."""
-    try:
-        tenant_owner.stamp(tenant_engine, tenant_id, tenant_ids=tenant_ids)
-    except IntegrityError:
-        tenant_owner.stamp(tenant_engine, tenant_id, tenant_ids=tenant_ids)
 
 
 def _stored_db_url(db_url: str, settings: Settings) -> str:

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy.exc import IntegrityError
 
 from supervisor.errors import CollectorError
 from supervisor.storage.engine import shown_engine_url
@@ -30,7 +31,16 @@ def owner(conn: Connection) -> int | None:
 
 def stamp(engine: Engine, tenant_id: int, *, tenant_ids: Collection[int] | None = None) -> None:
     """Mark the DB as ``tenant_id``'s. A DB already stamped for another tenant is refused, unless ``tenant_ids``
-    (every id of the system DB's tenants) is given and lacks that id: then it is adopted."""
+    (every id of the system DB's tenants) is given and lacks that id: then it is adopted. Two processes stamping at
+    once (``init-db`` and ``tenant add``, a child starting meanwhile) both insert the row: the later one's duplicate
+    key is answered by looking again."""
+    try:
+        _stamp(engine, tenant_id, tenant_ids)
+    except IntegrityError:
+        _stamp(engine, tenant_id, tenant_ids)
+
+
+def _stamp(engine: Engine, tenant_id: int, tenant_ids: Collection[int] | None) -> None:
     with engine.begin() as conn:
         stored = owner(conn)
         if stored == tenant_id:
