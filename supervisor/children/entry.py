@@ -42,6 +42,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     stop = threading.Event()
     _install_signal_handlers(stop)
     _die_with_parent()
+    _offer_to_the_oom_killer()
     if os.getppid() != parent_pid:
         sys.exit(CHILD_EXIT_ORPHANED)
     handler = _route_logging_to_parent(conn, spec.settings.logging.level)
@@ -93,6 +94,23 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux: the runtime's parent_alive() check covers it
+
+
+#: Added to this child's out-of-memory score: the kernel's OOM killer takes a tenant child (the parent restarts it,
+#: the other tenants go on) before the parent (every tenant at once) or the host's other programs (a database).
+OOM_SCORE_ADJ = 500
+
+
+def _offer_to_the_oom_killer() -> None:
+    """Only ever raised (which needs no privilege), never lowered below what the service manager set."""
+    try:
+        with open("/proc/self/oom_score_adj", "r+", encoding="ascii") as adj:
+            current = int(adj.read().strip() or 0)
+            if current < OOM_SCORE_ADJ:
+                adj.seek(0)
+                adj.write(str(OOM_SCORE_ADJ))
+    except (OSError, ValueError):
+        pass  # not Linux, or /proc not mounted: the kernel's default choice stands
 
 
 def _route_logging_to_parent(conn: Connection, level: str) -> PipeLogHandler:
