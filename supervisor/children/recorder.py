@@ -65,6 +65,7 @@ class OutcomeRecorder:
                 self._forget(sid)
             self.rows[sid] = row
             self.states.setdefault(sid, stored.get(sid, ServerState()))
+        self._same_instance.retain({sid for sid, _ in listed})
         self.report_invalid(rows.invalid)
 
     def _forget(self, sid: int) -> None:

@@ -54,6 +54,11 @@ class SameInstanceWatch:
                 other=other_name, instance=identity[0], **context,
             )  # fmt: skip
 
+    def retain(self, server_ids: set[int]) -> None:
+        """Only these servers are still listed: a removed one pairs with no server added later."""
+        for server_id in [sid for sid in self._identity if sid not in server_ids]:
+            self.forget(server_id)
+
     def forget(self, server_id: int) -> None:
         identity = self._identity.pop(server_id, None)
         if identity is None:

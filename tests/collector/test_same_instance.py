@@ -41,6 +41,11 @@ def test_one_warning_per_pair_and_none_for_databases_of_one_azure_server(caplog:
     watch.forget(1)
     watch.note(1, "sql01", instance_identity(None, STARTED, 3, "master"), {})
     assert len(warnings(caplog)) == 2
+    watch.retain({1, 3, 4, 5})  # sql01-alias removed from the list
+    watch.note(6, "sql01-new", boxed, {})
+    watch.note(1, "sql01", boxed, {})
+    assert warnings(caplog)[-1].startswith("servers sql01-new and sql01 reach")  # not the removed one's name
+    assert len(warnings(caplog)) == 3
 
 
 def test_two_rows_for_one_simulated_server_are_named(tmp_path: Path, simulator, child_processes) -> None:
