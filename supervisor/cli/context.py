@@ -13,7 +13,7 @@ from supervisor.config import Settings, load_settings
 from supervisor.errors import CollectorError, ConfigError
 from supervisor.secret_box import KEY_DIFFERS, SECRET_KEY_ENV, DeferredSecretBox, KeyFileMissing, SecretBox
 from supervisor.servers import has_encrypted_passwords, some_encrypted_password
-from supervisor.storage.migrations import upgrade_system
+from supervisor.storage.migrations import upgrade_system, upgrade_tenant
 from supervisor.tenants import Tenant, get_tenant, list_tenants
 
 #: Longest wait of a command for a lock or a connect (a table locked by another program, a DB host that refuses):
@@ -27,6 +27,7 @@ class CliContext:
         self.debug = debug
         #: Only ``init-db`` adds the collector's tables to a DB that holds another program's.
         self.system_db_beside_other_tables = False
+        self._checked_tenants: set[int] = set()
 
     @cached_property
     def settings(self) -> Settings:
@@ -36,7 +37,8 @@ class CliContext:
     def system_engine(self) -> Engine:
         """The system DB, its schema created or upgraded first (idempotent and cheap)."""
         engine = databases.system_engine(self.settings, call_timeout=COMMAND_WAIT, statements_unbounded=True)
-        upgrade_system(engine, beside_other_tables=self.system_db_beside_other_tables)
+        may_change = self.system_db_beside_other_tables  # init-db
+        upgrade_system(engine, beside_other_tables=may_change, new_version=may_change)
         return engine
 
     @cached_property
@@ -86,9 +88,13 @@ class CliContext:
         reads or changes rows (only ``init-db`` and ``tenant add`` create one: ``create``)."""
         if not create and (missing := databases.missing_sqlite_file(self.settings, tenant)) is not None:
             raise CollectorError(f"tenant {tenant.slug}: its DB file {missing} does not exist (run init-db)")
-        return databases.tenant_engine(
+        engine = databases.tenant_engine(
             self.settings, tenant, pooled=False, call_timeout=COMMAND_WAIT, statements_unbounded=True
         )
+        if not create and tenant.id not in self._checked_tenants:
+            upgrade_tenant(engine, create=False, new_version=False)  # its additions made; an older version refused
+            self._checked_tenants.add(tenant.id)
+        return engine
 
     def _tenants_with_passwords(self) -> list[str]:
         """Tenants whose DB holds an encrypted password (best effort: a DB that cannot be read is skipped, and

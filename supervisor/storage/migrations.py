@@ -1,14 +1,20 @@
 """Creates and upgrades the system and tenant schemas: the one place schema changes live.
 
-Each schema has a version in its ``schema_info`` table. ``upgrade`` creates missing tables and
-then runs the numbered steps above the stored version, in one transaction that holds the DB's schema lock
-(``_lock_schema``): processes racing on a fresh install take turns, the later ones find the work done. Idempotent.
+Each schema has two numbers in its ``schema_info`` table. Its **version** (row ``system`` / ``tenant``) counts
+changes an older collector cannot live with: a collector refuses a DB whose version is above its own, and only
+``init-db`` and ``run`` (its children for their tenant DBs) move it up. Its **additions** (row ``system_additions``
+/ ``tenant_additions``) count changes older collectors do not notice (a nullable column they never name, a
+table they never read): any process that opens the DB makes them, and older collectors keep working beside them,
+so one host at a time can be upgraded. ``upgrade`` creates missing tables and then runs the numbered steps of
+both above the stored numbers, in one transaction that holds the DB's schema lock (``_lock_schema``): processes
+racing on a fresh install take turns, the later ones find the work done. Idempotent.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -63,27 +69,56 @@ SYSTEM_STEPS: dict[int, Step] = {
 TENANT_STEPS: dict[int, Step] = {
     # 2: per-server database, authentication (sql / entra-token) and the access token's source.
     2: _add_columns(tenant_schema.servers, "database", "auth", "token_command", "token_file"),
-    # 3: this host's clock on each rate baseline: a server clock that stepped between two samples gives no rate.
-    3: _add_columns(tenant_schema.counter_baselines, "checked_at"),
 }
 SYSTEM_VERSION = 3
-TENANT_VERSION = 3
+TENANT_VERSION = 2
+SYSTEM_ADDITIONS: dict[int, Step] = {}
+TENANT_ADDITIONS: dict[int, Step] = {
+    # 1: this host's clock on each rate baseline: a server clock that stepped between two samples gives no rate.
+    1: _add_columns(tenant_schema.counter_baselines, "checked_at"),
+}
+
+
+@dataclass(frozen=True)
+class _Schema:
+    name: str
+    metadata: MetaData
+    info: Table
+    version: int
+    steps: dict[int, Step]
+    additions: dict[int, Step]
+
+    @property
+    def additions_row(self) -> str:
+        return f"{self.name}_additions"
+
+    @property
+    def additions_level(self) -> int:
+        return max(self.additions, default=0)
+
+
+_SYSTEM = _Schema("system", system_schema.metadata, system_schema.schema_info, SYSTEM_VERSION, SYSTEM_STEPS,
+                  SYSTEM_ADDITIONS)  # fmt: skip
+_TENANT = _Schema("tenant", tenant_schema.metadata, tenant_schema.schema_info, TENANT_VERSION, TENANT_STEPS,
+                  TENANT_ADDITIONS)  # fmt: skip
 #: The PostgreSQL advisory lock (per database) that upgrades take in turn: b"cs-schem", a key no other program uses.
 SCHEMA_LOCK_KEY = int.from_bytes(b"cs-schem", "big")
 
 
-def upgrade_system(engine: Engine, *, beside_other_tables: bool = True) -> None:
+def upgrade_system(engine: Engine, *, beside_other_tables: bool = True, new_version: bool = True) -> None:
     """``beside_other_tables=False`` (the CLI but ``init-db``): a DB that holds tables but no collector schema is
-    another program's (a ``system_db`` pointing at the wrong file): refused, not filled with the collector's tables."""
+    another program's (a ``system_db`` pointing at the wrong file): refused, not filled with the collector's tables.
+    ``new_version=False`` (the CLI but ``init-db``): an older version is refused, not moved up (the instances still
+    on it would stop)."""
     if not beside_other_tables:
         try:
-            state = _schema_state(engine, system_schema.schema_info, "system", SYSTEM_VERSION)
+            state = _schema_state(engine, _SYSTEM)
         except SQLAlchemyError as exc:
             raise _schema_error(engine, "system", True, exc) from None
         if state == _CURRENT:
             return  # the common case: one query
         _refuse_foreign(engine)
-    _upgrade(engine, system_schema.metadata, system_schema.schema_info, "system", SYSTEM_VERSION, SYSTEM_STEPS)
+    _upgrade(engine, _SYSTEM, create=True, new_version=new_version)
 
 
 def refuse_newer_system(conn: Connection) -> None:
@@ -116,25 +151,17 @@ def _refuse_foreign(engine: Engine) -> None:
     )
 
 
-def upgrade_tenant(engine: Engine, *, create: bool = True) -> None:
-    """``create=False`` (the tenant child): upgrade an existing tenant schema, never create one: a DB that
-    lost its schema (deleted, replaced) is an error, not a fresh start with no servers."""
-    _upgrade(
-        engine, tenant_schema.metadata, tenant_schema.schema_info, "tenant", TENANT_VERSION, TENANT_STEPS, create
-    )
+def upgrade_tenant(engine: Engine, *, create: bool = True, new_version: bool = True) -> None:
+    """``create=False`` (the tenant child, the CLI but ``init-db`` and ``tenant add``): upgrade an existing tenant
+    schema, never create one: a DB that lost its schema (deleted, replaced) is an error, not a fresh start with no
+    servers. ``new_version=False`` (the CLI but ``init-db``): an older version is refused, not moved up."""
+    _upgrade(engine, _TENANT, create=create, new_version=new_version)
 
 
-def _upgrade(
-    engine: Engine,
-    metadata: MetaData,
-    info: Table,
-    name: str,
-    version: int,
-    steps: dict[int, Step],
-    create: bool = True,
-) -> None:
+def _upgrade(engine: Engine, schema: _Schema, *, create: bool, new_version: bool) -> None:
+    name, info = schema.name, schema.info
     try:
-        state = _schema_state(engine, info, name, version)
+        state = _schema_state(engine, schema)
         if state == _CURRENT:
             return
         if create and state == _NO_DATABASE:
@@ -146,19 +173,51 @@ def _upgrade(
                     f"{name} DB {shown_engine_url(engine)} has no collector schema (it was never created, or "
                     "was deleted or replaced): 'collector-supervisor init-db' creates it"
                 )
-            metadata.create_all(conn, checkfirst=True)
-            stored = conn.execute(select(info.c.version).where(info.c.name == name)).scalar()
-            if stored is None:
-                conn.execute(info.insert().values(name=name, version=version))
+            schema.metadata.create_all(conn, checkfirst=True)
+            stored = _stored_numbers(conn, schema)
+            version = stored.get(name)
+            if version is None:
+                conn.execute(info.insert().values(name=name, version=schema.version))
+                _set_number(conn, schema, schema.additions_row, schema.additions_level, stored)
                 return
-            if stored > version:
-                raise _newer(name, engine, stored, version)
-            for step in range(stored + 1, version + 1):
-                steps[step](conn)
-            if stored != version:
-                conn.execute(info.update().where(info.c.name == name).values(version=version))
+            _move_version(conn, engine, schema, version, new_version)
+            added = stored.get(schema.additions_row, 0)
+            for step in range(added + 1, schema.additions_level + 1):
+                schema.additions[step](conn)
+            _set_number(conn, schema, schema.additions_row, max(added, schema.additions_level), stored)
     except SQLAlchemyError as exc:
         raise _schema_error(engine, name, create, exc) from None
+
+
+def _move_version(conn: Connection, engine: Engine, schema: _Schema, stored: int, new_version: bool) -> None:
+    if stored > schema.version:
+        raise _newer(schema.name, engine, stored, schema.version)
+    if stored == schema.version:
+        return
+    if not new_version:
+        raise CollectorError(
+            f"{schema.name} DB {shown_engine_url(engine)} has schema version {stored}, older than this collector's "
+            f"{schema.version}: run 'collector-supervisor init-db' once every collector that uses it is upgraded "
+            "(the older ones refuse the new version)"
+        )
+    for step in range(stored + 1, schema.version + 1):
+        schema.steps[step](conn)
+    _set_number(conn, schema, schema.name, schema.version, {schema.name: stored})
+
+
+def _stored_numbers(conn: Connection, schema: _Schema) -> dict[str, int]:
+    info = schema.info
+    rows = conn.execute(select(info.c.name, info.c.version).where(info.c.name.in_([schema.name, schema.additions_row])))
+    return {row_name: number for row_name, number in rows if isinstance(number, int)}
+
+
+def _set_number(conn: Connection, schema: _Schema, row: str, number: int, stored: dict[str, int]) -> None:
+    info = schema.info
+    if row not in stored:
+        conn.execute(info.delete().where(info.c.name == row))  # a value that was no number
+        conn.execute(info.insert().values(name=row, version=number))
+    elif stored[row] != number:
+        conn.execute(info.update().where(info.c.name == row).values(version=number))
 
 
 def _schema_error(engine: Engine, name: str, create: bool, exc: SQLAlchemyError) -> CollectorError:
@@ -229,11 +288,12 @@ def _has_schema(conn: Connection, info: Table, name: str) -> bool:
 _CURRENT, _BEHIND, _NO_DATABASE = "current", "behind", "no database"
 
 
-def _schema_state(engine: Engine, info: Table, name: str, version: int) -> str:
-    """One cheap query for the common case (every child start): the schema is already at ``version`` (_CURRENT).
-    _NO_DATABASE: a PostgreSQL database that does not exist yet. Any other failure to connect is raised: a DB that
-    does not answer is not asked again by each later step, each waiting out its timeout (`status` against a hung
-    host took three connect timeouts and then a connect without one)."""
+def _schema_state(engine: Engine, schema: _Schema) -> str:
+    """One cheap query for the common case (every child start): the schema is at this collector's version with
+    at least its additions (_CURRENT; more additions are a newer collector's, harmless). _NO_DATABASE: a PostgreSQL
+    database that does not exist yet. Any other failure to connect is raised: a DB that does not answer is not
+    asked again by each later step, each waiting out its timeout (`status` against a hung host took three connect
+    timeouts and then a connect without one)."""
     try:
         conn = engine.connect()
     except OperationalError as exc:
@@ -242,7 +302,8 @@ def _schema_state(engine: Engine, info: Table, name: str, version: int) -> str:
         raise
     try:
         with conn:
-            stored = conn.execute(select(info.c.version).where(info.c.name == name)).scalar()
+            stored = _stored_numbers(conn, schema)
     except SQLAlchemyError:
         return _BEHIND  # no schema_info yet: the full path creates it or says why
-    return _CURRENT if stored == version else _BEHIND
+    additions = stored.get(schema.additions_row, 0)
+    return _CURRENT if stored.get(schema.name) == schema.version and additions >= schema.additions_level else _BEHIND

@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from supervisor.secret_box import SECRET_KEY_ENV, SecretBox
 from supervisor.storage import system_schema, tenant_schema
-from supervisor.storage.migrations import SYSTEM_VERSION, TENANT_VERSION
+from supervisor.storage.migrations import SYSTEM_ADDITIONS, SYSTEM_VERSION, TENANT_ADDITIONS, TENANT_VERSION
 from tests.cli.conftest import Workspace, dump
 
 #: Rounds per test: each race is lost by chance, so a few rounds make a regression show in every run (a
@@ -163,6 +163,10 @@ def assert_one_winner(racers: Racers, ws: Workspace, outcomes: list[Outcome], ar
     assert (lost.code, lost.stderr) == (second.code, second.stderr), outcomes
 
 
+SYSTEM_ADDITIONS_LEVEL = max(SYSTEM_ADDITIONS, default=0)
+TENANT_ADDITIONS_LEVEL = max(TENANT_ADDITIONS, default=0)
+
+
 def assert_system_schema_complete(ws: Workspace) -> None:
     engine = create_engine(ws.system_url, poolclass=NullPool)
     try:
@@ -171,7 +175,7 @@ def assert_system_schema_complete(ws: Workspace) -> None:
             rows = conn.execute(text("SELECT name, version FROM schema_info")).all()
     finally:
         engine.dispose()
-    assert rows == [("system", SYSTEM_VERSION)], rows
+    assert sorted(rows) == [("system", SYSTEM_VERSION), ("system_additions", SYSTEM_ADDITIONS_LEVEL)], rows
 
 
 def assert_tenants(ws: Workspace, *slugs: str) -> None:
@@ -188,7 +192,8 @@ def assert_tenants(ws: Workspace, *slugs: str) -> None:
         finally:
             engine.dispose()
         tenant_id = next(int(row[0]) for row in system["tenants"] if row[1] == repr(slug))
-        assert info == {"tenant": TENANT_VERSION, "owner_tenant_id": tenant_id}, (slug, info)
+        assert info == {"tenant": TENANT_VERSION, "tenant_additions": TENANT_ADDITIONS_LEVEL,
+                        "owner_tenant_id": tenant_id}, (slug, info)  # fmt: skip
 
 
 def test_two_init_db_at_once_both_succeed(racers: Racers, installs: FreshInstalls) -> None:
