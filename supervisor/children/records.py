@@ -74,11 +74,18 @@ class WriteItem:
             baseline["unknown_waits"] = tuple(baseline.get("unknown_waits", ()))
         return cls(
             server_id=int(data["server_id"]),
-            status=StatusUpdate(**status),
-            snapshot=SnapshotRow(**snapshot) if snapshot is not None else None,
-            baseline=Baseline(**baseline) if baseline is not None else None,
+            status=StatusUpdate(**_known(StatusUpdate, status)),
+            snapshot=SnapshotRow(**_known(SnapshotRow, snapshot)) if snapshot is not None else None,
+            baseline=Baseline(**_known(Baseline, baseline)) if baseline is not None else None,
             row=row if isinstance(row := data.get("row"), str) else None,
         )
+
+
+def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The keys ``kind`` has: a spool file of a newer version (a host rolled back) carries keys this one lacks,
+    and its results are stored without them rather than lost."""
+    names = kind.__dataclass_fields__  # type: ignore[attr-defined]
+    return {key: value for key, value in values.items() if key in names}
 
 
 _TIME_KEYS = frozenset({"collected_at", "checked_at", "sqlserver_start_time", "sample_time"})

@@ -2,7 +2,7 @@
 
 Files are written whole or not at all (``supervisor.whole_file``). Replay is idempotent (the writer skips
 snapshots it already stored), so a file is deleted only after its items are committed, and a crash in between
-only costs a harmless second replay.
+only costs a harmless second replay. A file with a line this version cannot read is kept (``*.jsonl.unread``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class Spool:
         #: Files this process leaves alone: unreadable (a directory of that name, an I/O error), or replayed but
         #: not removable (a read-only file system); the next process tries them again.
         self._passed_over: set[Path] = set()
+        #: Files with a line that could not be read: kept under another name once the rest is stored.
+        self._with_unread_lines: set[Path] = set()
 
     def write(self, items: Iterable[WriteItem]) -> Path | None:
         """One new file with ``items``; an ``OSError`` (disk full, read-only) leaves no file at all."""
@@ -73,6 +75,7 @@ class Spool:
                     try:
                         items.append(WriteItem.from_json(json.loads(line.decode("utf-8"))))
                     except (ValueError, KeyError, TypeError) as exc:
+                        self._with_unread_lines.add(path)
                         log_event(log, logging.ERROR, "spool.corrupt", "skipping unreadable spool line %s:%d: %s",
                                   path.name, number, exc, tenant=self.tenant, error_class=STORAGE)  # fmt: skip
         except OSError as exc:
@@ -83,8 +86,16 @@ class Spool:
         return items
 
     def remove(self, path: Path) -> None:
-        """After its items are stored; a file that cannot be removed is only replayed again by the next process."""
+        """After its items are stored; a file that cannot be removed is only replayed again by the next process. A
+        file with lines that could not be read is kept as ``<name>.unread`` (never replayed again), for a person
+        or a later version to read: those lines are results that are stored nowhere else."""
         try:
+            if path in self._with_unread_lines:
+                kept = path.with_name(path.name + ".unread")
+                path.rename(kept)
+                log_event(log, logging.WARNING, "spool.kept", "spool file %s had lines that could not be read: "
+                          "kept as %s", path.name, kept, tenant=self.tenant, error_class=STORAGE)  # fmt: skip
+                return
             path.unlink(missing_ok=True)
         except OSError as exc:
             self._passed_over.add(path)

@@ -110,6 +110,25 @@ def test_corrupt_spool_lines_are_skipped_and_the_rest_replayed(
     assert len(stored_times(engine)) == 2
     [replayed] = events(caplog, "writer.replayed")
     assert "replayed 2 spooled results" in replayed.getMessage()
+    kept = written.with_name(written.name + ".unread")  # the lines it could not read are results stored nowhere
+    assert kept.read_text() == "\n".join([good[0], broken_json, "", wrong_shape, good[1], "[1, 2]"]) + "\n"
+    assert [r.levelno for r in events(caplog, "spool.kept")] == [logging.WARNING]
+
+
+def test_a_spool_line_of_a_newer_version_is_read_without_the_keys_this_one_lacks(tmp_path: Path) -> None:
+    """A host rolled back to this version finds the newer version's spool: its results are stored, not lost."""
+    spool = Spool(str(tmp_path / "spool"), "acme")
+    original = item(1, 0)
+    line = original.to_json()
+    line["new_top_level"] = 1
+    line["status"]["new_status_key"] = "x"
+    line["snapshot"]["new_metric"] = 5.0
+    if line["baseline"] is not None:
+        line["baseline"]["new_baseline_key"] = []
+    path = tmp_path / "spool" / "acme" / "20260101T000000-1-000000.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(line) + "\n")
+    assert spool.read(path) == [original]
 
 
 def test_a_rejected_batch_is_retried_item_by_item_keeping_every_good_row(
