@@ -7,12 +7,15 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from supervisor.children.collect import CollectionOutcome
 from supervisor.children.connection_string import Endpoint
 from supervisor.children.flights import Flights
 from supervisor.children.pool import CollectionPool
 from supervisor.children.targets import Target
 from supervisor.errors import TIMEOUT
+from tests.helpers.waiting import wait_until
 
 TARGET = Target(7, "sql-7", Endpoint("127.0.0.1", 1433, "mon", "pw", "no", False), 30.0, "auto")
 
@@ -112,4 +115,32 @@ def test_an_answer_after_the_deadline_is_a_timeout_even_when_the_main_thread_was
     assert by_thread and recorded == [outcome]
     assert outcome.sample is None and outcome.failure is not None and outcome.failure.error_class == TIMEOUT
     assert "no answer within collection_timeout 0.2s (it came after 300 ms)" in outcome.failure.message
+    pool.shutdown()
+
+
+def test_the_slot_right_after_a_deadline_passes_while_the_cut_call_leaves_the_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cut call leaves the driver within milliseconds. The server's next slot in that time (an interval as short
+    as the timeout) passes without a collection, as while one runs; before, it was a failure of its own ("abandoned
+    at its deadline 0 s ago has not returned"), counted and stored as the server's error. A call still in the driver
+    after ``RETURN_GRACE`` (a message flood, a name lookup) is one: its slots fail at once."""
+    from supervisor.children import flights as flights_module
+
+    monkeypatch.setattr(flights_module, "RETURN_GRACE", 0.3)
+    pool = CollectionPool(2, name="t")
+    flights = Flights(pool, 0.1, on_result=lambda _outcome: None)
+    release = threading.Event()
+    session = FakeSession(release)
+    session.abandon = lambda: "query"  # type: ignore[method-assign]  # the call goes on past the deadline
+    flights.start(TARGET, session)  # type: ignore[arg-type]
+    settle(flights)
+    assert TARGET.server_id in flights  # just cut: the slot passes
+    time.sleep(0.35)
+    assert TARGET.server_id not in flights  # held past the grace: the driver holds it
+    flights.start(TARGET, FakeSession(threading.Event()))  # type: ignore[arg-type]
+    [(held, _)] = settle(flights)
+    assert held.failure is not None and "has not returned from the ODBC driver yet" in held.failure.message
+    release.set()
+    wait_until(lambda: TARGET.server_id not in flights, 5, "the cut call returned")
     pool.shutdown()
