@@ -85,7 +85,9 @@ def resolve_driver(setting: str) -> OdbcDriver:
 
 
 #: Words of a connect failure that mean the server was not reached at all (no TLS was tried).
-_UNREACHED = ("unavailable or does not exist", "login timeout expired", "connection refused", "timed out")
+#: Words of a server not reached, or not answering in time (SQLSTATE HYT00/HYT01; FreeTDS says a bare "Timeout
+#: expired"): encryption is not what to change.
+_UNREACHED = ("unavailable or does not exist", "timeout expired", "connection refused", "timed out", "hyt00", "hyt01")
 #: Words of a failure to trust the server's certificate.
 _CERTIFICATE = ("certificate",)
 ENCRYPT_HINT = "hint: the server may not support encryption: try --encrypt optional (or no)"

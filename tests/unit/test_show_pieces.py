@@ -74,6 +74,8 @@ def test_encryption_hint_only_with_encryption_on_and_a_reached_server() -> None:
     assert connection_hint(bare, "no") is None and connection_hint(bare, "optional") is None
     unreachable = "[08S01] Unable to connect: Adaptive Server is unavailable or does not exist (20009)"
     assert connection_hint(unreachable, "yes") is None
+    freetds_timeout = "[HYT00] [FreeTDS][SQL Server]Timeout expired (0) (SQLDriverConnect)"  # a lossy link
+    assert connection_hint(freetds_timeout, "yes") is None
     assert connection_hint("[HYT00] Login timeout expired (0)", "yes") is None
     assert connection_hint("SSL routines: certificate verify failed", "yes") == CERTIFICATE_HINT
     assert with_hint(bare, "yes") == f"{bare} ({ENCRYPT_HINT})"
