@@ -91,6 +91,8 @@ class Flights:
         self._on_result = on_result
         self._flights: dict[int, Flight] = {}
         self._abandoned: list[Flight] = []  # settled by the deadline, thread still in the driver
+        #: Servers whose last collection failed: their jobs come after the others (``CollectionPool`` ``suspect``).
+        self._failing: set[int] = set()
         self._next_cut = 0.0
         self._cuts: list[Flight] = []  # cut by the memory guard's thread, not yet seen by the main thread
         self._cuts_lock = threading.Lock()
@@ -124,7 +126,7 @@ class Flights:
         self._flights[target.server_id] = flight
         held = next((f for f in self._abandoned if f.target.server_id == target.server_id and not f.returned), None)
         if held is None:
-            self._pool.submit(flight.run)
+            self._pool.submit(flight.run, suspect=target.server_id in self._failing)
         else:
             flight.outcome = _still_held(flight, held)
             flight.settled.set()
@@ -233,6 +235,10 @@ class Flights:
                 del self._flights[server_id]
                 assert flight.outcome is not None
                 outcomes.append((flight.outcome, flight.recorded))
+                if flight.outcome.failure is None:
+                    self._failing.discard(server_id)
+                else:
+                    self._failing.add(server_id)
         return outcomes
 
     def drop_queued(self) -> None:
