@@ -6,6 +6,7 @@ was measured (above 0 per connection: the written pages, which other processes c
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ LOGIN_FAILED = {"msodbc18": "28000", "freetds": "42000"}
 @pytest.mark.timeout(60)
 def test_quick_connection_memory_run(tmp_path: Path) -> None:
     out = tmp_path / "memory.json"
-    result = subprocess.run([sys.executable, "-m", "bench.connection_memory", "--quick", "--json", str(out)],
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # its folders where a failed test's cleanup looks
+    result = subprocess.run([sys.executable, "-m", "bench.connection_memory", "--quick", "--json", str(out)], env=env,
                             cwd=REPO, capture_output=True, text=True, timeout=55, stdin=subprocess.DEVNULL, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]

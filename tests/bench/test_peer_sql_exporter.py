@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -30,8 +31,9 @@ def test_quick_peer_sql_exporter_run(tmp_path: Path) -> None:
     args = ["--servers", "20", "--tenants", "2", "--interval", "4", "--warmup", "6", "--seconds", "8",
             "--login-servers", "4", "--login-repeats", "1", "--login-rounds", "2", "--login-interval", "2",
             "--json", str(out)]
-    result = subprocess.run([sys.executable, "-m", "bench.peer_sql_exporter", *args], cwd=REPO, capture_output=True,
-                            text=True, timeout=170, stdin=subprocess.DEVNULL, check=False)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # its folders where a failed test's cleanup looks
+    result = subprocess.run([sys.executable, "-m", "bench.peer_sql_exporter", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=170, stdin=subprocess.DEVNULL, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert LAST_LINE.match(result.stdout.splitlines()[-1]), result.stdout[-1000:]
     figures = json.loads(out.read_text())

@@ -8,6 +8,7 @@ join times against their target are printed, not checked (they move with this ma
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,10 @@ def test_quick_scale_out_shares_by_servers_fails_over_and_never_collects_twice(t
         print(f"skipped: {why}")
         pytest.skip(f"cannot make network namespaces here: {why}")
     out = tmp_path / "scale_out.json"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # its folders where a failed test's cleanup looks
     result = subprocess.run(
         [sys.executable, "-m", "bench.scale_out", "--quick", "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=220, stdin=subprocess.DEVNULL, check=False,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=220, stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
     print(result.stdout)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]

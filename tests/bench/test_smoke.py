@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,17 @@ from supervisor.children.runtime import START_AHEAD
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_script(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def bench_env(tmp_path: Path) -> dict[str, str]:
+    """A benchmark's temporary folders in ``tmp_path``: there the harness finds what it leaves running when its
+    test fails (a timeout kills the benchmark, not the supervisors it started in sessions of their own)."""
+    return {**os.environ, "TMPDIR": str(tmp_path)}
+
+
+def run_script(tmp_path: Path, module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO,
+        env=bench_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -36,7 +44,7 @@ def run_script(module: str, *args: str, timeout: float) -> subprocess.CompletedP
 @pytest.mark.timeout(600)
 def test_quick_fleet_run_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "fleet.json"
-    result = run_script("bench.fleet_run", "--quick", "--json", str(out), timeout=540)
+    result = run_script(tmp_path, "bench.fleet_run", "--quick", "--json", str(out), timeout=540)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     plan = figures["plan"]
@@ -54,7 +62,7 @@ def test_quick_fleet_run_loses_nothing(tmp_path: Path) -> None:
 @pytest.mark.timeout(600)
 def test_quick_soak_audit_passes(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    result = run_script("bench.soak", "--quick", "--json", str(out), timeout=540)
+    result = run_script(tmp_path, "bench.soak", "--quick", "--json", str(out), timeout=540)
     report = json.loads(out.read_text()) if out.exists() else {}
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
     assert report["passed"], report
@@ -67,7 +75,7 @@ def test_quick_soak_audit_passes(tmp_path: Path) -> None:
 def test_collection_cost_runs_both_paths_and_stores_every_collection(tmp_path: Path) -> None:
     out = tmp_path / "cost.json"
     args = ("--servers", "3", "--rounds", "2", "--drivers", "freetds", "--modes", "reuse,noreuse")
-    result = run_script("bench.collection_cost", *args, "--json", str(out), timeout=240)
+    result = run_script(tmp_path, "bench.collection_cost", *args, "--json", str(out), timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     for mode in ("reuse", "noreuse"):
@@ -81,7 +89,7 @@ def test_collection_cost_runs_both_paths_and_stores_every_collection(tmp_path: P
 @pytest.mark.timeout(400)
 def test_quick_stall_fleet_keeps_healthy_servers_on_time(tmp_path: Path) -> None:
     out = tmp_path / "stall.json"
-    result = run_script("bench.stall_fleet", "--quick", "--json", str(out), timeout=360)
+    result = run_script(tmp_path, "bench.stall_fleet", "--quick", "--json", str(out), timeout=360)
     assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     plan, healthy, pool, timeouts, faulty = (

@@ -4,6 +4,8 @@
 supervisors (``SupervisorProcess``: the CLI's ``run`` in its own session, its JSON log read back from a file).
 ``TenantDeployment`` is a deployment with one tenant and its servers registered directly through the API
 (quicker than the CLI) for a tenant child run on its own (``Child``: ``python -m supervisor.children``).
+Every ``SupervisorProcess`` and ``Child`` is in ``STARTED`` from its start on: the ``stray_processes`` fixture
+(``tests/conftest.py``) stops those a test leaves running, whatever way it ends.
 """
 
 from __future__ import annotations
@@ -36,6 +38,30 @@ from tests.helpers.waiting import wait_until
 #: A stand-in for the tenant runtime whose behaviour the tenant slug selects (see its docstring).
 FAKE_RUNTIME_DIR = Path(__file__).resolve().parents[1] / "supervisor" / "fake_runtime"
 TENANT = "acme"
+
+
+class Started:
+    """The supervisors and tenant children started so far, oldest first."""
+
+    def __init__(self) -> None:
+        self._processes: list[SupervisorProcess | Child] = []
+
+    def add(self, process: SupervisorProcess | Child) -> None:
+        self._processes.append(process)
+
+    def mark(self) -> int:
+        return len(self._processes)
+
+    def stop_since(self, mark: int) -> None:
+        """Kill every process started since ``mark`` (newest first; each one even if another's kill fails)."""
+        leftovers = self._processes[mark:]
+        del self._processes[mark:]
+        with contextlib.ExitStack() as stack:
+            for process in leftovers:
+                stack.callback(process.stop)
+
+
+STARTED = Started()
 
 
 class Deployment:
@@ -123,6 +149,8 @@ class SupervisorProcess:
             start_new_session=True,  # teardown can kill the whole group whatever happened
         )
         self.pid = self.popen.pid
+        self._group_killed = False
+        STARTED.add(self)
 
     def lines(self) -> list[dict[str, Any]]:
         """Every complete line, parsed: a line that is not a JSON object fails the test."""
@@ -168,15 +196,91 @@ class SupervisorProcess:
         return self.popen.wait(timeout=timeout)
 
     def kill_group(self) -> None:
+        if self._group_killed:  # nothing survives a group's SIGKILL, and its id may be another group's by now
+            return
+        self._group_killed = True
+        members = set()
         with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, 0)
+            members = {p.pid for p in psutil.process_iter() if _group_of(p.pid) == self.pid} - {self.pid}
             os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=10)
+        _wait_gone(members)
         self._log.close()
+
+    stop = kill_group
+
+
+def children() -> set[int]:
+    """This process's children, alive or not yet reaped (``/proc``: quick enough to ask at every test's start)."""
+    pids: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids.update(map(int, (task / "children").read_text().split()))
+    return pids
+
+
+def names_folder(process: psutil.Process, folder: str) -> bool:
+    """``process``'s command line, working directory or an open file is ``folder`` or in it (a supervisor's command
+    line is its title: its log or DB files show it)."""
+
+    def inside(text: str) -> bool:
+        return text.endswith(folder) or f"{folder}{os.sep}" in text
+
+    with contextlib.suppress(psutil.Error, OSError):
+        if any(map(inside, process.cmdline())) or inside(process.cwd()):
+            return True
+        fds = Path(f"/proc/{process.pid}/fd")
+        return any(inside(os.readlink(fd)) for fd in fds.iterdir())
+    return False
+
+
+def kill_strays(folder: Path, children_before: set[int] | None = None) -> list[int]:
+    """SIGKILL each process that names ``folder`` and, given ``children_before``, each child of this process not
+    among them: with its descendants, and its process group when it leads one. Returns their pids."""
+    spared = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found = [p for p in psutil.process_iter() if p.pid not in spared and names_folder(p, str(folder))]
+    if children_before is not None:
+        for pid in children() - children_before:
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(pid))
+    doomed: dict[int, psutil.Process] = {}
+    for process in found:
+        with contextlib.suppress(psutil.Error, OSError):
+            doomed.update({p.pid: p for p in [process, *process.children(recursive=True)]})
+            if os.getpgid(process.pid) == process.pid != os.getpgrp():
+                os.killpg(process.pid, signal.SIGKILL)
+    for process in doomed.values():
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    _wait_gone(set(doomed))
+    return sorted(doomed)
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _wait_gone(pids: set[int], timeout: float = 10) -> None:
+    """Until each of ``pids`` has exited (a zombie has: its parent may not be this process)."""
+    deadline = time.monotonic() + timeout
+    while not pids_gone(pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def pids_gone(pids: set[int]) -> bool:
-    return not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    return not any(map(_running, pids))
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class TenantDeployment(Deployment):
@@ -245,6 +349,7 @@ class Child:
             stderr=subprocess.PIPE,
             text=True,
         )
+        STARTED.add(self)
 
     def terminate(self, timeout: float = 30.0) -> tuple[int, float]:
         """SIGTERM; returns (exit code, seconds until exit)."""
@@ -262,3 +367,5 @@ class Child:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    stop = kill
