@@ -21,5 +21,8 @@ def test_children_offer_themselves_to_the_oom_killer_before_their_parent(deploym
     deployment.add_tenant("beta")
     supervisor = deployment.start()
     wait_until(lambda: len(supervisor.running_children()) == 2, 30, "two children")
-    assert {oom_score_adj(pid) for pid in supervisor.running_children().values()} == {OOM_SCORE_ADJ}
+    children = set(supervisor.running_children().values())
+    # set in the child's first lines, a moment after the parent logged its start
+    wait_until(lambda: {oom_score_adj(pid) for pid in children} == {OOM_SCORE_ADJ}, 10,
+               lambda: {pid: oom_score_adj(pid) for pid in children})  # fmt: skip
     assert oom_score_adj(supervisor.pid) == oom_score_adj(os.getpid())  # inherited, as the service manager set it
