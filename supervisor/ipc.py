@@ -34,6 +34,9 @@ CHILD_EXIT_CRASH = 1
 CHILD_EXIT_CONFIG = 3
 #: The parent went away; the child stopped on its own.
 CHILD_EXIT_ORPHANED = 4
+#: The tenant DB has a schema newer than this collector's: the parent releases the tenant (a newer instance may run it)
+#: and does not start it here again for a while.
+CHILD_EXIT_NEWER_SCHEMA = 5
 
 
 #: Upper bounds (seconds) of the collection-duration histogram; collection_timeout (5 s) is the last that matters.

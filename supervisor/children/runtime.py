@@ -32,6 +32,7 @@ from supervisor.children.server_list_reader import ServerListRead, ServerListRea
 from supervisor.children.spool import Spool
 from supervisor.children.stats import TenantStats
 from supervisor.children.stored_state import load_baselines, load_states
+from supervisor.children.tenant_db import db_call_timeout, describe_failure, refuse_newer_schema
 from supervisor.children.writer import Writer
 from supervisor.config import Settings
 from supervisor.errors import CollectorError, ConfigError
@@ -39,8 +40,8 @@ from supervisor.ipc import CHILD_EXIT_OK, CHILD_EXIT_ORPHANED, ChildSpec, Heartb
 from supervisor.logs import log_event
 from supervisor.secret_box import DeferredSecretBox
 from supervisor.storage import tenant_owner
-from supervisor.storage.engine import describe_db_error, make_engine
-from supervisor.storage.migrations import upgrade_tenant
+from supervisor.storage.engine import make_engine
+from supervisor.storage.migrations import NewerSchemaError, upgrade_tenant
 
 log = logging.getLogger("supervisor.child")
 
@@ -62,9 +63,6 @@ WRITER_FLUSH_TIMEOUT = 5.0
 STOP_MARGIN = 1.0
 FLUSH_SHARE = 1.5
 STARTUP_RETRY = 5.0
-#: Longest wait of one tenant-DB statement (see ``db_call_timeout``): SQLite's busy timeout, PostgreSQL's
-#: lock, statement and connect timeouts.
-TENANT_DB_CALL_TIMEOUT = 10.0
 #: How often a stopping child looks at its last collections (each ends by its deadline).
 SHUTDOWN_POLL = 0.02
 
@@ -83,7 +81,7 @@ class TenantRuntime:
         self._stop = stop_event
         self._send_heartbeat = send_heartbeat
         self._parent_alive = parent_alive
-        self._orphaned = False
+        self._exit_code = CHILD_EXIT_OK
         self._start_outage = Outage(log, self.tenant, "child.db_available", "tenant DB available after %.0f s")
         self._refresh_outage = Outage(log, self.tenant, "servers.refresh_recovered", "server list read after %.0f s")
         self._guarded = False
@@ -125,13 +123,13 @@ class TenantRuntime:
                 self._loop()
         finally:
             self._shutdown()
-        return CHILD_EXIT_ORPHANED if self._orphaned else CHILD_EXIT_OK
+        return self._exit_code
 
     def _should_stop(self) -> bool:
         if self._stop.is_set():
             return True
         if not self._parent_alive():
-            self._orphaned = True
+            self._exit_code = CHILD_EXIT_ORPHANED
             return True
         return False
 
@@ -158,11 +156,14 @@ class TenantRuntime:
                 self._apply_server_list(read, time.monotonic())
                 self._start_outage.recovered()
                 return True
+            except NewerSchemaError as exc:  # permanent: no retry brings the schema back to this collector's
+                self._exit_code = refuse_newer_schema(log, self.engine, self.tenant, exc)
+                return False
             except (CollectorError, SQLAlchemyError) as exc:
                 if isinstance(exc, ConfigError):
                     raise
                 self._start_outage.failed("child.db_unavailable", "tenant DB unavailable at start, retrying: %s",
-                                          _describe(exc))  # fmt: skip
+                                          describe_failure(exc))  # fmt: skip
             if time.monotonic() - last_beat >= self._heartbeat_every:
                 self._heartbeat()
                 last_beat = time.monotonic()
@@ -226,7 +227,7 @@ class TenantRuntime:
         back in ``rows.invalid``, not raised."""
         if isinstance(read, Exception):
             self._refresh_outage.failed("servers.refresh_failed", "cannot read the server list, keeping the current "
-                                        "one: %s", _describe(read))  # fmt: skip
+                                        "one: %s", describe_failure(read))  # fmt: skip
             return False
         self._refresh_outage.recovered()
         rows = read.rows
@@ -302,16 +303,3 @@ class TenantRuntime:
             tenant=self.tenant, collected=window.collected, failed=window.failed, p50_ms=window.p50_ms,
             p95_ms=window.p95_ms, pending_writes=self.writer.pending(),
         )  # fmt: skip
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, CollectorError | SQLAlchemyError):
-        return describe_db_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def db_call_timeout(settings: Settings) -> float:
-    """How long one tenant-DB statement may wait (a lock, a statement, a connect): bounded so that a stuck
-    DB fails a read or a write, which is retried, and short enough that the first load's retries still send
-    heartbeats in time."""
-    return min(TENANT_DB_CALL_TIMEOUT, settings.heartbeat_timeout / 4)

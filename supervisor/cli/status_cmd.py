@@ -38,6 +38,9 @@ TENANT_COLUMNS = (
 #: The state shown for a child whose row says it runs (or will be restarted) when it does not: its process is gone,
 #: or its supervisor is not running (the row is as that supervisor left it). The row's state is ``recorded_state``.
 CHILD_GONE = "GONE"
+#: A child that exited because its tenant DB needs a newer collector: its supervisor gave the tenant up (the row's
+#: ``last_error`` says why) until another instance runs it.
+CHILD_NEWER_SCHEMA = "NEWER_SCHEMA"
 
 
 def status(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -101,6 +104,7 @@ def _tenants(
             tenant_children.c.state,
             tenant_children.c.restarts,
             tenant_children.c.last_exit_code,
+            tenant_children.c.last_error,
             tenant_children.c.heartbeat_at,
             tenant_children.c.instance_id,
             tenant_children.c.started_at.label("child_started_at"),
@@ -129,6 +133,7 @@ def _tenants(
             "pid": row["child_pid"],
             "restarts": row["restarts"],
             "last_exit_code": row["last_exit_code"],
+            "last_error": row["last_error"],
             "child_heartbeat_age_s": _seconds(row["heartbeat_at"], now),
         }
         entry.update(_server_summary(ctx, tenant, now))
@@ -144,6 +149,8 @@ def _judge_child(row: RowMapping, instance: dict[str, Any] | None) -> tuple[str 
     recorded = row["state"]
     if recorded is None or recorded == "STOPPED":
         return recorded, None, None
+    if recorded == CHILD_NEWER_SCHEMA:  # no process to look for: the row stands until another instance runs it
+        return recorded, False, row["last_error"]
     supervisor_alive = instance is not None and instance["alive"] is True
     child_alive = None
     if row["child_pid"] is not None and (row["child_process_key"] is not None or row["child_started_at"] is not None):

@@ -2,7 +2,7 @@
 
     STOPPED ──start──▶ STARTING ──first heartbeat + STARTSECS──▶ RUNNING
     STARTING/RUNNING ──request_stop──▶ STOPPING ──exit──▶ STOPPED
-    STARTING/RUNNING ──unexpected exit──▶ BACKOFF ──delay──▶ STARTING
+    STARTING/RUNNING ──unexpected exit──▶ BACKOFF ──delay──▶ STARTING (a newer tenant schema: NEWER_SCHEMA, final)
     STOPPING ──kill_at passed──▶ (KILL sent) ──exit──▶ STOPPED
 
 Every change of ``state`` happens in a method of the handle. The timed moves are in ``transition(now)``,
@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 from supervisor import process_identity
 from supervisor.backoff import HEALTHY_RUN_SECONDS, config_error_backoff, crash_backoff
 from supervisor.clock import utcnow
-from supervisor.ipc import CHILD_EXIT_CONFIG, CHILD_EXIT_OK, ChildSpec, Heartbeat
+from supervisor.ipc import CHILD_EXIT_CONFIG, CHILD_EXIT_NEWER_SCHEMA, CHILD_EXIT_OK, ChildSpec, Heartbeat
 from supervisor.open_files import open_fds
 from supervisor.tenants import Tenant
 
@@ -46,6 +46,7 @@ class ChildState(enum.StrEnum):
     RUNNING = "RUNNING"
     BACKOFF = "BACKOFF"
     STOPPING = "STOPPING"
+    NEWER_SCHEMA = "NEWER_SCHEMA"  # exited: the tenant DB needs a newer collector (the tenant is given up here)
 
 
 class StopReason(enum.StrEnum):
@@ -290,6 +291,9 @@ class ChildHandle:
         """After ``reap``: STOPPED, or BACKOFF with the returned delay before the next start."""
         if exit_info.requested in FINAL_STOPS or not wanted:
             self.state = ChildState.STOPPED
+            return None
+        if exit_info.code == CHILD_EXIT_NEWER_SCHEMA and exit_info.requested is None:
+            self.state = ChildState.NEWER_SCHEMA
             return None
         recycled_healthy = exit_info.requested is StopReason.RSS_LIMIT and exit_info.uptime >= HEALTHY_RUN_SECONDS
         if recycled_healthy or exit_info.requested is StopReason.TENANT_CHANGED:  # else too big from its start

@@ -10,7 +10,7 @@ import socket
 from dataclasses import dataclass
 
 import psutil
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, or_, select
 
 from supervisor import process_identity
 from supervisor.storage.system_schema import supervisor_instances, tenant_children, tenant_leases
@@ -55,15 +55,13 @@ def heartbeat(conn: Connection, me: InstanceIdentity, started_at: dt.datetime, n
         )
 
 
-def count_live(conn: Connection, now: dt.datetime, window_seconds: float) -> int:
+def live_ids(conn: Connection, now: dt.datetime, window_seconds: float) -> frozenset[str]:
     """Instances running with a heartbeat within ``window_seconds`` (this one included)."""
     since = now - dt.timedelta(seconds=window_seconds)
-    query = (
-        select(func.count())
-        .select_from(supervisor_instances)
-        .where(supervisor_instances.c.status == RUNNING, supervisor_instances.c.heartbeat_at >= since)
+    query = select(supervisor_instances.c.id).where(
+        supervisor_instances.c.status == RUNNING, supervisor_instances.c.heartbeat_at >= since
     )
-    return int(conn.execute(query).scalar() or 0)
+    return frozenset(conn.execute(query).scalars())
 
 
 def mark_stopped(conn: Connection, me: InstanceIdentity, now: dt.datetime) -> None:

@@ -65,16 +65,22 @@ class View:
 
 
 def plan_release(
-    held: Collection[int], weights: Mapping[int, int], running: Collection[int], share: float, others: Sequence[int]
+    held: Collection[int],
+    weights: Mapping[int, int],
+    running: Collection[int],
+    share: float,
+    others: Sequence[int],
+    kept: Collection[int] = (),
 ) -> tuple[set[int], list[int]]:
-    """The tenants to give back, and the other instances' loads once each has landed on the least loaded."""
+    """The tenants to give back, and the other instances' loads once each has landed on the least loaded; ``kept``
+    are never given back (another instance refused them: it would not take them)."""
     load = sum(weights[t] for t in held)
     heap = list(others)
     heapq.heapify(heap)
     release: set[int] = set()
     while load > share and heap:
         lowest = heap[0]
-        movable = [t for t in held if t not in release and weights[t] < load - lowest]
+        movable = [t for t in held if t not in release and t not in kept and weights[t] < load - lowest]
         idle = [t for t in movable if t not in running]
         pool = idle or movable
         if not pool:

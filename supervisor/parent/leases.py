@@ -88,6 +88,8 @@ class LeaseSync:
     #: Free tenants whose lease another instance let run out (it died, say) that this instance left to others: two
     #: instances looking at the moment it ran out may each leave part of them to the other.
     left_expired: frozenset[int] = frozenset()
+    #: Tenants claimed now that another instance had refused (``refused``).
+    claimed_refused: frozenset[int] = frozenset()
 
 
 def sync_leases(*args: Any, **kwargs: Any) -> set[int]:
@@ -106,6 +108,8 @@ def sync(
     *,
     servers: Mapping[int, int] | None = None,
     running: Collection[int] | None = None,
+    refused: Mapping[int, float] | None = None,
+    kept: Collection[int] = (),
 ) -> LeaseSync:
     """Renew, weigh, claim and release this owner's leases; returns the active tenants it may run now.
 
@@ -113,6 +117,12 @@ def sync(
     lease is renewed even when the tenant is no longer wanted, and released only after the child has exited.
     ``running`` (default: ``busy_ids``) are kept first; ``servers`` are the tenants' server counts its children
     reported, stored on leases it holds.
+
+    ``refused`` are tenants this instance will not run (their DB needs a newer collector), with the seconds that
+    holds: never claimed, and a lease on one is released marked as refused until then (``expires_at`` on a free
+    row). Every instance claims a marked tenant whatever its share (the refusing one would not take it back), and
+    never gives back ``kept`` ones (the caller's memory of ``claimed_refused``). The refused
+    tenants still weigh in every instance's view, so all instances see the same loads.
     """
     expires = now + dt.timedelta(seconds=duration)
     _ensure_rows(conn, active_ids)
@@ -128,23 +138,31 @@ def sync(
     owners = {r.tenant_id: _live_owner(r.owner, r.expires_at, owner, now) for r in rows if r.tenant_id in active}
     view = View(owner, tenant_weights({t: reported[t] for t in owners}), owners, live_instances)
     share = view.share()
-    mine = view.mine
+    refused = refused or {}
+    mine = view.mine - set(refused)
     release, others = plan_release(mine, view.weights, set(busy_ids if running is None else running), share,
-                                   view.other_loads())  # fmt: skip
+                                   view.other_loads(), kept)  # fmt: skip
     keep = mine - release
     load = sum(view.weights[t] for t in keep)
-    for tenant_id in claim_order(view.free, view.weights):
+    marked = {r.tenant_id for r in rows if r.owner is None and r.expires_at is not None and r.expires_at > now}
+    claimable = view.free - set(refused)
+    claimed_refused: set[int] = set()
+    for tenant_id in [*claim_order(claimable & marked, view.weights), *claim_order(claimable - marked, view.weights)]:
         weight = view.weights[tenant_id]
-        if wants(load, weight, share, others) and _claim(conn, owner, tenant_id, now, expires):
+        if (tenant_id in marked or wants(load, weight, share, others)) and _claim(conn, owner, tenant_id, now, expires):
             keep.add(tenant_id)
             load += weight
-    surplus = held - keep - set(busy_ids)
+            if tenant_id in marked:
+                claimed_refused.add(tenant_id)
+    refusing = (held & set(refused)) - set(busy_ids)
+    if refusing:
+        _release_refused(conn, owner, {t: now + dt.timedelta(seconds=refused[t]) for t in refusing})
+    surplus = held - keep - set(busy_ids) - refusing
     if surplus:
         release_leases(conn, owner, surplus)
     expired = {r.tenant_id for r in rows if r.tenant_id in view.free and r.owner is not None and r.owner != owner}
-    return LeaseSync(
-        keep, frozenset((view.free - keep) | (surplus & active)), _others_give_back(view), frozenset(expired - keep)
-    )
+    left_free = frozenset((claimable - keep) | (surplus & active))
+    return LeaseSync(keep, left_free, _others_give_back(view), frozenset(expired - keep), frozenset(claimed_refused))
 
 
 def _others_give_back(view: View) -> bool:
@@ -171,6 +189,16 @@ def release_leases(conn: Connection, owner: str, tenant_ids: Collection[int] | N
     if tenant_ids is not None:
         query = query.where(tenant_leases.c.tenant_id.in_(list(tenant_ids)))
     conn.execute(query.values(owner=None, acquired_at=None, expires_at=None))
+
+
+def _release_refused(conn: Connection, owner: str, marks: Mapping[int, dt.datetime]) -> None:
+    """Give leases back marked as refused by this instance until the given moments (see ``sync``)."""
+    for tenant_id, until in sorted(marks.items()):
+        conn.execute(
+            tenant_leases.update()
+            .where(tenant_leases.c.owner == owner, tenant_leases.c.tenant_id == tenant_id)
+            .values(owner=None, acquired_at=None, expires_at=until)
+        )
 
 
 def _live_owner(row_owner: str | None, expires_at: dt.datetime | None, me: str, now: dt.datetime) -> str | None:

@@ -264,7 +264,9 @@ class Supervisor:
         )  # fmt: skip
         wanted = handle.tenant.id in self.runnable and not self.flags.stop_requests
         delay = handle.settle(exit_info, wanted, time.monotonic())
-        if delay is not None:
+        if handle.state is ChildState.NEWER_SCHEMA:
+            self.system_db.refused(handle)
+        elif delay is not None:
             log_event(
                 log, logging.INFO, "child.restarting", "restarting the child of tenant %s in %.1fs",
                 handle.slug, delay, tenant=handle.slug, delay_s=round(delay, 2), restarts=handle.restarts + 1,

@@ -115,6 +115,11 @@ class SupervisorCollector:
                     server_up.add_metric([slug, report.name], 1.0 if report.up else 0.0)
                     if report.last_duration_ms is not None:
                         server_duration.add_metric([slug, report.name], report.last_duration_ms / 1000)
+        shown = {handle.slug for handle in sup.handles.values()}
+        for slug in sup.system_db.refusals.slugs(time.monotonic()):  # given up here: no handle, but not silent
+            if slug not in shown:
+                for name in ChildState:
+                    state.add_metric([slug, name.value], 1.0 if name is ChildState.NEWER_SCHEMA else 0.0)
         yield from (results, durations, servers, age, pending, spooled, state, restarts, rss)
         if per_server:
             yield from (server_up, server_duration)
@@ -165,6 +170,8 @@ class Endpoints:
         body: dict[str, object] = {"ready": ready, "system_db": "up" if sup.system_db.healthy else "down"}
         if not_running:
             body["children_not_running"] = not_running
+        if refused := sup.system_db.refusals.slugs(time.monotonic()):  # left to other instances: this one is ready
+            body["tenants_newer_schema"] = refused
         return (200 if ready else 503), "application/json", (json.dumps(body) + "\n").encode()
 
 

@@ -29,6 +29,7 @@ from supervisor.parent.children_table import record_children
 from supervisor.parent.db_health import SystemDbHealth
 from supervisor.parent.handle import ChildHandle
 from supervisor.parent.instances import InstanceIdentity
+from supervisor.parent.newer_schema import NewerSchemaRefusals
 from supervisor.storage.db_clock import db_utcnow
 from supervisor.storage.migrations import NewerSchemaError, refuse_newer_system, upgrade_system
 from supervisor.tenants import ACTIVE, Tenant, leased_ids, read_tenants
@@ -70,6 +71,11 @@ class SystemDbSync:
         self._left_free: frozenset[int] = frozenset()
         self._left_expired: frozenset[int] = frozenset()
         self.handovers = leases.HandoverGap()
+        self.refusals = NewerSchemaRefusals()
+        #: Tenants claimed here that another instance refused: never given back while the same instances are live
+        #: (the refusing one would take it back only to refuse it again, and nobody else would).
+        self._kept_refused: set[int] = set()
+        self._live_ids: frozenset[str] = frozenset()
 
     @property
     def healthy(self) -> bool:
@@ -98,15 +104,20 @@ class SystemDbSync:
                 instances.heartbeat(conn, self.identity, self.started_wall, now)
                 gone = instances.take_over_dead_peers(conn, self.identity, now)
                 instances.prune(conn, now)
-                live = instances.count_live(conn, now, leases.shared_term(self.settings.lease_duration))
+                live_ids = instances.live_ids(conn, now, leases.shared_term(self.settings.lease_duration))
+                live = len(live_ids)
                 term = leases.lease_term(self.settings.lease_duration, live)
                 running = {h.tenant.id for h in handles if h.alive} | leased_ids(conn, now)
                 using = {h.tenant.id: h.spec.db_url for h in handles if h.alive and h.spec is not None}
                 checked = databases.checked_tenants(self.settings, read_tenants(conn, status=ACTIVE), running, using)
                 active = {tenant.id: tenant for tenant in self._usable(checked)}
+                self.refusals.follow(handles, active)
+                if live_ids != self._live_ids:  # a refusing instance may be gone or upgraded: share them again
+                    self._kept_refused, self._live_ids = set(), live_ids
                 synced = leases.sync(
                     conn, self.identity.id, list(active), busy, live, now, term,
                     servers=leases.reported_servers(handles), running=leases.running_here(handles),
+                    refused=self.refusals.holding(started), kept=self._kept_refused,
                 )
                 record_children(conn, self.identity.id, handles, now)
                 expiry = leases.next_foreign_expiry(conn, self.identity.id, now)
@@ -134,6 +145,7 @@ class SystemDbSync:
         if (gap_end := self.handovers.next_end_in(here)) is not None:  # a given-back lease is due for release
             self.next_poll = min(self.next_poll, started + gap_end + EXPIRY_SLACK)
         self._left_free, self._left_expired = synced.left_free, synced.left_expired
+        self._kept_refused = (self._kept_refused | synced.claimed_refused) & synced.runnable
         return PollResult(active, synced.runnable)
 
     def _usable(self, tenants: Sequence[Tenant]) -> list[Tenant]:
@@ -151,6 +163,11 @@ class SystemDbSync:
                 )  # fmt: skip
         self._row_problems = problems
         return usable
+
+    def refused(self, handle: ChildHandle) -> None:
+        """The tenant's child found its DB's schema newer than this collector's: the next poll, now, releases it."""
+        self.refusals.refused(handle, time.monotonic())
+        self.next_poll = min(self.next_poll, time.monotonic())
 
     def record_children(self, handles: Iterable[ChildHandle]) -> None:
         """Write starts and exits as they happen (polls write everything anyway); skipped during an outage."""
