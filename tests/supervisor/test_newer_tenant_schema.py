@@ -15,13 +15,10 @@ import os
 import signal
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, select
 
 from supervisor.storage.migrations import TENANT_VERSION
@@ -30,6 +27,7 @@ from tests.helpers.deployment import Deployment
 from tests.helpers.ports import free_ports
 from tests.helpers.simulator import SIM_PASSWORD, Simulator
 from tests.helpers.waiting import wait_until
+from tests.supervisor.test_metrics import _get, _samples
 from tests.supervisor.test_real_children import _add_server, _epoch, _snapshots
 
 SHIM = Path(__file__).resolve().parent / "schema_shim"
@@ -83,22 +81,6 @@ def _set_tenant_schema(root: Path, tenant: str, version: int) -> None:
 
 def _status(deployment: Deployment) -> dict[str, dict[str, Any]]:
     return {t["slug"]: t for t in json.loads(deployment.cli("status", "--json").stdout)["tenants"]}
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
 
 
 def _collected_at(root: Path, tenant: str, since: dt.datetime) -> list[dt.datetime]:

@@ -20,31 +20,23 @@ from supervisor.children.sample import (
     parse_sample,
     stored_wait_type,
 )
-from supervisor.procedures.resultsets import CONTRACT_VERSION, RESULT_SETS
+from tests.unit.test_sample_checks import NOW
+from tests.unit.test_sample_checks import raw as answer
 
-NOW = dt.datetime(2026, 6, 1, 12, 0, 0)
 SECOND = dt.timedelta(seconds=1)
 GB_KB = 1 << 20
 MANAGED_INSTANCE, AZURE_SQL_DATABASE = 8, 5
 
 
+#: A 16 GB host and a CPU record half a minute old: the figures these tests move one at a time.
+_HOST = {"total_physical_memory_kb": 16 * GB_KB, "available_physical_memory_kb": 4 * GB_KB,
+         "total_server_memory_kb": 8 * GB_KB, "target_server_memory_kb": 10 * GB_KB}  # fmt: skip
+
+
 def raw(instance: dict[str, Any] | None = None, counters: dict[str, Any] | None = None,
         waits: list[tuple[Any, ...]] | None = None, cpu: dict[str, Any] | None = None,
         ) -> list[tuple[list[str], list[list[Any]]]]:  # fmt: skip
-    given = {
-        "instance": [{"contract_version": CONTRACT_VERSION, "server_name": "SQL01", "host_platform": "Windows",
-                      "engine_edition": 3, "sqlserver_start_time": NOW - dt.timedelta(days=3),
-                      "sample_time_utc": NOW, **(instance or {})}],
-        "cpu": [{"record_id": 7, "record_time_utc": NOW - 30 * SECOND, "sql_cpu_percent": 30,
-                 "system_idle_percent": 50, **(cpu or {})}],
-        "counters": [{"total_physical_memory_kb": 16 * GB_KB, "available_physical_memory_kb": 4 * GB_KB,
-                      "total_server_memory_kb": 8 * GB_KB, "target_server_memory_kb": 10 * GB_KB,
-                      "user_connections": 12, "batch_requests_total": 123456, **(counters or {})}],
-        "waits": [dict(zip(("wait_type", "waiting_tasks_count", "wait_time_ms", "signal_wait_time_ms"), row,
-                           strict=True)) for row in (waits or [])],
-    }  # fmt: skip
-    return [(list(spec.column_names), [[row.get(name) for name in spec.column_names] for row in given[spec.name]])
-            for spec in RESULT_SETS]  # fmt: skip
+    return answer(instance, {**_HOST, **(counters or {})}, waits, {"record_time_utc": NOW - 30 * SECOND, **(cpu or {})})
 
 
 def sample(**sets: Any) -> Sample:
