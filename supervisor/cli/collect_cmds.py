@@ -10,7 +10,6 @@ from dataclasses import replace
 from typing import Any
 
 import pyodbc
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from supervisor import rules
@@ -28,23 +27,15 @@ from supervisor.children.stored_state import load_baselines, load_states
 from supervisor.children.targets import Target, read_servers
 from supervisor.cli.context import CliContext
 from supervisor.cli.output import print_json, print_table
-from supervisor.clock import stored_utc
 from supervisor.errors import CONNECT, CollectorError, ConfigError, UsageError
 from supervisor.procedures.permissions import DEPLOY_REFUSED_HINT, grants_script
 from supervisor.procedures.resultsets import PROCEDURE_QUALIFIED_NAME
 from supervisor.procedures.tsql import install_batches, install_script
-from supervisor.storage import system_schema
 from supervisor.storage.db_clock import db_utcnow
-from supervisor.storage.raw import raw
-from supervisor.tenants import Tenant
+from supervisor.tenants import Tenant, leased_ids
 
 
-def _target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target]:
-    engine, target, _tenant = _tenant_target(ctx, tenant_slug, name)
-    return engine, target
-
-
-def _tenant_target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target, Tenant]:
+def _target(ctx: CliContext, tenant_slug: str, name: str) -> tuple[Any, Target, Tenant]:
     tenant = ctx.tenant(tenant_slug)
     engine = ctx.tenant_engine(tenant)
     with engine.connect() as conn:
@@ -67,16 +58,11 @@ def _hinted(failure: CollectionFailure, target: Target) -> str:
 
 def _collected_by_a_child(ctx: CliContext, tenant: Tenant) -> bool:
     """A supervisor holds the tenant's lease (its child collects the tenant's servers), or it cannot be told."""
-    leases = system_schema.tenant_leases
-    query = select(leases.c.owner, raw(leases.c.expires_at)).where(leases.c.tenant_id == tenant.id)
     try:
         with ctx.system_engine.connect() as conn:
-            lease = conn.execute(query).first()
-            now = db_utcnow(conn)
+            return tenant.id in leased_ids(conn, db_utcnow(conn))
     except SQLAlchemyError:
         return True
-    expires = None if lease is None else stored_utc(lease.expires_at)
-    return lease is not None and lease.owner is not None and expires is not None and expires >= now
 
 
 def _spot_check(item: WriteItem) -> WriteItem:
@@ -89,7 +75,7 @@ def _spot_check(item: WriteItem) -> WriteItem:
 
 def collect_once(args: argparse.Namespace, ctx: CliContext) -> int:
     driver = resolve_driver(ctx.settings.odbc_driver)
-    engine, target, tenant = _tenant_target(ctx, args.tenant, args.name)
+    engine, target, tenant = _target(ctx, args.tenant, args.name)
     with engine.connect() as conn:
         baselines = load_baselines(conn)
         state = load_states(conn).get(target.server_id, ServerState())
@@ -152,7 +138,7 @@ def procedures(args: argparse.Namespace, ctx: CliContext) -> int:
         print(grants_script() if getattr(args, "grants", False) else install_script(), end="")
         return 0
     driver = resolve_driver(ctx.settings.odbc_driver)
-    _engine, target = _target(ctx, args.tenant, args.name)
+    _engine, target, _tenant = _target(ctx, args.tenant, args.name)
     try:
         connection_string = build(driver, target.endpoint)
     except UnsafeValue as exc:
