@@ -110,9 +110,12 @@ class Flights:
         as while it runs, instead of counting a failure of its own."""
         if server_id in self._flights:
             return True
-        cut_since = time.monotonic() - RETURN_GRACE
-        return any(f.target.server_id == server_id and not f.returned and f.deadline is not None
-                   and f.deadline > cut_since for f in self._abandoned)  # fmt: skip
+        held = self._held_in_driver(server_id)
+        return held is not None and held.deadline is not None and held.deadline > time.monotonic() - RETURN_GRACE
+
+    def _held_in_driver(self, server_id: int) -> Flight | None:
+        """The server's collection abandoned at its deadline whose thread has not left the driver yet, if any."""
+        return next((f for f in self._abandoned if f.target.server_id == server_id and not f.returned), None)
 
     def sessions(self) -> list[ServerSession]:
         """Sessions a thread may still be using (in flight or abandoned): not to be closed by others."""
@@ -124,7 +127,7 @@ class Flights:
         one more, for as long as the driver holds them)."""
         flight = Flight(target, session, self._timeout, self._on_result)
         self._flights[target.server_id] = flight
-        held = next((f for f in self._abandoned if f.target.server_id == target.server_id and not f.returned), None)
+        held = self._held_in_driver(target.server_id)
         if held is None:
             self._pool.submit(flight.run, suspect=target.server_id in self._failing)
         else:
