@@ -217,8 +217,8 @@ def _status_params(status: StatusUpdate, implausible_after: dt.datetime) -> dict
 
 def _store_baselines(conn: Connection, items: list[WriteItem]) -> None:
     """One row per server, only ever moved forward in time (a stored time no sample of ours has is replaced)."""
-    implausible_after = utcnow() + IMPLAUSIBLE_AHEAD
-    implausible_check = utcnow() + CHECKED_AHEAD
+    now = utcnow()
+    implausible_after, implausible_check = now + IMPLAUSIBLE_AHEAD, now + CHECKED_AHEAD
     rows = []
     for item in items:
         baseline = item.baseline

@@ -49,7 +49,7 @@ class WriteItem:
     status: StatusUpdate
     snapshot: SnapshotRow | None = None
     baseline: Baseline | None = None
-    #: The server row it was collected for (``targets.row_identity``): none is stored once that row is gone or
+    #: The server row it was collected for (``row_identity``): none is stored once that row is gone or
     #: another has its id. None (spool files of earlier versions): stored under the id as it is.
     row: str | None = None
 

@@ -56,7 +56,6 @@ class InvalidRow(ValueError):
     pass
 
 
-
 class TargetMemo:
     """The target each server row last gave, reused while the row's raw values are the same: a child re-reads
     its server list every few seconds, and checking and decrypting unchanged rows again is most of that read's
@@ -130,7 +129,7 @@ def read_servers(
         display = _display_name(row["name"], server_id)
         identity = row_identity(row["created_at"])
         try:
-            target = _target(row, settings, box, only_enabled=name is None)
+            target = _target(row, identity, settings, box, only_enabled=name is None)
         except InvalidRow as exc:
             rows.invalid.append(InvalidServer(server_id, display, str(exc), identity))
             continue
@@ -170,7 +169,8 @@ def _check(row: Any, column: str, rule: Any, *args: Any, **kwargs: Any) -> Any:
         raise InvalidRow(f"invalid {table}.{column} = {rules.shown(value)}: {exc}") from None
 
 
-def _target(row: Any, settings: Settings, box: PasswordDecryptor, *, only_enabled: bool) -> Target | None:
+def _target(row: Any, identity: str, settings: Settings, box: PasswordDecryptor, *, only_enabled: bool
+            ) -> Target | None:  # fmt: skip
     if row["config_server_id"] is None:
         raise InvalidRow("no collection_configs row for this server")
     enabled = _check(row, "enabled", rules.flag, nullable=False)
@@ -211,7 +211,7 @@ def _target(row: Any, settings: Settings, box: PasswordDecryptor, *, only_enable
         endpoint=endpoint,
         interval_seconds=float(interval or settings.collection_interval),
         collection_mode=mode or settings.collection_mode,
-        row=row_identity(row["created_at"]),
+        row=identity,
     )
 
 

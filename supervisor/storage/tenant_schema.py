@@ -121,7 +121,8 @@ counter_baselines = Table(
     Column("sample_time", DateTime, nullable=False),
     Column("batch_requests_total", BigInteger, nullable=True),
     Column("waits_json", Text, nullable=False),
-    # Schema version 3: this host's clock when that sample's collection started (a server's clock may step).
+    # Tenant addition 1 (migrations.py): this host's clock when that sample's collection started (a server's
+    # clock may step).
     Column("checked_at", DateTime, nullable=True),
 )
 
