@@ -4,10 +4,7 @@ what is wrong, within bounded memory; a tenant child with such a server keeps co
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +26,7 @@ from tests.helpers.cli import run_cli
 from tests.helpers.deployment import Child, TenantDeployment
 from tests.helpers.drivers import driver_setting
 from tests.helpers.ports import free_ports
-from tests.helpers.simulator import REPO
+from tests.helpers.responders import responder
 from tests.helpers.waiting import wait_until
 from tests.sim.hostile_server import ROUTE, SCENARIOS, SPECIAL
 
@@ -67,17 +64,8 @@ def hostile() -> Iterator[dict[str, int]]:
     names = [*SCENARIOS, *SPECIAL, "routed_to_tls_stall"]
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     scenarios = {name: name for name in names} | {"routed_to_tls_stall": f"{ROUTE}{ports['tls_stall']}"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.sim.hostile_server", *(f"{p}={scenarios[name]}" for name, p in ports.items())],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        assert json.loads(process.stdout.readline())["event"] == "ready"
+    with responder("tests.sim.hostile_server", *(f"{p}={scenarios[name]}" for name, p in ports.items())):
         yield ports
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def session(driver: str, port: int, encrypt: str = "no") -> ServerSession:

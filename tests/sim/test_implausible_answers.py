@@ -6,9 +6,6 @@ plausible ones."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,21 +16,14 @@ from supervisor.storage.tenant_schema import metric_snapshots, wait_stats
 from tests.helpers.cli import run_cli
 from tests.helpers.deployment import TENANT, TenantDeployment
 from tests.helpers.ports import free_ports
-from tests.helpers.simulator import REPO
+from tests.helpers.responders import responder
 
 
 @pytest.fixture(scope="module")
 def implausible_port() -> Iterator[int]:
     (port,) = free_ports(1)
-    process = subprocess.Popen([sys.executable, "-m", "tests.sim.implausible_server", str(port)], cwd=REPO,
-                               stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert process.stdout is not None
-        assert json.loads(process.stdout.readline())["event"] == "ready"
+    with responder("tests.sim.implausible_server", str(port)):
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_implausible_figures_are_stored_as_unknown_with_the_rest_of_the_snapshot(
